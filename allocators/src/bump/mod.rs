@@ -1,0 +1,424 @@
+//! The bump allocator: hands out memory by moving a pointer through 4 MiB chunks.
+//!
+//! **It never reuses freed memory.** `dealloc` gives back only the most recent block of the
+//! calling thread's chunk (the pointer moves back) and large blocks (unmapped at once); everything
+//! else stays allocated until the process exits. Memory therefore grows with the total bytes
+//! allocated, not with the live bytes: use it for short-lived programs and phase-based work
+//! (compilers, command-line tools, request arenas), where that trade buys the cheapest possible
+//! allocation.
+//!
+//! Layout: each thread owns one chunk (a [`REGION_SIZE`]-aligned mapping claimed as
+//! [`Owner::Bump`]) and bumps a cursor through it. Each block is preceded by one word holding its
+//! size, so [`Introspect::usable_size`] works from the pointer alone. Requests above
+//! [`LARGE_THRESHOLD`] or aligned above [`MAX_ALIGN`] go to [`crate::large`].
+//!
+//! Fast path ([`Arena::alloc`]): one thread-local access, an add, a compare, two stores. No lock, no
+//! atomic read-modify-write (the stats counters are thread-local too, folded every few hundred
+//! operations). When a thread exits, the unused tail of its chunk goes on a shared list and the
+//! next thread that needs a chunk takes it, so thousands of short-lived threads do not each strand
+//! a chunk.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::AtomicBool;
+
+use crate::large;
+use crate::os;
+use crate::region_map::{self, Owner, REGION_SIZE};
+use crate::stats::{GlobalCounters, LocalCounters, Stats};
+use crate::sync::{self, Lock};
+use crate::Introspect;
+
+/// Bytes of each chunk (one region-map window).
+const CHUNK_SIZE: usize = REGION_SIZE;
+/// Requests larger than this are mapped directly by [`crate::large`].
+pub const LARGE_THRESHOLD: usize = CHUNK_SIZE / 4;
+/// Alignments above this are served by [`crate::large`].
+pub const MAX_ALIGN: usize = 4096;
+/// The size word in front of every block.
+const HEADER: usize = core::mem::size_of::<usize>();
+/// A thread's leftover chunk tail shorter than this is dropped rather than handed on.
+const MIN_SPARE: usize = 4096;
+
+static COUNTERS: GlobalCounters = GlobalCounters::new();
+/// Chunk tails left by exited threads, and the arena used by code running after a thread's
+/// cache was destroyed.
+static SHARED: Lock<Shared> = Lock::new(Shared {
+    spare: ptr::null_mut(),
+    arena: Arena::empty(),
+});
+static ATFORK: AtomicBool = AtomicBool::new(false);
+
+/// The bump allocator; see the module documentation. A zero-sized handle onto one process-wide
+/// heap.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bump {
+    _private: (),
+}
+
+impl Bump {
+    /// A handle onto the process-wide bump heap. Nothing is mapped until the first allocation.
+    pub const fn new() -> Self {
+        Bump { _private: () }
+    }
+}
+
+/// The start of a chunk tail on the spare list: written into the tail itself.
+struct SpareTail {
+    next: *mut SpareTail,
+    end: usize,
+    /// Bytes from here on have never been written (still zero from the kernel).
+    clean_from: usize,
+}
+
+struct Shared {
+    spare: *mut SpareTail,
+    arena: Arena,
+}
+
+// SAFETY: the raw pointers refer to chunk memory owned by the allocator, only touched under the lock.
+unsafe impl Send for Shared {}
+
+/// A cursor through one chunk.
+///
+/// Invariants: `start <= last_cursor <= cursor <= clean_from <= end` when a chunk is held (all
+/// zero otherwise); bytes in `clean_from..end` have never been written since the kernel mapped them;
+/// `last_block` is the most recent block handed out from `last_cursor..cursor`, or 0.
+struct Arena {
+    cursor: usize,
+    end: usize,
+    clean_from: usize,
+    last_block: usize,
+    last_cursor: usize,
+    counters: LocalCounters,
+}
+
+impl Arena {
+    const fn empty() -> Self {
+        Arena {
+            cursor: 0,
+            end: 0,
+            clean_from: 0,
+            last_block: 0,
+            last_cursor: 0,
+            counters: LocalCounters::new(),
+        }
+    }
+
+    /// The fast path: carve `layout` from the current chunk, or refill.
+    #[inline(always)]
+    fn alloc(&mut self, layout: Layout, zeroed: bool) -> *mut u8 {
+        let align = layout.align().max(HEADER);
+        let block = (self.cursor + HEADER + align - 1) & !(align - 1);
+        let new_cursor = block + layout.size();
+        if new_cursor <= self.end && self.cursor != 0 {
+            return self.commit(block, new_cursor, layout.size(), zeroed);
+        }
+        self.alloc_refill(layout, zeroed)
+    }
+
+    #[inline(always)]
+    fn commit(&mut self, block: usize, new_cursor: usize, size: usize, zeroed: bool) -> *mut u8 {
+        // SAFETY: block - HEADER >= cursor lies inside the chunk, word-aligned (align >= HEADER).
+        unsafe { ((block - HEADER) as *mut usize).write(size) };
+        if zeroed && block < self.clean_from {
+            let dirty_end = new_cursor.min(self.clean_from);
+            // SAFETY: block..dirty_end is inside the chunk and now belongs to this block.
+            unsafe { ptr::write_bytes(block as *mut u8, 0, dirty_end - block) };
+        }
+        self.last_cursor = self.cursor;
+        self.last_block = block;
+        self.cursor = new_cursor;
+        self.clean_from = self.clean_from.max(new_cursor);
+        self.counters.on_alloc(size, &COUNTERS);
+        block as *mut u8
+    }
+
+    #[cold]
+    fn alloc_refill(&mut self, layout: Layout, zeroed: bool) -> *mut u8 {
+        self.hand_on();
+        if !take_chunk(self) {
+            return ptr::null_mut();
+        }
+        let align = layout.align().max(HEADER);
+        let block = (self.cursor + HEADER + align - 1) & !(align - 1);
+        let new_cursor = block + layout.size();
+        if new_cursor > self.end {
+            return ptr::null_mut();
+        }
+        self.commit(block, new_cursor, layout.size(), zeroed)
+    }
+
+    /// Frees `block` if it is the most recent one: the cursor moves back.
+    #[inline]
+    fn free_last(&mut self, block: usize, size: usize) -> bool {
+        if block != self.last_block || block == 0 {
+            return false;
+        }
+        self.cursor = self.last_cursor;
+        self.last_block = 0;
+        self.counters.on_free(size, &COUNTERS);
+        true
+    }
+
+    /// Resizes `block` in place if it is the most recent one and the chunk has room.
+    #[inline]
+    fn resize_last(&mut self, block: usize, old: usize, new: usize) -> bool {
+        if block != self.last_block || block == 0 || block + new > self.end {
+            return false;
+        }
+        self.cursor = block + new;
+        self.clean_from = self.clean_from.max(self.cursor);
+        // SAFETY: the size word of a live block of this chunk.
+        unsafe { ((block - HEADER) as *mut usize).write(new) };
+        self.counters.on_free(old, &COUNTERS);
+        self.counters.on_alloc(new, &COUNTERS);
+        true
+    }
+
+    /// Puts the rest of the current chunk on the shared spare list (or drops a short tail).
+    fn hand_on(&mut self) {
+        self.counters.flush(&COUNTERS);
+        let start = (self.cursor + 15) & !15;
+        if self.cursor != 0 && start + MIN_SPARE <= self.end {
+            let tail = start as *mut SpareTail;
+            // SAFETY: start..end is unused chunk memory owned by this arena, 16-aligned.
+            unsafe {
+                tail.write(SpareTail {
+                    next: ptr::null_mut(),
+                    end: self.end,
+                    clean_from: self
+                        .clean_from
+                        .max(start + core::mem::size_of::<SpareTail>()),
+                })
+            };
+            let mut shared = SHARED.lock();
+            // SAFETY: tail was just written and is owned by the list from now on.
+            unsafe { (*tail).next = shared.spare };
+            shared.spare = tail;
+        }
+        self.cursor = 0;
+        self.end = 0;
+        self.clean_from = 0;
+        self.last_block = 0;
+        self.last_cursor = 0;
+    }
+}
+
+/// Gives `arena` a spare tail if one exists, else a fresh chunk. `false` if the kernel refuses.
+fn take_chunk(arena: &mut Arena) -> bool {
+    sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+    {
+        let mut shared = SHARED.lock();
+        let tail = shared.spare;
+        if !tail.is_null() {
+            // SAFETY: list entries are valid tails owned by the list.
+            let t = unsafe { tail.read() };
+            shared.spare = t.next;
+            arena.cursor = tail as usize;
+            arena.end = t.end;
+            arena.clean_from = t.clean_from;
+            return true;
+        }
+    }
+    let chunk = os::map_aligned(CHUNK_SIZE, REGION_SIZE);
+    if chunk.is_null() {
+        return false;
+    }
+    if !region_map::claim(chunk as usize, CHUNK_SIZE, Owner::Bump) {
+        // SAFETY: just mapped, never published.
+        unsafe { os::unmap(chunk, CHUNK_SIZE) };
+        return false;
+    }
+    COUNTERS.add_mapped(CHUNK_SIZE);
+    arena.cursor = chunk as usize;
+    arena.end = chunk as usize + CHUNK_SIZE;
+    arena.clean_from = chunk as usize;
+    true
+}
+
+unsafe extern "C" fn atfork_prepare() {
+    SHARED.force_lock();
+}
+
+unsafe extern "C" fn atfork_release() {
+    // SAFETY: called after atfork_prepare took the lock in this thread.
+    unsafe { SHARED.force_unlock() };
+}
+
+/// A thread's arena; handed on when the thread exits.
+struct ThreadArena(UnsafeCell<Arena>);
+
+impl Drop for ThreadArena {
+    fn drop(&mut self) {
+        self.0.get_mut().hand_on();
+    }
+}
+
+thread_local! {
+    static THREAD: ThreadArena = const { ThreadArena(UnsafeCell::new(Arena::empty())) };
+}
+
+/// Runs `f` on the calling thread's arena, or on the shared arena (under its lock) once the
+/// thread's arena has been destroyed at thread exit.
+#[inline(always)]
+fn with_arena<R>(f: impl FnOnce(&mut Arena) -> R) -> R {
+    let mut f = Some(f);
+    let r = THREAD.try_with(|t| {
+        // SAFETY: the arena is only reached through this function, which never re-enters itself
+        // on one thread (nothing inside allocates through the global allocator), so this is the
+        // only live reference.
+        let arena = unsafe { &mut *t.0.get() };
+        (f.take().unwrap_or_else(|| unreachable!()))(arena)
+    });
+    match r {
+        Ok(r) => r,
+        Err(_) => with_shared_arena(f),
+    }
+}
+
+#[cold]
+fn with_shared_arena<R>(f: Option<impl FnOnce(&mut Arena) -> R>) -> R {
+    let f = f.unwrap_or_else(|| unreachable!());
+    // The shared arena's refill takes the same lock to reach the spare list, so run it on a copy
+    // of the arena state taken out from under the lock.
+    let mut arena = core::mem::replace(&mut SHARED.lock().arena, Arena::empty());
+    let r = f(&mut arena);
+    let mut shared = SHARED.lock();
+    if shared.arena.cursor == 0 {
+        shared.arena = arena;
+    } else {
+        // Another exiting thread installed an arena meanwhile; keep theirs, hand ours on.
+        drop(shared);
+        arena.hand_on();
+    }
+    r
+}
+
+fn is_large(layout: &Layout) -> bool {
+    layout.size() > LARGE_THRESHOLD || layout.align() > MAX_ALIGN
+}
+
+// SAFETY: blocks are carved from disjoint parts of chunks owned by one arena at a time, aligned as
+// asked, and never handed out twice (memory is only reused through `free_last`, which returns the
+// latest block's space to the arena that gave it out).
+unsafe impl GlobalAlloc for Bump {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if is_large(&layout) {
+            return alloc_large(layout);
+        }
+        with_arena(|a| a.alloc(layout, false))
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if is_large(&layout) {
+            return alloc_large(layout);
+        }
+        with_arena(|a| a.alloc(layout, true))
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        match region_map::owner_of(ptr) {
+            Owner::Bump => {
+                // Only the latest block of this thread's chunk can be given back.
+                with_arena(|a| {
+                    if !a.free_last(ptr as usize, layout.size()) {
+                        a.counters.on_free(layout.size(), &COUNTERS);
+                    }
+                });
+            }
+            // SAFETY: the caller passes a live block of ours; in a Large window it is a large block.
+            Owner::Large => unsafe {
+                COUNTERS.record_free(layout.size());
+                large::dealloc(ptr, &COUNTERS);
+            },
+            _ => {}
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let old = layout.size();
+        match region_map::owner_of(ptr) {
+            Owner::Bump => {
+                if new_size <= old {
+                    // Shrink in place: the block keeps its start, its size word records the new size.
+                    with_arena(|a| {
+                        if !a.resize_last(ptr as usize, old, new_size) {
+                            // SAFETY: the size word in front of a live block.
+                            unsafe { ((ptr as usize - HEADER) as *mut usize).write(new_size) };
+                        }
+                    });
+                    return ptr;
+                }
+                if new_size <= LARGE_THRESHOLD
+                    && with_arena(|a| a.resize_last(ptr as usize, old, new_size))
+                {
+                    return ptr;
+                }
+            }
+            Owner::Large if new_size > LARGE_THRESHOLD => {
+                // SAFETY: a live large block of ours.
+                let q = unsafe { large::realloc(ptr, new_size, &COUNTERS) };
+                if !q.is_null() {
+                    COUNTERS.record_free(old);
+                    COUNTERS.record_alloc(new_size);
+                }
+                return q;
+            }
+            _ => {}
+        }
+        // SAFETY: a valid layout: the caller guarantees new_size rounded to align fits isize.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: forwarding to our own alloc/dealloc with the caller's guarantees.
+        unsafe {
+            let q = self.alloc(new_layout);
+            if !q.is_null() {
+                ptr::copy_nonoverlapping(ptr, q, old.min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            q
+        }
+    }
+}
+
+#[cold]
+fn alloc_large(layout: Layout) -> *mut u8 {
+    let p = large::alloc(layout.size(), layout.align(), Owner::Bump, &COUNTERS);
+    if !p.is_null() {
+        COUNTERS.record_alloc(layout.size());
+    }
+    p
+}
+
+impl Introspect for Bump {
+    const NAME: &'static str = "bump";
+
+    fn stats(&self) -> Stats {
+        COUNTERS.snapshot()
+    }
+
+    unsafe fn usable_size(&self, ptr: *const u8) -> Option<usize> {
+        match region_map::owner_of(ptr) {
+            Owner::Bump => {
+                let addr = ptr as usize;
+                let chunk = region_map::window_base(ptr);
+                if !addr.is_multiple_of(HEADER) || addr < chunk + HEADER {
+                    return None;
+                }
+                // SAFETY: a word inside a mapped Bump chunk; for a live block it is its size word.
+                Some(unsafe { ((addr - HEADER) as *const usize).read() })
+            }
+            // SAFETY: the pointer lies in a Large window.
+            Owner::Large => match unsafe { large::owner(ptr) } {
+                // SAFETY: large::owner confirmed a live large block start.
+                Some(Owner::Bump) => Some(unsafe { large::usable_size(ptr) }),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Four memory allocators, each usable as a Rust program's `#[global_allocator]`:
+//!
+//! | type | design | for |
+//! |---|---|---|
+//! | [`Bump`] | per-thread pointer bumping through 4 MiB chunks; never reuses freed memory | short-lived programs, phase-based work |
+//! | [`Slab`] | Bonwick's object caches with per-thread magazines | many objects of few sizes |
+//! | [`Buddy`] | binary buddy system: power-of-two blocks that split and coalesce | low external fragmentation |
+//! | [`SizeClass`] | mimalloc-style size classes, thread-local heaps, sharded free lists | general purpose |
+//!
+//! Swapping one in is one line:
+//!
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: allocators::Bump = allocators::Bump::new();
+//!
+//! fn main() {
+//!     use allocators::Introspect;
+//!     let handles: Vec<_> = (0..4)
+//!         .map(|i| std::thread::spawn(move || (0..1000).map(|j| format!("{i}-{j}")).collect::<Vec<_>>()))
+//!         .collect();
+//!     let total: usize = handles.into_iter().map(|h| h.join().unwrap().len()).sum();
+//!     assert_eq!(total, 4000);
+//!     assert!(GLOBAL.stats().allocations > 0);
+//! }
+//! ```
+//!
+//! Every allocator type is a zero-sized handle onto one process-wide heap of that type (as with
+//! mimalloc's `MiMalloc`): two values of `Bump` share the same memory. All of them initialise
+//! lazily on first use (std allocates before `main`), never allocate through the global allocator
+//! themselves, return null when the kernel refuses memory, and answer [`Introspect::usable_size`]
+//! from a bare pointer (no `Layout`), which is what C's `free` needs.
+//!
+//! The shared parts: [`os`] (pages from the kernel), [`sync`] (the internal lock), [`stats`] (the
+//! counters), [`region_map`] (which allocator owns an address) and [`large`] (directly mapped
+//! blocks).
+
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod large;
+pub mod os;
+pub mod region_map;
+pub mod stats;
+pub mod sync;
+
+mod bump;
+
+pub use bump::Bump;
+pub use region_map::Owner;
+pub use stats::Stats;
+
+use core::alloc::GlobalAlloc;
+
+/// What every allocator of this crate answers besides `GlobalAlloc`: its counters, and a block's
+/// size from its address alone.
+pub trait Introspect: GlobalAlloc + Sync {
+    /// A short lower-case name (`"bump"`, `"slab"`, `"buddy"`, `"sizeclass"`).
+    const NAME: &'static str;
+
+    /// A snapshot of the allocator's counters (see [`stats`] for how fresh they are).
+    fn stats(&self) -> Stats;
+
+    /// The number of bytes usable at `ptr` (at least the size it was allocated with), or `None`
+    /// if `ptr` is not the start of a block this allocator handed out, as far as its metadata can
+    /// tell (memory it never mapped is always recognised as foreign).
+    ///
+    /// # Safety
+    /// If `ptr` points into this allocator's memory, it must be a block that has not been freed,
+    /// or a pointer that was never a block start; a freed pointer may give any answer.
+    unsafe fn usable_size(&self, ptr: *const u8) -> Option<usize>;
+}

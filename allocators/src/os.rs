@@ -1,0 +1,253 @@
+//! Pages from the kernel: `mmap`, `munmap`, `madvise`, `mremap`, and the page size read at run time.
+//!
+//! Every allocator in this crate gets its memory through the [`PageSource`] trait, whose one
+//! implementation today is [`OsPages`] (the Linux kernel through `libc`). Keeping the kernel calls
+//! here means a later `no_std` build can hand the allocators a fixed region instead.
+//!
+//! Nothing here allocates through the global allocator, and no function here panics: failures come
+//! back as null pointers or `false`.
+
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// A source of page-granular memory. All sizes and addresses are multiples of [`page_size`].
+///
+/// # Safety
+/// Implementations must return memory that is readable, writable, zero-filled when fresh, not
+/// handed out twice while mapped, and aligned as asked.
+pub unsafe trait PageSource {
+    /// Maps `size` bytes aligned to `align` (a power of two, any size); null on failure.
+    fn map_aligned(&self, size: usize, align: usize) -> *mut u8;
+    /// Returns `size` bytes at `addr` to the source.
+    ///
+    /// # Safety
+    /// `addr..addr + size` must have come from this source and must not be used afterwards.
+    unsafe fn unmap(&self, addr: *mut u8, size: usize);
+    /// Tells the source the contents of `addr..addr + size` are no longer needed; the range stays
+    /// mapped and reads back as zeros (Linux `MADV_DONTNEED` semantics).
+    ///
+    /// # Safety
+    /// The range must be mapped from this source and hold nothing the caller still needs.
+    unsafe fn discard(&self, addr: *mut u8, size: usize);
+}
+
+/// The Linux kernel as a [`PageSource`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OsPages;
+
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// The system page size, read once with `sysconf` and cached (never assumed to be 4 KiB).
+#[inline]
+pub fn page_size() -> usize {
+    let cached = PAGE_SIZE.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    page_size_slow()
+}
+
+#[cold]
+fn page_size_slow() -> usize {
+    // SAFETY: sysconf has no preconditions and does not allocate.
+    let raw = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let size = if raw > 0 && (raw as usize).is_power_of_two() {
+        raw as usize
+    } else {
+        4096
+    };
+    PAGE_SIZE.store(size, Ordering::Relaxed);
+    size
+}
+
+/// Rounds `n` up to a multiple of `align` (a power of two); `None` on overflow.
+#[inline]
+pub const fn align_up(n: usize, align: usize) -> Option<usize> {
+    match n.checked_add(align - 1) {
+        Some(v) => Some(v & !(align - 1)),
+        None => None,
+    }
+}
+
+/// Maps `size` fresh zeroed bytes (rounded up to whole pages); null on failure.
+pub fn map(size: usize) -> *mut u8 {
+    let Some(size) = align_up(size, page_size()) else {
+        return ptr::null_mut();
+    };
+    if size == 0 || size > isize::MAX as usize {
+        return ptr::null_mut();
+    }
+    // SAFETY: an anonymous private mapping with a null hint touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
+/// Maps `size` bytes whose start is aligned to `align` (a power of two, possibly far above the
+/// page size): over-maps by `align` and trims the unaligned head and the tail. Null on failure.
+pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
+    let page = page_size();
+    let Some(size) = align_up(size, page) else {
+        return ptr::null_mut();
+    };
+    if align <= page {
+        return map(size);
+    }
+    let Some(over) = size.checked_add(align) else {
+        return ptr::null_mut();
+    };
+    let raw = map(over);
+    if raw.is_null() {
+        return raw;
+    }
+    let raw_addr = raw as usize;
+    let start = (raw_addr + align - 1) & !(align - 1);
+    let head = start - raw_addr;
+    let tail = over - head - size;
+    // SAFETY: head and tail lie inside the mapping just made and nobody else knows of them.
+    unsafe {
+        if head > 0 {
+            libc::munmap(raw.cast(), head);
+        }
+        if tail > 0 {
+            libc::munmap((start + size) as *mut libc::c_void, tail);
+        }
+    }
+    start as *mut u8
+}
+
+/// Unmaps a range obtained from [`map`] or [`map_aligned`] (or part of one).
+///
+/// # Safety
+/// The range must be mapped by this module and no longer used.
+pub unsafe fn unmap(addr: *mut u8, size: usize) {
+    if size == 0 {
+        return;
+    }
+    // SAFETY: the caller guarantees the range is ours and dead. munmap failing leaves it mapped,
+    // which leaks address space but never corrupts.
+    unsafe {
+        libc::munmap(addr.cast(), size);
+    }
+}
+
+/// Returns the physical pages behind `addr..addr + size` to the kernel; the range stays mapped
+/// and reads as zeros afterwards. `addr` and `size` must be page multiples.
+///
+/// # Safety
+/// The range must be mapped by this module and hold nothing the caller still needs.
+pub unsafe fn discard(addr: *mut u8, size: usize) {
+    if size == 0 {
+        return;
+    }
+    // SAFETY: the caller guarantees the range is ours and its contents are dead; DONTNEED keeps
+    // the mapping valid.
+    unsafe {
+        libc::madvise(addr.cast(), size, libc::MADV_DONTNEED);
+    }
+}
+
+/// Tries to resize the mapping at `addr` from `old_size` to `new_size` bytes without moving it.
+/// Returns `true` on success. Both sizes are rounded to pages.
+///
+/// # Safety
+/// `addr..addr + old_size` must be a mapping made by this module.
+pub unsafe fn remap_in_place(addr: *mut u8, old_size: usize, new_size: usize) -> bool {
+    // SAFETY: without MREMAP_MAYMOVE the kernel either resizes in place or fails; it never
+    // touches another mapping.
+    let p = unsafe { libc::mremap(addr.cast(), old_size, new_size, 0) };
+    p != libc::MAP_FAILED
+}
+
+/// Moves the pages of the mapping `old..old + old_size` to `new..new + new_size` (a range this
+/// module mapped as a placeholder), without copying bytes. Returns `true` on success; on failure
+/// both mappings are as they were.
+///
+/// # Safety
+/// Both ranges must be mappings made by this module; the placeholder's contents are discarded.
+pub unsafe fn remap_to(old: *mut u8, old_size: usize, new: *mut u8, new_size: usize) -> bool {
+    // SAFETY: MREMAP_FIXED replaces the placeholder at `new`, which the caller owns.
+    let p = unsafe {
+        libc::mremap(
+            old.cast(),
+            old_size,
+            new_size,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            new.cast::<libc::c_void>(),
+        )
+    };
+    p != libc::MAP_FAILED
+}
+
+// SAFETY: mmap returns fresh zeroed private pages, aligned as asked by `map_aligned`.
+unsafe impl PageSource for OsPages {
+    fn map_aligned(&self, size: usize, align: usize) -> *mut u8 {
+        map_aligned(size, align)
+    }
+    unsafe fn unmap(&self, addr: *mut u8, size: usize) {
+        // SAFETY: forwarded contract.
+        unsafe { unmap(addr, size) }
+    }
+    unsafe fn discard(&self, addr: *mut u8, size: usize) {
+        // SAFETY: forwarded contract.
+        unsafe { discard(addr, size) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_size_is_a_power_of_two() {
+        assert!(page_size().is_power_of_two());
+        assert!(page_size() >= 4096);
+    }
+
+    #[test]
+    fn aligned_mapping_is_aligned_and_writable() {
+        for shift in [12usize, 16, 22, 26] {
+            let align = 1usize << shift;
+            let p = map_aligned(3 * page_size(), align);
+            assert!(!p.is_null());
+            assert_eq!(p as usize % align, 0);
+            // SAFETY: p is a fresh mapping of 3 pages.
+            unsafe {
+                assert_eq!(*p, 0);
+                p.write_bytes(0xAB, 3 * page_size());
+                unmap(p, 3 * page_size());
+            }
+        }
+    }
+
+    #[test]
+    fn impossible_sizes_fail_cleanly() {
+        assert!(map(usize::MAX).is_null());
+        assert!(map_aligned(usize::MAX - 10, 1 << 20).is_null());
+        assert!(map(1 << 62).is_null());
+    }
+
+    #[test]
+    fn discard_zeroes() {
+        let p = map(page_size());
+        // SAFETY: p is one fresh page that we own.
+        unsafe {
+            p.write_bytes(7, page_size());
+            discard(p, page_size());
+            assert_eq!(*p, 0);
+            unmap(p, page_size());
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Which allocator owns an address: one byte per [`REGION_SIZE`] window of the address space.
+//!
+//! Every allocator in this crate takes its memory from the kernel in windows aligned to
+//! [`REGION_SIZE`] and whole multiples of it, so a window belongs to one owner at most. Finding the
+//! owner of a bare pointer (C's `free`, `usable_size`, a remote free, hardened checks) is one shift
+//! and one byte load, with no lock; a pointer in a window nobody here mapped reads
+//! [`Owner::Foreign`], which is how the allocators tell apart memory that is not theirs without
+//! touching it.
+//!
+//! The table covers the 47-bit user address space of x86-64 and AArch64 Linux (2^25 windows, one
+//! byte each: 32 MiB of address space reserved lazily with `MAP_NORESERVE`; only the pages
+//! covering windows in use are ever touched, typically one or two).
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+
+use crate::os;
+
+/// log2 of [`REGION_SIZE`].
+pub const REGION_SHIFT: u32 = 22;
+/// The granule of ownership: 4 MiB. Allocators map memory in aligned multiples of this.
+pub const REGION_SIZE: usize = 1 << REGION_SHIFT;
+/// The highest address bit the table covers (exclusive).
+const ADDRESS_BITS: u32 = 47;
+const ENTRIES: usize = 1 << (ADDRESS_BITS - REGION_SHIFT);
+
+/// The owner of a window of address space.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// Not mapped by any allocator of this crate.
+    Foreign = 0,
+    /// A directly mapped large block (see `large`); its header names the allocator.
+    Large = 1,
+    /// A chunk of [`crate::Bump`].
+    Bump = 2,
+    /// A region of [`crate::Slab`].
+    Slab = 3,
+    /// A region of [`crate::Buddy`].
+    Buddy = 4,
+    /// A region of [`crate::SizeClass`].
+    SizeClass = 5,
+}
+
+impl Owner {
+    fn from_u8(v: u8) -> Owner {
+        match v {
+            1 => Owner::Large,
+            2 => Owner::Bump,
+            3 => Owner::Slab,
+            4 => Owner::Buddy,
+            5 => Owner::SizeClass,
+            _ => Owner::Foreign,
+        }
+    }
+}
+
+static TABLE: AtomicPtr<AtomicU8> = AtomicPtr::new(ptr::null_mut());
+
+/// The table, mapping it on first use; null if the kernel refused.
+#[cold]
+fn table_slow() -> *mut AtomicU8 {
+    let fresh = os::map(ENTRIES).cast::<AtomicU8>();
+    if fresh.is_null() {
+        return fresh;
+    }
+    match TABLE.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => fresh,
+        Err(winner) => {
+            // SAFETY: `fresh` was mapped just above and never published.
+            unsafe { os::unmap(fresh.cast(), ENTRIES) };
+            winner
+        }
+    }
+}
+
+#[inline]
+fn index(addr: usize) -> Option<usize> {
+    let i = addr >> REGION_SHIFT;
+    (i < ENTRIES).then_some(i)
+}
+
+/// Marks the windows of `addr..addr + len` (aligned to [`REGION_SIZE`]) as owned by `owner`.
+/// Returns `false` (and marks nothing) if the table cannot be mapped or the range is outside it.
+#[must_use]
+pub fn claim(addr: usize, len: usize, owner: Owner) -> bool {
+    debug_assert_eq!(addr % REGION_SIZE, 0);
+    debug_assert_eq!(len % REGION_SIZE, 0);
+    let mut table = TABLE.load(Ordering::Acquire);
+    if table.is_null() {
+        table = table_slow();
+        if table.is_null() {
+            return false;
+        }
+    }
+    let (Some(first), Some(last)) = (index(addr), index(addr + len - 1)) else {
+        return false;
+    };
+    for i in first..=last {
+        // SAFETY: i < ENTRIES, and the table maps ENTRIES bytes for the life of the process.
+        unsafe { (*table.add(i)).store(owner as u8, Ordering::Release) };
+    }
+    true
+}
+
+/// Marks the windows of `addr..addr + len` as foreign again, before they are unmapped.
+pub fn release(addr: usize, len: usize) {
+    let table = TABLE.load(Ordering::Acquire);
+    if table.is_null() || len == 0 {
+        return;
+    }
+    let (Some(first), Some(last)) = (index(addr), index(addr + len - 1)) else {
+        return;
+    };
+    for i in first..=last {
+        // SAFETY: as in `claim`.
+        unsafe { (*table.add(i)).store(Owner::Foreign as u8, Ordering::Release) };
+    }
+}
+
+/// The owner of the window holding `ptr`; [`Owner::Foreign`] for anything not mapped here.
+#[inline]
+pub fn owner_of(ptr: *const u8) -> Owner {
+    let table = TABLE.load(Ordering::Acquire);
+    let Some(i) = index(ptr as usize) else {
+        return Owner::Foreign;
+    };
+    if table.is_null() {
+        return Owner::Foreign;
+    }
+    // SAFETY: i < ENTRIES and the table is never unmapped once published.
+    Owner::from_u8(unsafe { (*table.add(i)).load(Ordering::Acquire) })
+}
+
+/// The start of the [`REGION_SIZE`] window holding `ptr`.
+#[inline(always)]
+pub fn window_base(ptr: *const u8) -> usize {
+    ptr as usize & !(REGION_SIZE - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_then_release() {
+        let p = os::map_aligned(2 * REGION_SIZE, REGION_SIZE);
+        assert!(!p.is_null());
+        let a = p as usize;
+        assert_eq!(owner_of(p), Owner::Foreign);
+        assert!(claim(a, 2 * REGION_SIZE, Owner::Slab));
+        assert_eq!(owner_of(p), Owner::Slab);
+        assert_eq!(owner_of((a + REGION_SIZE + 17) as *const u8), Owner::Slab);
+        release(a, 2 * REGION_SIZE);
+        assert_eq!(owner_of(p), Owner::Foreign);
+        // SAFETY: mapped above, unused now.
+        unsafe { os::unmap(p, 2 * REGION_SIZE) };
+    }
+
+    #[test]
+    fn foreign_addresses() {
+        let x = 5u64;
+        assert_eq!(owner_of(&x as *const u64 as *const u8), Owner::Foreign);
+        assert_eq!(owner_of(usize::MAX as *const u8), Owner::Foreign);
+        assert_eq!(owner_of(ptr::null()), Owner::Foreign);
+    }
+}

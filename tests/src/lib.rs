@@ -1,0 +1,1 @@
+//! The allocator contract test suites (placeholder until the suites land).

@@ -43,8 +43,10 @@ pub mod region_map;
 pub mod stats;
 pub mod sync;
 
+mod buddy;
 mod bump;
 
+pub use buddy::Buddy;
 pub use bump::Bump;
 pub use region_map::Owner;
 pub use stats::Stats;

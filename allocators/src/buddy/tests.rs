@@ -433,3 +433,85 @@ fn foreign_and_interior_pointers_are_not_ours() {
         a.dealloc(p, layout);
     }
 }
+
+#[test]
+fn fork_while_threads_allocate_then_run_out_of_memory_in_the_child() {
+    let _serial = SERIAL.write().unwrap_or_else(|e| e.into_inner());
+    // The child may map 1 GiB more than the process holds now.
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().next().unwrap().parse().unwrap();
+    let limit = pages * crate::os::page_size() as u64 + (1 << 30);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..2)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let a = Buddy::new();
+                let mut rng = Rng(t + 11);
+                while !stop.load(Ordering::Relaxed) {
+                    let layout = Layout::from_size_align(1 + rng.below(5000), 8).unwrap();
+                    // SAFETY: a valid layout; the block is freed at once.
+                    unsafe { a.dealloc(a.alloc(layout), layout) };
+                }
+            })
+        })
+        .collect();
+    for _ in 0..5 {
+        // SAFETY: the child only uses the allocator (no std locks) and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let ok = child_allocates_until_refused(limit);
+            // SAFETY: ends the child without running the parent's test harness.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        assert!(pid > 0);
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status), "child crashed: {status}");
+        assert_eq!(libc::WEXITSTATUS(status), 0);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+}
+
+/// In a forked child: allocates 1 MiB blocks under an address-space limit of `bytes` until the
+/// allocator returns null, then frees them and checks it works again. Uses no other allocator.
+fn child_allocates_until_refused(bytes: u64) -> bool {
+    let a = Buddy::new();
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: plain syscalls on our own process; the array lives on the stack.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+            return false;
+        }
+        let layout = Layout::from_size_align(1 << 20, 8).unwrap();
+        let mut blocks = [ptr::null_mut::<u8>(); 2048];
+        let mut n = 0;
+        while n < blocks.len() {
+            let p = a.alloc(layout);
+            if p.is_null() {
+                break;
+            }
+            blocks[n] = p;
+            n += 1;
+        }
+        if n == 0 || n == blocks.len() {
+            return false;
+        }
+        for &p in &blocks[..n] {
+            a.dealloc(p, layout);
+        }
+        let p = a.alloc(layout);
+        if p.is_null() {
+            return false;
+        }
+        a.dealloc(p, layout);
+    }
+    true
+}

@@ -413,11 +413,17 @@ unsafe impl GlobalAlloc for Buddy {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = alloc_block(layout);
-        if !p.is_null() && region_map::owner_of(p) == Owner::Buddy {
-            // SAFETY: p is a fresh block of at least layout.size() bytes. (Large blocks are fresh
-            // kernel pages, zero already.)
-            unsafe { ptr::write_bytes(p, 0, layout.size()) };
+        let order = order_for(layout.size(), layout.align());
+        if order > MAX_ORDER {
+            // Large blocks are fresh kernel pages, zero already.
+            return alloc_large(layout);
+        }
+        let size = layout.size();
+        let p = with_cache(|c| c.alloc(order, size), || alloc_shared(order, size));
+        if !p.is_null() {
+            // SAFETY: p is a block of at least `size` bytes, ours alone. Buddy blocks may be
+            // recycled, so they are always cleared.
+            unsafe { ptr::write_bytes(p, 0, size) };
         }
         p
     }

@@ -515,3 +515,77 @@ fn child_allocates_until_refused(bytes: u64) -> bool {
     }
     true
 }
+
+#[test]
+fn random_operations_keep_the_arena_consistent() {
+    let counters = GlobalCounters::new();
+    let mut arena = Arena::new(NUM_ARENAS + 4);
+    let mut rng = Rng(0xDEAD_BEEF);
+    let mut live: Vec<(usize, u32)> = Vec::new();
+    for step in 0..20_000 {
+        match rng.below(10) {
+            0..=4 => {
+                let orders = if rng.below(50) == 0 { 18 } else { 10 };
+                let order = MIN_ORDER + rng.below(orders) as u32;
+                let p = arena.alloc_block(order, &counters) as usize;
+                assert_ne!(p, 0);
+                assert!(p.is_multiple_of(1 << order));
+                // SAFETY: a fresh block of `order`; the first and last byte are ours.
+                unsafe {
+                    (p as *mut u8).write(order as u8);
+                    ((p + (1 << order) - 1) as *mut u8).write(order as u8);
+                }
+                live.push((p, order));
+            }
+            5..=7 if !live.is_empty() => {
+                let (p, order) = live.swap_remove(rng.below(live.len()));
+                // SAFETY: a live block of `order`, whose marks must be intact.
+                unsafe {
+                    assert_eq!(*(p as *const u8), order as u8);
+                    assert_eq!(*((p + (1 << order) - 1) as *const u8), order as u8);
+                    arena.free_block(p, order, &counters);
+                }
+            }
+            8 if !live.is_empty() => {
+                let i = rng.below(live.len());
+                let (p, order) = live[i];
+                if order < MAX_ORDER && arena_grow(&mut arena, p, order, order + 1) {
+                    live[i].1 = order + 1;
+                    // SAFETY: the block now spans the grown size.
+                    unsafe { ((p + (2 << order) - 1) as *mut u8).write(order as u8 + 1) };
+                }
+                // SAFETY: p is live; the first byte marks the current order.
+                unsafe { (p as *mut u8).write(live[i].1 as u8) };
+            }
+            9 if !live.is_empty() => {
+                let i = rng.below(live.len());
+                let (p, order) = live[i];
+                if order > MIN_ORDER {
+                    // SAFETY: a live block of `order`; its upper half is dead from here on.
+                    unsafe {
+                        arena.shrink_in_place(p, order, order - 1, &counters);
+                        (p as *mut u8).write(order as u8 - 1);
+                        ((p + (1 << (order - 1)) - 1) as *mut u8).write(order as u8 - 1);
+                    }
+                    live[i].1 = order - 1;
+                }
+            }
+            _ => {}
+        }
+        if step % 2000 == 0 {
+            let c = arena.check_invariants();
+            assert_eq!(c.used_blocks, live.len());
+        }
+    }
+    for (p, order) in live.drain(..) {
+        // SAFETY: each live block freed once.
+        unsafe { arena.free_block(p, order, &counters) };
+    }
+    assert_eq!(arena.check_invariants(), one_free_region());
+    release_spare(&mut arena, &counters);
+}
+
+fn arena_grow(arena: &mut Arena, p: usize, old: u32, new: u32) -> bool {
+    // SAFETY: p is a live block of `old` from this arena (caller); new = old + 1 <= MAX_ORDER.
+    unsafe { arena.grow_in_place(p, old, new) }
+}

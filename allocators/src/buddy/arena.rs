@@ -17,7 +17,7 @@ use core::ptr;
 
 use super::region::{
     self, get_tag, set_tag, RegionHeader, CAPACITY, MAX_ORDER, META_SIZE, MIN_ORDER, NUM_ORDERS,
-    TAG_FREE, TAG_USED,
+    TAG_CLEAN, TAG_FREE, TAG_USED,
 };
 use crate::region_map::REGION_SIZE;
 use crate::stats::GlobalCounters;
@@ -31,7 +31,8 @@ struct FreeNode {
 
 /// The free lists and regions of one arena.
 ///
-/// Invariants: every block on `free[k]` is tagged `TAG_FREE | (MIN_ORDER + k)` and lies in a
+/// Invariants: every block on `free[k]` is tagged `TAG_FREE | (MIN_ORDER + k)` (plus `TAG_CLEAN`
+/// if it was never written since it was mapped) and lies in a
 /// region of this arena; every block tagged free is on exactly one list; no free block has a free
 /// buddy of the same order (free blocks are fully coalesced); `empty_regions` counts this arena's
 /// regions whose `free_bytes == CAPACITY`.
@@ -57,12 +58,13 @@ impl Arena {
         }
     }
 
-    /// Puts the block at `addr` of `order` on its free list and tags it free.
+    /// Puts the block at `addr` of `order` on its free list and tags it free (and clean if
+    /// `clean`: never written since mapped, apart from the links about to be written).
     ///
     /// # Safety
     /// The block must lie in a region of this arena and be owned by nobody.
     #[inline]
-    unsafe fn push(&mut self, addr: usize, order: u32) {
+    unsafe fn push(&mut self, addr: usize, order: u32, clean: bool) {
         let slot = (order - MIN_ORDER) as usize;
         debug_assert!(slot < NUM_ORDERS);
         // SAFETY: slot < NUM_ORDERS (orders are validated by callers).
@@ -77,7 +79,10 @@ impl Arena {
             if !(*head).is_null() {
                 (**head).prev = node;
             }
-            set_tag(addr, TAG_FREE | order as u8);
+            set_tag(
+                addr,
+                TAG_FREE | order as u8 | if clean { TAG_CLEAN } else { 0 },
+            );
         }
         *head = node;
     }
@@ -106,7 +111,15 @@ impl Arena {
 
     /// Allocates a block of `order` (`MIN_ORDER..=MAX_ORDER`), mapping a region if no free block
     /// is large enough. Null if the kernel refuses memory.
+    #[inline]
     pub fn alloc_block(&mut self, order: u32, counters: &GlobalCounters) -> *mut u8 {
+        self.alloc_block_clean(order, counters).0
+    }
+
+    /// As [`Arena::alloc_block`], also telling whether the block is clean: all zero except its
+    /// first 16 bytes (where the free-list links were), because it was never written since the
+    /// kernel mapped it.
+    pub fn alloc_block_clean(&mut self, order: u32, counters: &GlobalCounters) -> (*mut u8, bool) {
         debug_assert!((MIN_ORDER..=MAX_ORDER).contains(&order));
         let mut k = order;
         while k <= MAX_ORDER && self.free[(k - MIN_ORDER) as usize].is_null() {
@@ -114,18 +127,19 @@ impl Arena {
         }
         if k > MAX_ORDER {
             if !self.add_region(counters) {
-                return ptr::null_mut();
+                return (ptr::null_mut(), false);
             }
             k = MAX_ORDER;
         }
         let addr = self.free[(k - MIN_ORDER) as usize] as usize;
         // SAFETY: addr heads list k, so it is a free block of order k in one of our regions; its
         // upper halves split off below lie inside it and are owned by nobody.
-        unsafe {
+        let clean = unsafe {
+            let clean = get_tag(addr) & TAG_CLEAN != 0;
             self.unlink(addr, k);
             while k > order {
                 k -= 1;
-                self.push(addr + (1 << k), k);
+                self.push(addr + (1 << k), k, clean);
             }
             set_tag(addr, TAG_USED | order as u8);
             let header = region::header_of(addr);
@@ -133,8 +147,9 @@ impl Arena {
                 self.empty_regions -= 1;
             }
             (*header).free_bytes -= 1 << order;
-        }
-        addr as *mut u8
+            clean
+        };
+        (addr as *mut u8, clean)
     }
 
     /// Frees the block at `addr` of `order`, coalescing it with its buddies while they are free.
@@ -151,7 +166,7 @@ impl Arena {
             let (mut a, mut k) = (addr, order);
             while k < MAX_ORDER {
                 let buddy = a ^ (1 << k);
-                if get_tag(buddy) != TAG_FREE | k as u8 {
+                if get_tag(buddy) & !TAG_CLEAN != TAG_FREE | k as u8 {
                     break;
                 }
                 self.unlink(buddy, k);
@@ -159,7 +174,7 @@ impl Arena {
                 a = a.min(buddy);
                 k += 1;
             }
-            self.push(a, k);
+            self.push(a, k, false);
             if (*header).free_bytes == CAPACITY {
                 if self.empty_regions > 0 {
                     self.release_region(header, counters);
@@ -182,7 +197,7 @@ impl Arena {
         // SAFETY: the buddies lie inside the same region (new <= MAX_ORDER), whose tags are live.
         unsafe {
             for k in old..new {
-                if get_tag(addr + (1 << k)) != TAG_FREE | k as u8 {
+                if get_tag(addr + (1 << k)) & !TAG_CLEAN != TAG_FREE | k as u8 {
                     return false;
                 }
             }
@@ -237,7 +252,7 @@ impl Arena {
             self.regions = header;
             let mut offset = META_SIZE;
             while offset < REGION_SIZE {
-                self.push(base + offset, region::top_order(offset));
+                self.push(base + offset, region::top_order(offset), true);
                 offset *= 2;
             }
             (*header).free_bytes = CAPACITY;
@@ -258,7 +273,7 @@ impl Arena {
             let mut offset = META_SIZE;
             while offset < REGION_SIZE {
                 let order = region::top_order(offset);
-                debug_assert_eq!(get_tag(base + offset), TAG_FREE | order as u8);
+                debug_assert_eq!(get_tag(base + offset) & !TAG_CLEAN, TAG_FREE | order as u8);
                 self.unlink(base + offset, order);
                 offset *= 2;
             }
@@ -313,7 +328,8 @@ impl Arena {
                 let addr = node as usize;
                 // SAFETY: list nodes are free blocks in live regions of this arena.
                 unsafe {
-                    assert_eq!(get_tag(addr), TAG_FREE | order as u8, "listed block tag");
+                    let t = get_tag(addr) & !TAG_CLEAN;
+                    assert_eq!(t, TAG_FREE | order as u8, "listed block tag");
                     assert_eq!((*region::header_of(addr)).arena, self.index);
                     assert_eq!((*node).prev, prev, "prev link");
                     prev = node;
@@ -333,7 +349,8 @@ impl Arena {
             while offset < REGION_SIZE {
                 let addr = base + offset;
                 // SAFETY: addr lies in a live region of this arena.
-                let t = unsafe { get_tag(addr) };
+                let t = unsafe { get_tag(addr) } & !TAG_CLEAN;
+                assert!(t & TAG_USED == 0 || unsafe { get_tag(addr) } & TAG_CLEAN == 0);
                 let order = (t & region::TAG_ORDER) as u32;
                 assert!(t & (TAG_FREE | TAG_USED) != 0, "block start without tag");
                 assert!((MIN_ORDER..=MAX_ORDER).contains(&order));
@@ -343,7 +360,7 @@ impl Arena {
                     census.free_blocks += 1;
                     if order < MAX_ORDER {
                         // SAFETY: the buddy lies in the same region.
-                        let buddy = unsafe { get_tag(addr ^ (1 << order)) };
+                        let buddy = unsafe { get_tag(addr ^ (1 << order)) } & !TAG_CLEAN;
                         assert_ne!(buddy, t, "two free buddies left uncoalesced");
                     }
                 } else {

@@ -172,20 +172,21 @@ impl ThreadCache {
         }
     }
 
-    /// The fast path: pop a cached block of `order`, or go to the arena.
+    /// The fast path: pop a cached block of `order`, or go to the arena. Also tells whether the
+    /// block is clean (see [`Arena::alloc_block_clean`]); cached blocks never are.
     #[inline(always)]
-    fn alloc(&mut self, order: u32, size: usize) -> *mut u8 {
-        let p = if order <= MAX_CACHED_ORDER {
+    fn alloc(&mut self, order: u32, size: usize) -> (*mut u8, bool) {
+        let (p, clean) = if order <= MAX_CACHED_ORDER {
             // SAFETY: MIN_ORDER <= order <= MAX_CACHED_ORDER, so the index is in bounds.
             let bin = unsafe { self.bins.get_unchecked_mut((order - MIN_ORDER) as usize) };
             let head = bin.head;
             if head.is_null() {
-                self.refill(order)
+                (self.refill(order), false)
             } else {
                 // SAFETY: a cached block holds its link (bin invariant).
                 bin.head = unsafe { (*head).next };
                 bin.count -= 1;
-                head.cast()
+                (head.cast(), false)
             }
         } else {
             self.alloc_uncached(order)
@@ -194,7 +195,7 @@ impl ThreadCache {
             self.counters.on_alloc(size, &COUNTERS);
             self.note_waste(((1usize << order) - size) as isize);
         }
-        p
+        (p, clean)
     }
 
     /// The fast path of free: push onto the cache of `order`, or give back to the arena.
@@ -248,9 +249,9 @@ impl ThreadCache {
     }
 
     #[cold]
-    fn alloc_uncached(&mut self, order: u32) -> *mut u8 {
+    fn alloc_uncached(&mut self, order: u32) -> (*mut u8, bool) {
         let index = self.arena();
-        lock_arena(index).alloc_block(order, &COUNTERS)
+        lock_arena(index).alloc_block_clean(order, &COUNTERS)
     }
 
     /// Takes half a cache's worth of blocks of `order` from the arena; returns one of them.
@@ -362,13 +363,13 @@ fn with_cache<R>(f: impl FnOnce(&mut ThreadCache) -> R, fallback: impl FnOnce() 
 
 /// Allocation without a thread cache (after the thread's cache was destroyed).
 #[cold]
-fn alloc_shared(order: u32, size: usize) -> *mut u8 {
-    let p = lock_arena(0).alloc_block(order, &COUNTERS);
+fn alloc_shared(order: u32, size: usize) -> (*mut u8, bool) {
+    let (p, clean) = lock_arena(0).alloc_block_clean(order, &COUNTERS);
     if !p.is_null() {
         COUNTERS.record_alloc(size);
         WASTE.fetch_add(((1usize << order) - size) as isize, Ordering::Relaxed);
     }
-    p
+    (p, clean)
 }
 
 /// Free without a thread cache.
@@ -390,7 +391,7 @@ fn alloc_block(layout: Layout) -> *mut u8 {
         return alloc_large(layout);
     }
     let size = layout.size();
-    with_cache(|c| c.alloc(order, size), || alloc_shared(order, size))
+    with_cache(|c| c.alloc(order, size), || alloc_shared(order, size)).0
 }
 
 #[cold]
@@ -419,11 +420,17 @@ unsafe impl GlobalAlloc for Buddy {
             return alloc_large(layout);
         }
         let size = layout.size();
-        let p = with_cache(|c| c.alloc(order, size), || alloc_shared(order, size));
+        let (p, clean) = with_cache(|c| c.alloc(order, size), || alloc_shared(order, size));
         if !p.is_null() {
-            // SAFETY: p is a block of at least `size` bytes, ours alone. Buddy blocks may be
-            // recycled, so they are always cleared.
-            unsafe { ptr::write_bytes(p, 0, size) };
+            // A clean block is zero but for the free-list links in its first granule; any other
+            // block may be recycled and is cleared whole.
+            let dirty = if clean {
+                size.min(region::GRANULE)
+            } else {
+                size
+            };
+            // SAFETY: p is a block of at least `size` bytes, ours alone.
+            unsafe { ptr::write_bytes(p, 0, dirty) };
         }
         p
     }

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! `tag[i]` describes the [`GRANULE`] (16 B) at `base + i * 16`: zero if no block starts there,
-//! otherwise [`TAG_FREE`] or [`TAG_USED`] ORed with the block's order. The granules covering the
+//! otherwise [`TAG_FREE`] or [`TAG_USED`] ORed with the block's order (and, on a free block never
+//! written since the kernel mapped it, [`TAG_CLEAN`]). The granules covering the
 //! metadata itself never start a block, so their tag bytes are free to hold the header; `tag[0]`
 //! is permanently "used" so the block at 256 KiB never tries to coalesce with the metadata.
 //! Only the tag pages for granules actually split off are ever touched, so the metadata costs
@@ -39,8 +40,11 @@ pub const CAPACITY: usize = REGION_SIZE - META_SIZE;
 pub const TAG_FREE: u8 = 0x80;
 /// Tag bit: an allocated block (handed out, or in a thread cache) starts here.
 pub const TAG_USED: u8 = 0x40;
+/// Tag bit on a free block: its bytes have never been written since the kernel mapped them
+/// (so `alloc_zeroed` need not clear it).
+pub const TAG_CLEAN: u8 = 0x20;
 /// Tag bits holding the order.
-pub const TAG_ORDER: u8 = 0x3f;
+pub const TAG_ORDER: u8 = 0x1f;
 /// Where the header sits: among the tag bytes of granules inside the metadata.
 const HEADER_OFFSET: usize = 64;
 

@@ -589,3 +589,31 @@ fn arena_grow(arena: &mut Arena, p: usize, old: u32, new: u32) -> bool {
     // SAFETY: p is a live block of `old` from this arena (caller); new = old + 1 <= MAX_ORDER.
     unsafe { arena.grow_in_place(p, old, new) }
 }
+
+#[test]
+fn clean_blocks_are_zero_and_written_blocks_are_not_clean() {
+    let counters = GlobalCounters::new();
+    let mut arena = Arena::new(NUM_ARENAS + 5);
+    let (small, clean) = arena.alloc_block_clean(MIN_ORDER, &counters);
+    assert!(clean, "a fresh region's blocks are clean");
+    let (p, clean) = arena.alloc_block_clean(14, &counters);
+    assert!(clean);
+    // SAFETY: p is a live block of 16 KiB.
+    unsafe {
+        let bytes = std::slice::from_raw_parts(p, 1 << 14);
+        assert!(bytes[GRANULE..].iter().all(|&b| b == 0));
+        p.write_bytes(0xEE, 1 << 14);
+        arena.free_block(p as usize, 14, &counters);
+    }
+    // The written block merged back into its (clean) buddies: the result is not clean.
+    let (q, clean) = arena.alloc_block_clean(14, &counters);
+    assert_eq!(q, p);
+    assert!(!clean, "a recycled block is never reported clean");
+    // SAFETY: both blocks are live and freed once.
+    unsafe {
+        arena.free_block(q as usize, 14, &counters);
+        arena.free_block(small as usize, MIN_ORDER, &counters);
+    }
+    assert_eq!(arena.check_invariants(), one_free_region());
+    release_spare(&mut arena, &counters);
+}

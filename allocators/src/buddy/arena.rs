@@ -11,6 +11,12 @@
 //! returned to the kernel otherwise, so an alternating allocate/free of a large block does not
 //! thrash `mmap`.
 //!
+//! Returning memory inside regions: free blocks of [`PURGE_MIN_ORDER`] (256 KiB) and up that hold
+//! written ("dirty") pages are counted; when they exceed [`PURGE_THRESHOLD`] the arena discards
+//! their pages (`MADV_DONTNEED`) and marks them clean. A budget rather than purging at once keeps a
+//! program that frees and reallocates one large block from paying page faults every time.
+//! `mapped_bytes` counts, per region, the metadata plus every block that is not clean.
+//!
 //! An arena is not thread-safe by itself; the allocator keeps each behind a `sync::Lock`.
 
 use core::ptr;
@@ -19,8 +25,14 @@ use super::region::{
     self, get_tag, set_tag, RegionHeader, CAPACITY, MAX_ORDER, META_SIZE, MIN_ORDER, NUM_ORDERS,
     TAG_CLEAN, TAG_FREE, TAG_USED,
 };
+use crate::os;
 use crate::region_map::REGION_SIZE;
 use crate::stats::GlobalCounters;
+
+/// The smallest order whose free blocks are discarded when the dirty budget is exceeded.
+pub const PURGE_MIN_ORDER: u32 = 18;
+/// Bytes of dirty free blocks of [`PURGE_MIN_ORDER`] and up an arena keeps before discarding them.
+pub const PURGE_THRESHOLD: usize = 8 << 20;
 
 /// The links written into a free block.
 #[repr(C)]
@@ -32,15 +44,17 @@ struct FreeNode {
 /// The free lists and regions of one arena.
 ///
 /// Invariants: every block on `free[k]` is tagged `TAG_FREE | (MIN_ORDER + k)` (plus `TAG_CLEAN`
-/// if it was never written since it was mapped) and lies in a
-/// region of this arena; every block tagged free is on exactly one list; no free block has a free
-/// buddy of the same order (free blocks are fully coalesced); `empty_regions` counts this arena's
-/// regions whose `free_bytes == CAPACITY`.
+/// if it was never written since it was mapped or discarded) and lies in a region of this arena;
+/// every block tagged free is on exactly one list; no free block has a free buddy of the same
+/// order (free blocks are fully coalesced); `empty_regions` counts this arena's regions whose
+/// `free_bytes == CAPACITY`; `dirty_large` is the sum of the sizes of the free blocks of order
+/// [`PURGE_MIN_ORDER`] and up that are not clean.
 pub struct Arena {
     index: usize,
     free: [*mut FreeNode; NUM_ORDERS],
     regions: *mut RegionHeader,
     empty_regions: usize,
+    dirty_large: usize,
 }
 
 // SAFETY: the raw pointers refer to region memory owned by the arena; the allocator only touches
@@ -55,6 +69,7 @@ impl Arena {
             free: [ptr::null_mut(); NUM_ORDERS],
             regions: ptr::null_mut(),
             empty_regions: 0,
+            dirty_large: 0,
         }
     }
 
@@ -85,16 +100,25 @@ impl Arena {
             );
         }
         *head = node;
+        if !clean && order >= PURGE_MIN_ORDER {
+            self.dirty_large += 1 << order;
+        }
     }
 
-    /// Takes the block at `addr` of `order` off its free list (the tag is left to the caller).
+    /// Takes the block at `addr` of `order` off its free list (the tag is left to the caller);
+    /// returns whether it was clean.
     ///
     /// # Safety
     /// The block must be on this arena's list for `order`.
     #[inline]
-    unsafe fn unlink(&mut self, addr: usize, order: u32) {
+    unsafe fn unlink(&mut self, addr: usize, order: u32) -> bool {
         let slot = (order - MIN_ORDER) as usize;
         let node = addr as *mut FreeNode;
+        // SAFETY: the block is on our list, so its tag is live.
+        let clean = unsafe { get_tag(addr) } & TAG_CLEAN != 0;
+        if !clean && order >= PURGE_MIN_ORDER {
+            self.dirty_large -= 1 << order;
+        }
         // SAFETY: node is on the list, so it and its neighbours are live nodes.
         unsafe {
             let FreeNode { next, prev } = node.read();
@@ -107,6 +131,7 @@ impl Arena {
                 (*next).prev = prev;
             }
         }
+        clean
     }
 
     /// Allocates a block of `order` (`MIN_ORDER..=MAX_ORDER`), mapping a region if no free block
@@ -135,8 +160,7 @@ impl Arena {
         // SAFETY: addr heads list k, so it is a free block of order k in one of our regions; its
         // upper halves split off below lie inside it and are owned by nobody.
         let clean = unsafe {
-            let clean = get_tag(addr) & TAG_CLEAN != 0;
-            self.unlink(addr, k);
+            let clean = self.unlink(addr, k);
             while k > order {
                 k -= 1;
                 self.push(addr + (1 << k), k, clean);
@@ -149,6 +173,10 @@ impl Arena {
             (*header).free_bytes -= 1 << order;
             clean
         };
+        if clean {
+            // The block's bytes are about to be written: count them as mapped from now on.
+            counters.add_mapped(1 << order);
+        }
         (addr as *mut u8, clean)
     }
 
@@ -169,7 +197,10 @@ impl Arena {
                 if get_tag(buddy) & !TAG_CLEAN != TAG_FREE | k as u8 {
                     break;
                 }
-                self.unlink(buddy, k);
+                if self.unlink(buddy, k) {
+                    // The merged block is dirty as a whole: count the clean part.
+                    counters.add_mapped(1 << k);
+                }
                 set_tag(a.max(buddy), 0);
                 a = a.min(buddy);
                 k += 1;
@@ -183,6 +214,33 @@ impl Arena {
                 }
             }
         }
+        if self.dirty_large > PURGE_THRESHOLD {
+            self.purge(counters);
+        }
+    }
+
+    /// Discards the pages of every dirty free block of [`PURGE_MIN_ORDER`] and up and marks it
+    /// clean.
+    #[cold]
+    fn purge(&mut self, counters: &GlobalCounters) {
+        for order in PURGE_MIN_ORDER..=MAX_ORDER {
+            let mut node = self.free[(order - MIN_ORDER) as usize];
+            while !node.is_null() {
+                let addr = node as usize;
+                // SAFETY: a node of our list; its link is read before the block is discarded,
+                // and blocks re-pushed at the head are never visited again.
+                unsafe {
+                    node = (*node).next;
+                    if get_tag(addr) & TAG_CLEAN == 0 {
+                        self.unlink(addr, order);
+                        os::discard(addr as *mut u8, 1 << order);
+                        self.push(addr, order, true);
+                        counters.sub_mapped(1 << order);
+                    }
+                }
+            }
+        }
+        debug_assert_eq!(self.dirty_large, 0);
     }
 
     /// Grows the allocated block at `addr` from `old` to `new` order in place, if the buddies
@@ -190,7 +248,13 @@ impl Arena {
     ///
     /// # Safety
     /// `addr` must be a live block of order `old` allocated from this arena; `old < new <= MAX_ORDER`.
-    pub unsafe fn grow_in_place(&mut self, addr: usize, old: u32, new: u32) -> bool {
+    pub unsafe fn grow_in_place(
+        &mut self,
+        addr: usize,
+        old: u32,
+        new: u32,
+        counters: &GlobalCounters,
+    ) -> bool {
         if !addr.is_multiple_of(1 << new) {
             return false;
         }
@@ -203,7 +267,9 @@ impl Arena {
             }
             for k in old..new {
                 let buddy = addr + (1 << k);
-                self.unlink(buddy, k);
+                if self.unlink(buddy, k) {
+                    counters.add_mapped(1 << k);
+                }
                 set_tag(buddy, 0);
             }
             set_tag(addr, TAG_USED | new as u8);
@@ -274,7 +340,9 @@ impl Arena {
             while offset < REGION_SIZE {
                 let order = region::top_order(offset);
                 debug_assert_eq!(get_tag(base + offset) & !TAG_CLEAN, TAG_FREE | order as u8);
-                self.unlink(base + offset, order);
+                if !self.unlink(base + offset, order) {
+                    counters.sub_mapped(1 << order);
+                }
                 offset *= 2;
             }
             let RegionHeader { next, prev, .. } = header.read();
@@ -338,6 +406,7 @@ impl Arena {
                 listed += 1;
             }
         }
+        let mut dirty_large = 0;
         let mut region = self.regions;
         let mut empty = 0;
         while !region.is_null() {
@@ -356,6 +425,11 @@ impl Arena {
                 assert!((MIN_ORDER..=MAX_ORDER).contains(&order));
                 assert!(addr.is_multiple_of(1 << order), "misaligned block");
                 if t & TAG_FREE != 0 {
+                    // SAFETY: as above.
+                    let clean = unsafe { get_tag(addr) } & TAG_CLEAN != 0;
+                    if !clean && order >= PURGE_MIN_ORDER {
+                        dirty_large += 1 << order;
+                    }
                     free_bytes += 1 << order;
                     census.free_blocks += 1;
                     if order < MAX_ORDER {
@@ -386,6 +460,7 @@ impl Arena {
         }
         assert_eq!(listed, census.free_blocks, "free blocks not on a list");
         assert_eq!(empty, self.empty_regions, "empty region count");
+        assert_eq!(dirty_large, self.dirty_large, "dirty large free bytes");
         census
     }
 }

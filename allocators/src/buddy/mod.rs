@@ -478,7 +478,7 @@ unsafe impl GlobalAlloc for Buddy {
                             arena.shrink_in_place(addr, old, new, &COUNTERS);
                             true
                         } else {
-                            arena.grow_in_place(addr, old, new)
+                            arena.grow_in_place(addr, old, new, &COUNTERS)
                         }
                     }
                 };

@@ -122,6 +122,9 @@ pub fn top_order(offset: usize) -> u32 {
 
 /// Maps a fresh region for arena `arena`, claims it and writes its header. The caller puts the
 /// blocks `[META_SIZE << i, 2 * (META_SIZE << i))` on its free lists. Null if the kernel refuses.
+///
+/// Only the metadata is counted as mapped here: the arena counts block bytes when they stop
+/// being clean (see [`TAG_CLEAN`]), so `mapped_bytes` follows the memory actually in use.
 pub fn map(arena: usize, counters: &GlobalCounters) -> *mut RegionHeader {
     let base = os::map_aligned(REGION_SIZE, REGION_SIZE);
     if base.is_null() {
@@ -132,7 +135,7 @@ pub fn map(arena: usize, counters: &GlobalCounters) -> *mut RegionHeader {
         unsafe { os::unmap(base, REGION_SIZE) };
         return ptr::null_mut();
     }
-    counters.add_mapped(REGION_SIZE);
+    counters.add_mapped(META_SIZE);
     let base = base as usize;
     // SAFETY: the region is fresh and ours; tag[0] and the header lie in its metadata.
     unsafe {
@@ -148,14 +151,14 @@ pub fn map(arena: usize, counters: &GlobalCounters) -> *mut RegionHeader {
     }
 }
 
-/// Returns a wholly free region to the kernel.
+/// Returns a wholly free region to the kernel (the caller has uncounted its dirty blocks).
 ///
 /// # Safety
 /// The region must be unlinked from every list and hold no block anybody uses.
 pub unsafe fn unmap(header: *mut RegionHeader, counters: &GlobalCounters) {
     let base = base_of(header as usize);
     region_map::release(base, REGION_SIZE);
-    counters.sub_mapped(REGION_SIZE);
+    counters.sub_mapped(META_SIZE);
     // SAFETY: the caller guarantees the region is dead.
     unsafe { os::unmap(base as *mut u8, REGION_SIZE) };
 }

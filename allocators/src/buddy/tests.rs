@@ -2,7 +2,7 @@
 //! invariant checker, and the global allocator under threads, reallocs and odd layouts.
 
 use super::arena::{Arena, Census};
-use super::region::{CAPACITY, GRANULE, MAX_ORDER, MIN_ORDER};
+use super::region::{CAPACITY, GRANULE, MAX_ORDER, META_SIZE, MIN_ORDER};
 use super::*;
 use crate::region_map::REGION_SIZE;
 
@@ -112,13 +112,62 @@ fn a_second_empty_region_goes_back_to_the_kernel() {
         .collect();
     assert!(blocks.iter().all(|&p| p != 0));
     assert_eq!(arena.check_invariants().regions, 3);
-    assert_eq!(counters.snapshot().mapped_bytes, 3 * REGION_SIZE);
+    // Mapped counts each region's metadata and its blocks that were ever written (or handed out).
+    let block = 1usize << MAX_ORDER;
+    assert_eq!(counters.snapshot().mapped_bytes, 3 * (META_SIZE + block));
     for &p in &blocks {
         // SAFETY: allocated above with MAX_ORDER.
         unsafe { arena.free_block(p, MAX_ORDER, &counters) };
     }
     assert_eq!(arena.check_invariants(), one_free_region());
-    assert_eq!(counters.snapshot().mapped_bytes, REGION_SIZE);
+    assert_eq!(counters.snapshot().mapped_bytes, META_SIZE + block);
+    release_spare(&mut arena, &counters);
+}
+
+#[test]
+fn dirty_free_blocks_beyond_the_budget_are_discarded() {
+    let counters = GlobalCounters::new();
+    let mut arena = Arena::new(NUM_ARENAS + 6);
+    // Six regions, each holding a written 2 MiB block and a 1 MiB block that pins the region.
+    let mut big = Vec::new();
+    let mut pins = Vec::new();
+    for _ in 0..6 {
+        let p = arena.alloc_block(MAX_ORDER, &counters);
+        let q = arena.alloc_block(MAX_ORDER - 1, &counters);
+        assert!(!p.is_null() && !q.is_null());
+        // SAFETY: p is a live 2 MiB block.
+        unsafe { p.write_bytes(0x5A, 1 << MAX_ORDER) };
+        big.push(p as usize);
+        pins.push(q as usize);
+    }
+    assert_eq!(arena.check_invariants().regions, 6);
+    let block = 1usize << MAX_ORDER;
+    let before = counters.snapshot().mapped_bytes;
+    for &p in &big {
+        // SAFETY: live blocks of MAX_ORDER, freed once.
+        unsafe { arena.free_block(p, MAX_ORDER, &counters) };
+    }
+    arena.check_invariants();
+    // 12 MiB of dirty 2 MiB blocks exceed the 8 MiB budget: the first five were discarded when
+    // the fifth was freed, the sixth is still dirty.
+    assert!(6 * block > super::arena::PURGE_THRESHOLD);
+    assert_eq!(counters.snapshot().mapped_bytes, before - 5 * block);
+    let (p, clean) = arena.alloc_block_clean(MAX_ORDER, &counters);
+    assert!(!clean, "the last freed block is reused first and is dirty");
+    let (q, clean) = arena.alloc_block_clean(MAX_ORDER, &counters);
+    assert!(clean, "a discarded block is clean");
+    // SAFETY: q is a live 2 MiB block; the kernel zeroed it past the links.
+    unsafe {
+        assert!(std::slice::from_raw_parts(q, block)[GRANULE..]
+            .iter()
+            .all(|&b| b == 0));
+        arena.free_block(p as usize, MAX_ORDER, &counters);
+        arena.free_block(q as usize, MAX_ORDER, &counters);
+        for &p in &pins {
+            arena.free_block(p, MAX_ORDER - 1, &counters);
+        }
+    }
+    assert_eq!(arena.check_invariants(), one_free_region());
     release_spare(&mut arena, &counters);
 }
 
@@ -137,7 +186,7 @@ fn split_and_grow_and_shrink_in_place() {
     // A fresh region splits its 256 KiB block down to 16 B: the buddies above are free.
     // SAFETY: p is a live block of MIN_ORDER from this arena.
     unsafe {
-        assert!(arena.grow_in_place(p, MIN_ORDER, 12));
+        assert!(arena.grow_in_place(p, MIN_ORDER, 12, &counters));
         arena.check_invariants();
         (p as *mut u8).write_bytes(1, 4096);
         arena.shrink_in_place(p, 12, 6, &counters);
@@ -146,7 +195,7 @@ fn split_and_grow_and_shrink_in_place() {
         assert_eq!(c.free_bytes, CAPACITY - 64);
         let q = arena.alloc_block(6, &counters) as usize;
         assert_eq!(q, p + 64, "the freed upper half is reused first");
-        assert!(!arena.grow_in_place(p, 6, 7), "buddy in use");
+        assert!(!arena.grow_in_place(p, 6, 7, &counters), "buddy in use");
         arena.free_block(q, 6, &counters);
         arena.free_block(p, 6, &counters);
     }
@@ -549,7 +598,7 @@ fn random_operations_keep_the_arena_consistent() {
             8 if !live.is_empty() => {
                 let i = rng.below(live.len());
                 let (p, order) = live[i];
-                if order < MAX_ORDER && arena_grow(&mut arena, p, order, order + 1) {
+                if order < MAX_ORDER && arena_grow(&mut arena, p, order, order + 1, &counters) {
                     live[i].1 = order + 1;
                     // SAFETY: the block now spans the grown size.
                     unsafe { ((p + (2 << order) - 1) as *mut u8).write(order as u8 + 1) };
@@ -585,9 +634,9 @@ fn random_operations_keep_the_arena_consistent() {
     release_spare(&mut arena, &counters);
 }
 
-fn arena_grow(arena: &mut Arena, p: usize, old: u32, new: u32) -> bool {
+fn arena_grow(arena: &mut Arena, p: usize, old: u32, new: u32, c: &GlobalCounters) -> bool {
     // SAFETY: p is a live block of `old` from this arena (caller); new = old + 1 <= MAX_ORDER.
-    unsafe { arena.grow_in_place(p, old, new) }
+    unsafe { arena.grow_in_place(p, old, new, c) }
 }
 
 #[test]

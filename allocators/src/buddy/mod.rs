@@ -34,6 +34,7 @@ use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use arena::Arena;
 use region::{MAX_ORDER, MIN_ORDER, TAG_ORDER, TAG_USED};
 
+use crate::hardened::{self, Misuse};
 use crate::large;
 use crate::region_map::{self, Owner};
 use crate::stats::{GlobalCounters, LocalCounters, Stats};
@@ -384,6 +385,27 @@ unsafe fn free_shared(addr: usize, order: u32, size: usize) {
     WASTE.fetch_add(size as isize - (1isize << order), Ordering::Relaxed);
 }
 
+/// Checks that `addr` starts a live block of `order` (debug builds and the `hardened` feature):
+/// the caller's layout gives the order, which realloc keeps in step with the tag. A block freed
+/// to its arena reads as free (double free); one sitting in a thread cache still reads as used.
+#[inline(always)]
+fn check_live(addr: usize, order: u32) {
+    if hardened::ENABLED || cfg!(debug_assertions) {
+        // SAFETY: the region map says addr lies in a live buddy region.
+        let tag = unsafe { region::get_tag(addr) };
+        let misaligned = !addr.is_multiple_of(region::GRANULE)
+            || addr - region::base_of(addr) < region::META_SIZE;
+        if misaligned || tag != TAG_USED | order as u8 {
+            let kind = if !misaligned && tag & region::TAG_FREE != 0 {
+                Misuse::DoubleFree
+            } else {
+                Misuse::InvalidFree
+            };
+            hardened::misuse("buddy", kind, addr as *const u8);
+        }
+    }
+}
+
 #[inline(always)]
 fn alloc_block(layout: Layout) -> *mut u8 {
     let order = order_for(layout.size(), layout.align());
@@ -441,9 +463,7 @@ unsafe impl GlobalAlloc for Buddy {
             Owner::Buddy => {
                 let order = order_for(layout.size(), layout.align());
                 let (addr, size) = (ptr as usize, layout.size());
-                // SAFETY: the caller passes a live block of ours with its layout, whose order is
-                // the one computed at allocation (realloc keeps the tag in step with the layout).
-                debug_assert_eq!(unsafe { region::get_tag(addr) }, TAG_USED | order as u8);
+                check_live(addr, order);
                 with_cache(
                     // SAFETY: as above.
                     |c| unsafe { c.free(addr, order, size) },
@@ -467,6 +487,7 @@ unsafe impl GlobalAlloc for Buddy {
         match region_map::owner_of(ptr) {
             Owner::Buddy if new <= MAX_ORDER => {
                 let addr = ptr as usize;
+                check_live(addr, old);
                 let resized = if new == old {
                     true
                 } else {

@@ -666,3 +666,39 @@ fn clean_blocks_are_zero_and_written_blocks_are_not_clean() {
     assert_eq!(arena.check_invariants(), one_free_region());
     release_spare(&mut arena, &counters);
 }
+
+#[test]
+#[cfg(any(debug_assertions, feature = "hardened"))]
+fn double_and_invalid_frees_abort_in_checked_builds() {
+    let _serial = SERIAL.write().unwrap_or_else(|e| e.into_inner());
+    let layout = Layout::from_size_align(1 << 20, 8).unwrap();
+    for offset in [0usize, 64] {
+        // SAFETY: the child only uses the allocator and leaves with _exit or an abort.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let a = Buddy::new();
+            // SAFETY: deliberate misuse, expected to abort the child before any harm.
+            unsafe {
+                let p = a.alloc(layout);
+                a.dealloc(p, layout);
+                if region_map::owner_of(p) != Owner::Buddy {
+                    // The region went back to the kernel: nothing left to check against.
+                    libc::_exit(77);
+                }
+                a.dealloc(p.add(offset), layout);
+                libc::_exit(0);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 77 {
+            continue;
+        }
+        assert!(
+            libc::WIFSIGNALED(status),
+            "misuse at +{offset} went unnoticed"
+        );
+        assert_eq!(libc::WTERMSIG(status), libc::SIGABRT);
+    }
+}

@@ -26,7 +26,12 @@ unsafe impl Send for Block {}
 /// Runs the stress with 4 threads and [`STRESS_OPERATIONS`] operations; returns the operations
 /// counted.
 pub fn check_cross_thread_stress<A: GlobalAlloc + Sync>(a: &A) -> u64 {
+    let start = std::time::Instant::now();
     let ops = check_cross_thread_stress_with(a, 4, STRESS_OPERATIONS);
+    println!(
+        "cross-thread stress: {ops} operations (allocations + frees) in {:?}",
+        start.elapsed()
+    );
     assert!(
         ops >= STRESS_OPERATIONS,
         "suite bug: only {ops} operations counted"

@@ -43,7 +43,12 @@ pub fn check_fork_with_busy_threads() {
                 let mut n = 0usize;
                 let mut keep: Vec<Vec<u8>> = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    let size = [8, 64, 500, 5000, 70_000, 2 << 20][(n + t) % 6];
+                    // Mostly small blocks; every 64th a large one (the large-block path's lock).
+                    let size = if n % 64 == 63 {
+                        2 << 20
+                    } else {
+                        [8, 64, 500, 5000, 70_000][(n + t) % 5]
+                    };
                     keep.push(vec![n as u8; size]);
                     if keep.len() > 64 {
                         keep.swap_remove(n % 64);

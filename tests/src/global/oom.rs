@@ -83,7 +83,14 @@ pub fn check_out_of_memory(test_name: &str) {
     }
     let exe = std::env::current_exe().expect("current test binary");
     let mut child = Command::new(exe)
-        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            test_name,
+            "--nocapture",
+            "--test-threads=1",
+            // Run the child role even while the test is marked #[ignore] (run via --ignored).
+            "--include-ignored",
+        ])
         .env(OOM_CHILD_ENV, "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

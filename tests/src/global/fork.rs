@@ -119,3 +119,35 @@ pub fn wait_with_timeout(pid: libc::pid_t, timeout: Duration) -> Result<(), Stri
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The timeout path works: a child that never exits (as a deadlocked one would not) is
+    /// reported and killed, and a child exiting non-zero is reported.
+    #[test]
+    fn wait_with_timeout_reports_hung_and_failing_children() {
+        // SAFETY: the child only sleeps or exits, through async-signal-safe calls.
+        let hung = unsafe { libc::fork() };
+        if hung == 0 {
+            loop {
+                // SAFETY: pause is async-signal-safe; the parent kills this child.
+                unsafe { libc::pause() };
+            }
+        }
+        let err = wait_with_timeout(hung, Duration::from_millis(200))
+            .expect_err("a hung child must fail");
+        assert!(err.contains("killed"), "{err}");
+
+        // SAFETY: as above.
+        let failing = unsafe { libc::fork() };
+        if failing == 0 {
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(5) };
+        }
+        let err =
+            wait_with_timeout(failing, Duration::from_secs(10)).expect_err("exit 5 must fail");
+        assert!(err.contains("status"), "{err}");
+    }
+}

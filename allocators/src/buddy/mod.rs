@@ -17,6 +17,13 @@
 //! handed back to the right arena). Cached blocks stay tagged "used", so they never coalesce while
 //! cached; a thread's caches go back to the arenas when it exits.
 //!
+//! Memory goes back to the kernel two ways: a region that becomes wholly free is unmapped (each
+//! arena keeps one empty region as a spare), and once an arena holds more than 8 MiB of written
+//! free blocks of 256 KiB and up, their pages are discarded (see [`arena`]). Free blocks never
+//! written since they were mapped or discarded are tagged clean, which lets `alloc_zeroed` skip
+//! the memset. Debug and `hardened` builds check the tag on every free (double and invalid frees
+//! abort with a message); a double free caught in a thread cache goes unnoticed.
+//!
 //! Cost shown by this allocator: rounding every request up to a power of two. It is counted
 //! exactly (sum over live blocks of block size minus requested size) and reported by
 //! [`Buddy::internal_fragmentation_bytes`].

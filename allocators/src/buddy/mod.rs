@@ -11,8 +11,9 @@
 //! Scaling: there are [`NUM_ARENAS`] arenas, each behind its own lock, and each thread is given
 //! one round-robin. In front of them every thread keeps a small cache per order up to 64 KiB
 //! ([`MAX_CACHED_ORDER`]): the fast path of `alloc` and `dealloc` is one thread-local access and a
-//! push or pop on a singly linked stack, with no lock and no atomic read-modify-write. A cache
-//! that runs dry takes a batch from its arena under one lock; one that overflows gives half back,
+//! push or pop on an array of addresses (a magazine, so caching a block never touches its
+//! memory), with no lock and no atomic read-modify-write. A cache that runs dry takes a batch
+//! from its arena under one lock; one that overflows gives its older half back,
 //! each block to the arena that owns its region (so frees from another thread's memory are
 //! handed back to the right arena). Cached blocks stay tagged "used", so they never coalesce while
 //! cached; a thread's caches go back to the arenas when it exits.
@@ -129,35 +130,36 @@ unsafe extern "C" fn atfork_release() {
     }
 }
 
-/// A cached block: the link written into it.
-struct CachedBlock {
-    next: *mut CachedBlock,
-}
+/// The most blocks any bin holds.
+const BIN_CAPACITY: usize = 64;
 
-/// A stack of cached blocks of one order.
+/// A stack of cached blocks of one order: an array of addresses (a magazine), so caching a
+/// block never touches its memory.
+///
+/// Invariant: `slots[..count]` are the cached blocks, `count <= BIN_CAPACITY`.
 #[derive(Clone, Copy)]
 struct Bin {
-    head: *mut CachedBlock,
-    count: u32,
+    count: usize,
+    slots: [*mut u8; BIN_CAPACITY],
 }
 
-/// The most blocks of `order` a thread caches.
+/// The most blocks of `order` a thread caches (at most [`BIN_CAPACITY`]).
 #[inline(always)]
-const fn bin_limit(order: u32) -> u32 {
+const fn bin_limit(order: u32) -> usize {
     let n = CACHE_BYTES_PER_ORDER >> order;
     if n < 4 {
         4
-    } else if n > 64 {
-        64
+    } else if n > BIN_CAPACITY {
+        BIN_CAPACITY
     } else {
-        n as u32
+        n
     }
 }
 
 /// A thread's caches and counters.
 ///
 /// Invariants: every block in `bins[k]` is a block of order `MIN_ORDER + k`, tagged used, that no
-/// one else references; `count` is the length of each stack; `arena < NUM_ARENAS`.
+/// one else references; `arena < NUM_ARENAS` once assigned.
 struct ThreadCache {
     bins: [Bin; NUM_BINS],
     arena: usize,
@@ -170,8 +172,8 @@ impl ThreadCache {
     const fn new() -> Self {
         ThreadCache {
             bins: [Bin {
-                head: ptr::null_mut(),
                 count: 0,
+                slots: [ptr::null_mut(); BIN_CAPACITY],
             }; NUM_BINS],
             arena: usize::MAX,
             counters: LocalCounters::new(),
@@ -187,14 +189,12 @@ impl ThreadCache {
         let (p, clean) = if order <= MAX_CACHED_ORDER {
             // SAFETY: MIN_ORDER <= order <= MAX_CACHED_ORDER, so the index is in bounds.
             let bin = unsafe { self.bins.get_unchecked_mut((order - MIN_ORDER) as usize) };
-            let head = bin.head;
-            if head.is_null() {
+            if bin.count == 0 {
                 (self.refill(order), false)
             } else {
-                // SAFETY: a cached block holds its link (bin invariant).
-                bin.head = unsafe { (*head).next };
                 bin.count -= 1;
-                (head.cast(), false)
+                // SAFETY: count < BIN_CAPACITY after the decrement (bin invariant).
+                (unsafe { *bin.slots.get_unchecked(bin.count) }, false)
             }
         } else {
             self.alloc_uncached(order)
@@ -214,15 +214,16 @@ impl ThreadCache {
     unsafe fn free(&mut self, addr: usize, order: u32, size: usize) {
         if order <= MAX_CACHED_ORDER {
             // SAFETY: MIN_ORDER <= order <= MAX_CACHED_ORDER.
-            let bin = unsafe { self.bins.get_unchecked_mut((order - MIN_ORDER) as usize) };
-            let node = addr as *mut CachedBlock;
-            // SAFETY: the block is dead and at least 16 B; it now belongs to the cache.
-            unsafe { node.write(CachedBlock { next: bin.head }) };
-            bin.head = node;
-            bin.count += 1;
-            if bin.count > bin_limit(order) {
+            let mut bin = unsafe { self.bins.get_unchecked_mut((order - MIN_ORDER) as usize) };
+            if bin.count >= bin_limit(order) {
                 self.flush_bin(order, bin_limit(order) / 2);
+                // SAFETY: as above.
+                bin = unsafe { self.bins.get_unchecked_mut((order - MIN_ORDER) as usize) };
             }
+            // SAFETY: count < bin_limit <= BIN_CAPACITY here; the dead block now belongs to
+            // the cache.
+            unsafe { *bin.slots.get_unchecked_mut(bin.count) = addr as *mut u8 };
+            bin.count += 1;
         } else {
             // SAFETY: forwarded contract.
             unsafe { free_to_arena(addr, order) };
@@ -274,34 +275,30 @@ impl ThreadCache {
         }
         // SAFETY: in bounds (order <= MAX_CACHED_ORDER, checked by the caller).
         let bin = unsafe { self.bins.get_unchecked_mut((order - MIN_ORDER) as usize) };
-        for _ in 1..batch {
-            let p = arena.alloc_block(order, &COUNTERS).cast::<CachedBlock>();
+        debug_assert_eq!(bin.count, 0);
+        for slot in bin.slots.iter_mut().take(batch).skip(1) {
+            let p = arena.alloc_block(order, &COUNTERS);
             if p.is_null() {
                 break;
             }
-            // SAFETY: a fresh block of ours, at least 16 B.
-            unsafe { p.write(CachedBlock { next: bin.head }) };
-            bin.head = p;
+            *slot = p;
             bin.count += 1;
         }
+        // The blocks went to slots 1.., keep them at the bottom of the stack.
+        bin.slots.copy_within(1..=bin.count, 0);
         first
     }
 
-    /// Gives the first `n` blocks of the cache of `order` back to their arenas.
+    /// Gives the `n` oldest blocks of the cache of `order` back to their arenas (the most
+    /// recently freed, likeliest still in the CPU cache, stay).
     #[cold]
-    fn flush_bin(&mut self, order: u32, n: u32) {
+    fn flush_bin(&mut self, order: u32, n: usize) {
         // SAFETY: in bounds (order <= MAX_CACHED_ORDER).
         let bin = unsafe { self.bins.get_unchecked_mut((order - MIN_ORDER) as usize) };
+        let n = n.min(bin.count);
         let mut held: Option<(usize, LockGuard<'static, Arena>)> = None;
-        for _ in 0..n {
-            let node = bin.head;
-            if node.is_null() {
-                break;
-            }
-            // SAFETY: a cached block holds its link.
-            bin.head = unsafe { (*node).next };
-            bin.count -= 1;
-            let addr = node as usize;
+        for &block in &bin.slots[..n] {
+            let addr = block as usize;
             // SAFETY: cached blocks lie in live regions.
             let index = unsafe { arena_of(addr) };
             let arena = match &mut held {
@@ -314,12 +311,15 @@ impl ThreadCache {
             // SAFETY: a cached block is a used block of `order` that nobody references.
             unsafe { arena.free_block(addr, order, &COUNTERS) };
         }
+        drop(held);
+        bin.slots.copy_within(n..bin.count, 0);
+        bin.count -= n;
     }
 
     /// Empties every cache and folds the counters (thread exit).
     fn release_all(&mut self) {
         for order in MIN_ORDER..=MAX_CACHED_ORDER {
-            self.flush_bin(order, u32::MAX);
+            self.flush_bin(order, usize::MAX);
         }
         self.counters.flush(&COUNTERS);
         self.flush_waste();

@@ -23,7 +23,8 @@
 //! free blocks of 256 KiB and up, their pages are discarded (see [`arena`]). Free blocks never
 //! written since they were mapped or discarded are tagged clean, which lets `alloc_zeroed` skip
 //! the memset. Debug and `hardened` builds check the tag on every free (double and invalid frees
-//! abort with a message); a double free caught in a thread cache goes unnoticed.
+//! abort with a message); in debug builds without `hardened` a double free of a block still in a
+//! thread cache goes unnoticed (hardened builds tag cached blocks, so it is caught).
 //!
 //! Cost shown by this allocator: rounding every request up to a power of two. It is counted
 //! exactly (sum over live blocks of block size minus requested size) and reported by
@@ -194,7 +195,9 @@ impl ThreadCache {
             } else {
                 bin.count -= 1;
                 // SAFETY: count < BIN_CAPACITY after the decrement (bin invariant).
-                (unsafe { *bin.slots.get_unchecked(bin.count) }, false)
+                let p = unsafe { *bin.slots.get_unchecked(bin.count) };
+                mark_cached(p as usize, order, false);
+                (p, false)
             }
         } else {
             self.alloc_uncached(order)
@@ -220,6 +223,7 @@ impl ThreadCache {
                 // SAFETY: as above.
                 bin = unsafe { self.bins.get_unchecked_mut((order - MIN_ORDER) as usize) };
             }
+            mark_cached(addr, order, true);
             // SAFETY: count < bin_limit <= BIN_CAPACITY here; the dead block now belongs to
             // the cache.
             unsafe { *bin.slots.get_unchecked_mut(bin.count) = addr as *mut u8 };
@@ -308,6 +312,7 @@ impl ThreadCache {
                     &mut held.insert((index, lock_arena(index))).1
                 }
             };
+            mark_cached(addr, order, false);
             // SAFETY: a cached block is a used block of `order` that nobody references.
             unsafe { arena.free_block(addr, order, &COUNTERS) };
         }
@@ -392,9 +397,23 @@ unsafe fn free_shared(addr: usize, order: u32, size: usize) {
     WASTE.fetch_add(size as isize - (1isize << order), Ordering::Relaxed);
 }
 
+/// In hardened builds a block sitting in a thread cache is tagged `TAG_USED | TAG_FREE` (a state
+/// no other block has), so freeing it again is caught as a double free by [`check_live`]; the
+/// mark is cleared when the block leaves the cache. Compiles to nothing otherwise.
+#[inline(always)]
+fn mark_cached(addr: usize, order: u32, cached: bool) {
+    if hardened::ENABLED {
+        let tag = TAG_USED | order as u8 | if cached { region::TAG_FREE } else { 0 };
+        // SAFETY: addr is a block of a live buddy region owned by the calling thread's cache (or
+        // just leaving it), so its tag byte is mapped and no other thread writes it now.
+        unsafe { region::set_tag(addr, tag) };
+    }
+}
+
 /// Checks that `addr` starts a live block of `order` (debug builds and the `hardened` feature):
 /// the caller's layout gives the order, which realloc keeps in step with the tag. A block freed
-/// to its arena reads as free (double free); one sitting in a thread cache still reads as used.
+/// to its arena reads as free (double free); in hardened builds so does one sitting in a thread
+/// cache (see [`mark_cached`]); in plain debug builds a cached block still reads as used.
 #[inline(always)]
 fn check_live(addr: usize, order: u32) {
     if hardened::ENABLED || cfg!(debug_assertions) {
@@ -483,6 +502,7 @@ unsafe impl GlobalAlloc for Buddy {
                 COUNTERS.record_free(layout.size());
                 large::dealloc(ptr, &COUNTERS);
             },
+            _ if hardened::ENABLED => hardened::misuse("buddy", Misuse::InvalidFree, ptr),
             _ => {}
         }
     }

@@ -7,10 +7,16 @@
 //! - Every block is requested with an alignment of at least [`MALLOC_ALIGN`] (glibc's guarantee on
 //!   64-bit targets) and a size of at least 1 (`GlobalAlloc` forbids size 0; `malloc(0)` thus
 //!   returns a unique pointer, as glibc does).
-//! - `free` is given no size: it rebuilds a layout with [`block_layout`] from the allocator's
-//!   [`Introspect::usable_size`] and the pointer's own alignment. This relies on every allocator's
-//!   `dealloc` finding the block from the pointer alone (the region map and the block's metadata)
-//!   and using the layout only for its counters, which holds for all four allocators by design.
+//! - `free` and `realloc` are given no size: [`block_layout`] rebuilds a layout from the
+//!   allocator's [`Introspect::usable_size`] and an alignment *hint*: [`MALLOC_ALIGN`] for a block
+//!   in the allocator's own regions, [`LARGE_ALIGN_HINT`] for a directly mapped large block
+//!   ([`Owner::Large`] in the region map). This is not the layout the block was allocated with,
+//!   so it relies on each allocator's `dealloc`/`realloc` being correct for it. They are (checked
+//!   in the code of all four): Bump and Buddy route by the region map; Slab's size class of a
+//!   usable size (a class size, a multiple of 16) at alignment 16 is the block's own class;
+//!   SizeClass and Slab send any layout aligned above their small-block limit to `large`, which
+//!   finds the block from its header. The pointer's own alignment is *not* a usable hint: a
+//!   32-byte block at a page-aligned address would claim a 4 KiB class (Slab) or order (Buddy).
 //! - A pointer the allocator does not recognise ([`Introspect::usable_size`] is `None`: memory
 //!   handed out before the library was loaded, e.g. by the dynamic loader's own minimal malloc) is
 //!   ignored by `free`, reported as 0 bytes by `malloc_usable_size`, and moved by `realloc` with
@@ -24,6 +30,7 @@ use core::alloc::Layout;
 use core::ffi::{c_int, c_void};
 use core::ptr;
 
+use allocators::region_map::{self, Owner, REGION_SIZE};
 use allocators::{os, Introspect};
 
 use crate::{bootstrap, foreign, reentry};
@@ -66,33 +73,31 @@ fn alloc_block<A: Introspect>(a: &A, size: usize, align: usize, zeroed: bool) ->
     p.cast()
 }
 
-/// The largest power of two dividing `addr`, capped at `cap` (a power of two).
-#[inline]
-fn alignment_of(addr: usize, cap: usize) -> usize {
-    // `addr & addr.wrapping_neg()` isolates the lowest set bit; 0 (for addr 0) means "any".
-    let low = addr & addr.wrapping_neg();
-    if low == 0 || low > cap {
-        cap
-    } else {
-        low
-    }
-}
+/// The alignment [`block_layout`] claims for a directly mapped large block: above every
+/// allocator's small-block alignment limit, so allocators that choose between their own blocks
+/// and `large` by the layout send the block to `large`.
+pub const LARGE_ALIGN_HINT: usize = REGION_SIZE;
 
-/// The layout `free`/`realloc` hand to the allocator for the block at `ptr`: its usable size and
-/// the largest power of two dividing the address, capped at `align_cap` and at the page size.
-/// `None` if the allocator does not recognise `ptr` (foreign memory).
+/// Below this many bytes, `realloc` of a large block moves it into the allocator's own blocks
+/// (malloc, copy, free) instead of asking the allocator, which would keep it large (the
+/// [`LARGE_ALIGN_HINT`] makes the new block look over-aligned).
+pub const LARGE_MOVE_BELOW: usize = 64 * 1024;
+
+/// The layout `free`/`realloc` hand to the allocator for the block at `ptr`: its usable size, and
+/// [`LARGE_ALIGN_HINT`] for a large block or [`MALLOC_ALIGN`] for any other (see the module
+/// docs). `None` if the allocator does not recognise `ptr` (foreign memory).
 ///
 /// # Safety
 /// `ptr` must be non-null and either a live block of `a` or memory `a` never mapped.
 #[inline]
-pub unsafe fn block_layout<A: Introspect>(
-    a: &A,
-    ptr: *const c_void,
-    align_cap: usize,
-) -> Option<Layout> {
+pub unsafe fn block_layout<A: Introspect>(a: &A, ptr: *const c_void) -> Option<Layout> {
     // SAFETY: forwarded contract.
     let usable = unsafe { a.usable_size(ptr.cast()) }?;
-    let align = alignment_of(ptr as usize, align_cap.min(os::page_size()));
+    let align = if region_map::owner_of(ptr.cast()) == Owner::Large {
+        LARGE_ALIGN_HINT
+    } else {
+        MALLOC_ALIGN
+    };
     Layout::from_size_align(usable.max(1), align).ok()
 }
 
@@ -114,7 +119,7 @@ pub unsafe fn free<A: Introspect>(a: &A, ptr: *mut c_void) {
         return;
     }
     // SAFETY: forwarded contract.
-    if let Some(layout) = unsafe { block_layout(a, ptr, usize::MAX) } {
+    if let Some(layout) = unsafe { block_layout(a, ptr) } {
         reentry::guarded(
             // SAFETY: a live block of `a`; its dealloc needs only the pointer (see module docs).
             || unsafe { a.dealloc(ptr.cast(), layout) },
@@ -154,20 +159,22 @@ pub unsafe fn realloc<A: Introspect>(a: &A, ptr: *mut c_void, size: usize) -> *m
         unsafe { free(a, ptr) };
         return ptr::null_mut();
     }
-    // The new block needs only malloc's alignment (C's realloc does not keep a memalign'd
-    // block's alignment either), so cap the layout's alignment at MALLOC_ALIGN.
     // SAFETY: forwarded contract.
-    let Some(old) = (unsafe { block_layout(a, ptr, MALLOC_ALIGN) }) else {
+    let Some(old) = (unsafe { block_layout(a, ptr) }) else {
         // SAFETY: `a` does not know `ptr`, so by the contract it is readable foreign memory.
         return unsafe { realloc_foreign(a, ptr, size) };
     };
+    if old.align() == LARGE_ALIGN_HINT && size < LARGE_MOVE_BELOW {
+        // SAFETY: forwarded contract; `old.size()` bytes are usable at `ptr`.
+        return unsafe { move_block(a, ptr, old.size(), size) };
+    }
     if Layout::from_size_align(size, old.align()).is_err() {
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     }
     let q = reentry::guarded(
-        // SAFETY: a live block of `a` described by `old` (its dealloc needs only the pointer);
-        // the new size is non-zero and fits isize when rounded to the alignment (checked above).
+        // SAFETY: a live block of `a`, described by the layout hint its realloc is correct for
+        // (module docs); the new size is non-zero and fits isize at that alignment (checked).
         || unsafe { a.realloc(ptr.cast(), old, size) },
         // From inside the allocator: a bootstrap copy, the old block leaked.
         // SAFETY: a live block of `a` holds `old.size()` readable bytes.
@@ -177,6 +184,30 @@ pub unsafe fn realloc<A: Introspect>(a: &A, ptr: *mut c_void, size: usize) -> *m
         set_errno(libc::ENOMEM);
     }
     q.cast()
+}
+
+/// `realloc` by hand: a new block of `size` bytes from `malloc`, the first `min(usable, size)`
+/// bytes copied over, the old block freed. Null with `errno = ENOMEM` (old block untouched) if
+/// memory runs out.
+///
+/// # Safety
+/// `ptr` must be a live block of `a` with `usable` bytes usable.
+#[cold]
+unsafe fn move_block<A: Introspect>(
+    a: &A,
+    ptr: *mut c_void,
+    usable: usize,
+    size: usize,
+) -> *mut c_void {
+    let q = malloc(a, size);
+    if !q.is_null() {
+        // SAFETY: both blocks are live, distinct, and at least min(usable, size) bytes long.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr.cast::<u8>(), q.cast::<u8>(), usable.min(size));
+            free(a, ptr);
+        }
+    }
+    q
 }
 
 /// `realloc` of a block the allocator did not hand out: its size is unknown, so the new block
@@ -322,19 +353,4 @@ pub unsafe fn malloc_usable_size<A: Introspect>(a: &A, ptr: *mut c_void) -> usiz
     }
     // SAFETY: forwarded contract.
     unsafe { a.usable_size(ptr.cast()) }.unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn alignment_of_isolates_the_lowest_bit() {
-        assert_eq!(alignment_of(0x1000, 4096), 4096);
-        assert_eq!(alignment_of(0x1010, 4096), 16);
-        assert_eq!(alignment_of(0x10000, 4096), 4096);
-        assert_eq!(alignment_of(0x10000, 16), 16);
-        assert_eq!(alignment_of(0, 16), 16);
-        assert_eq!(alignment_of(0x18, 4096), 8);
-    }
 }

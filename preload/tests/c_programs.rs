@@ -1,6 +1,6 @@
 //! C programs compiled with `cc` and run under every preload library: the interface's edge cases
-//! (each checked against glibc's behaviour, by running the same program without the library too)
-//! and eight threads freeing each other's blocks.
+//! (each checked against glibc's behaviour, by running the same program without the library too),
+//! eight threads freeing each other's blocks, and thousands of short-lived threads.
 
 mod common;
 
@@ -51,5 +51,21 @@ fn eight_threads_free_each_others_blocks_under_every_library() {
             let out = run_ok(Command::new(&exe).arg("20000"), Some(lib));
             assert_eq!(out, native, "{}", lib.name);
         }
+    }
+}
+
+#[test]
+fn thousands_of_short_lived_threads_under_every_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_c("thread_churn", dir.path());
+    let native = run_ok(Command::new(&exe).arg("4000"), None);
+    assert!(native.starts_with("threads 4000 "), "{native}");
+    for lib in libraries() {
+        assert_eq!(
+            run_ok(Command::new(&exe).arg("4000"), Some(lib)),
+            native,
+            "{}",
+            lib.name
+        );
     }
 }

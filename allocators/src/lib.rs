@@ -44,9 +44,11 @@ pub mod stats;
 pub mod sync;
 
 mod bump;
+mod size_class;
 
 pub use bump::Bump;
 pub use region_map::Owner;
+pub use size_class::SizeClass;
 pub use stats::Stats;
 
 use core::alloc::GlobalAlloc;

@@ -13,10 +13,11 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use super::classes::{class_size, first_slot, DIRECT_SLOTS, LAST_DIRECT_CLASS, NUM_CLASSES};
+use super::counters::HeapCounters;
 use super::page::{self, Page};
 use super::segment::{self, Segment};
 use crate::os;
-use crate::stats::{GlobalCounters, LocalCounters};
+use crate::stats::GlobalCounters;
 use crate::sync::{self, Lock};
 
 /// The allocator's shared counters.
@@ -64,7 +65,7 @@ pub struct Heap {
     /// `page_frees` value at which the next decay sweep may run.
     pub next_sweep: u64,
     /// Unflushed statistics.
-    pub counters: LocalCounters,
+    pub counters: HeapCounters,
     /// Link on the abandoned list.
     pub next_abandoned: *mut Heap,
 }
@@ -89,7 +90,7 @@ impl Heap {
             dirty_bytes: 0,
             page_frees: 0,
             next_sweep: 0,
-            counters: LocalCounters::new(),
+            counters: HeapCounters::new(),
             next_abandoned: ptr::null_mut(),
         }
     }
@@ -227,13 +228,16 @@ pub unsafe fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
             drain_rescued(heap);
         }
         let q = &raw mut (*heap).queues[class];
-        let mut p = (*q).head;
+        let first = (*q).head;
+        let mut p = first;
         while !p.is_null() {
             page::collect(p);
             if !(*p).free.is_null() || page::extend(p) {
                 if (*q).head != p {
                     queue_remove(q, p);
                     queue_push_front(q, p);
+                }
+                if p != first {
                     sync_direct(heap, class);
                 }
                 return pop(p);

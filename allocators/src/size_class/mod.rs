@@ -18,6 +18,7 @@
 //! route by the same `Layout` test, so the region map is only consulted by `usable_size`.
 
 mod classes;
+mod counters;
 mod heap;
 mod page;
 mod segment;
@@ -92,25 +93,35 @@ fn init_heap() -> *mut Heap {
 }
 
 /// The generic slow path for class `class`: sets up the thread's heap when needed, falls back to
-/// the locked orphan heap after thread exit.
+/// the locked orphan heap after thread exit, and counts the allocation of `size` bytes.
 #[cold]
 #[inline(never)]
-unsafe fn alloc_slow(mut heap: *mut Heap, class: usize) -> *mut u8 {
+unsafe fn alloc_slow(mut heap: *mut Heap, class: usize, size: usize) -> *mut u8 {
     if heap == empty_heap() {
         heap = init_heap();
         if heap.is_null() {
-            return heap::with_orphan(
+            let p = heap::with_orphan(
                 // SAFETY: the orphan heap is owned by whoever holds its lock, which we do.
                 |h| unsafe { alloc_in(h, class) },
                 ptr::null_mut(),
             );
+            if !p.is_null() {
+                COUNTERS.record_alloc(size);
+            }
+            return p;
         }
     }
     // SAFETY: `heap` is the calling thread's own heap.
-    unsafe { heap::alloc_slow(heap, class) }
+    unsafe {
+        let p = heap::alloc_slow(heap, class);
+        if !p.is_null() {
+            (*heap).counters.on_alloc(size, &COUNTERS);
+        }
+        p
+    }
 }
 
-/// Allocates from class `class` of an owned heap (fast pop or slow path).
+/// Allocates from class `class` of an owned heap without counting (fast pop or slow path).
 unsafe fn alloc_in(heap: *mut Heap, class: usize) -> *mut u8 {
     // SAFETY: the caller owns `heap`; its queue heads are live pages.
     unsafe {
@@ -125,26 +136,38 @@ unsafe fn alloc_in(heap: *mut Heap, class: usize) -> *mut u8 {
     }
 }
 
+/// Pops the first free block of `page` and counts `size` bytes in `heap`'s counters.
+///
+/// # Safety
+/// The caller owns `heap` (not the empty heap) and `page`, whose free list is non-empty.
+#[inline(always)]
+unsafe fn pop_counted(heap: *mut Heap, page: *mut Page, size: usize) -> *mut u8 {
+    // SAFETY: caller's contract.
+    unsafe {
+        let b = (*page).free;
+        (*page).free = (*b).next;
+        (*page).used += 1;
+        (*heap).counters.on_alloc(size, &COUNTERS);
+        b.cast()
+    }
+}
+
 /// The fast allocation path.
 #[inline(always)]
 unsafe fn alloc_small(layout: Layout) -> *mut u8 {
     let size = layout.size();
     let heap = current_heap();
-    let block;
     if size <= DIRECT_MAX && layout.align() <= 8 {
-        // SAFETY: (size + 7) >> 3 <= DIRECT_MAX / 8 < DIRECT_SLOTS; the heap is the thread's own
-        // (or the never-written empty heap, whose pages have no free block); slot pages are live.
+        let slot = (size + 7) >> 3;
+        // SAFETY: slot <= DIRECT_MAX / 8 < DIRECT_SLOTS; the heap is the thread's own (or the
+        // never-written empty heap, whose pages have no free block, so it is never popped or
+        // counted into); slot pages are live.
         unsafe {
-            let page = *(*heap).pages_direct.get_unchecked((size + 7) >> 3);
-            let b = (*page).free;
-            if b.is_null() {
-                let class = *DIRECT_CLASS.get_unchecked((size + 7) >> 3) as usize;
-                block = alloc_slow(heap, class);
-            } else {
-                (*page).free = (*b).next;
-                (*page).used += 1;
-                block = b.cast();
+            let page = *(*heap).pages_direct.get_unchecked(slot);
+            if !(*page).free.is_null() {
+                return pop_counted(heap, page, size);
             }
+            alloc_slow(heap, *DIRECT_CLASS.get_unchecked(slot) as usize, size)
         }
     } else {
         let class = class_for(size, layout.align());
@@ -152,29 +175,10 @@ unsafe fn alloc_small(layout: Layout) -> *mut u8 {
         unsafe {
             let page = (*heap).queues.get_unchecked(class).head;
             if !page.is_null() && !(*page).free.is_null() {
-                let b = (*page).free;
-                (*page).free = (*b).next;
-                (*page).used += 1;
-                block = b.cast();
-            } else {
-                block = alloc_slow(heap, class);
+                return pop_counted(heap, page, size);
             }
+            alloc_slow(heap, class, size)
         }
-    }
-    if !block.is_null() {
-        count_alloc(size);
-    }
-    block
-}
-
-#[inline(always)]
-fn count_alloc(size: usize) {
-    let heap = current_heap();
-    if heap != empty_heap() {
-        // SAFETY: the thread's own heap; its counters are only touched by this thread.
-        unsafe { (*heap).counters.on_alloc(size, &COUNTERS) };
-    } else {
-        COUNTERS.record_alloc(size);
     }
 }
 

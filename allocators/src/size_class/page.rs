@@ -142,7 +142,7 @@ pub unsafe fn collect(page: *mut Page) {
 /// Carves the next few KiB of never-used blocks onto `free`. `false` if the page is fully carved.
 ///
 /// # Safety
-/// The caller owns `page`, which is in use with an empty `free` list.
+/// The caller owns `page`, which is in use.
 #[inline]
 pub unsafe fn extend(page: *mut Page) -> bool {
     // SAFETY: the caller owns the page; the carved range lies inside its area (capacity + n <=

@@ -1,0 +1,65 @@
+//! A thread heap's unflushed statistics, leaner than [`crate::stats::LocalCounters`] for the
+//! size-class fast paths: one budget replaces the separate operation and byte thresholds.
+//!
+//! Every operation spends `size + OP_COST` from `budget`; when it goes negative the counts are
+//! folded into the shared [`GlobalCounters`]. So a running thread holds back at most
+//! `BUDGET / OP_COST` = 256 operations and 256 KiB of live-byte delta (the same bounds as
+//! `LocalCounters`), at the cost of three plain read-modify-writes and one sign test.
+
+use crate::stats::GlobalCounters;
+
+/// Budget refilled at each flush.
+const BUDGET: isize = 256 * 1024;
+/// Budget charged per operation besides its bytes.
+const OP_COST: isize = 1024;
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct HeapCounters {
+    allocations: u64,
+    frees: u64,
+    bytes: isize,
+    budget: isize,
+}
+
+impl HeapCounters {
+    /// All zero, with a full budget.
+    pub const fn new() -> Self {
+        HeapCounters {
+            allocations: 0,
+            frees: 0,
+            bytes: 0,
+            budget: BUDGET,
+        }
+    }
+
+    /// Counts an allocation of `size` requested bytes.
+    #[inline(always)]
+    pub fn on_alloc(&mut self, size: usize, global: &GlobalCounters) {
+        self.allocations += 1;
+        self.bytes += size as isize;
+        self.budget -= size as isize + OP_COST;
+        if self.budget < 0 {
+            self.flush(global);
+        }
+    }
+
+    /// Counts a free of `size` requested bytes.
+    #[inline(always)]
+    pub fn on_free(&mut self, size: usize, global: &GlobalCounters) {
+        self.frees += 1;
+        self.bytes -= size as isize;
+        self.budget -= size as isize + OP_COST;
+        if self.budget < 0 {
+            self.flush(global);
+        }
+    }
+
+    /// Folds the counts into `global` and resets them.
+    #[cold]
+    #[inline(never)]
+    pub fn flush(&mut self, global: &GlobalCounters) {
+        global.fold(self.bytes, self.allocations, self.frees);
+        *self = HeapCounters::new();
+    }
+}

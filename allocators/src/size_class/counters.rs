@@ -5,6 +5,10 @@
 //! folded into the shared [`GlobalCounters`]. So a running thread holds back at most
 //! `BUDGET / OP_COST` = 256 operations and 256 KiB of live-byte delta (the same bounds as
 //! `LocalCounters`), at the cost of three plain read-modify-writes and one sign test.
+//!
+//! Allocation and free each own a pair of adjacent words (count, bytes): the compiler may update
+//! a pair with one 16-byte load and store, and keeping the pairs disjoint means such a load never
+//! straddles words the other path wrote separately (which would defeat store forwarding).
 
 use crate::stats::GlobalCounters;
 
@@ -15,10 +19,12 @@ const OP_COST: isize = 1024;
 
 /// See the module docs.
 #[derive(Debug)]
+#[repr(C, align(16))]
 pub struct HeapCounters {
     allocations: u64,
+    alloc_bytes: u64,
     frees: u64,
-    bytes: isize,
+    free_bytes: u64,
     budget: isize,
 }
 
@@ -27,8 +33,9 @@ impl HeapCounters {
     pub const fn new() -> Self {
         HeapCounters {
             allocations: 0,
+            alloc_bytes: 0,
             frees: 0,
-            bytes: 0,
+            free_bytes: 0,
             budget: BUDGET,
         }
     }
@@ -37,7 +44,7 @@ impl HeapCounters {
     #[inline(always)]
     pub fn on_alloc(&mut self, size: usize, global: &GlobalCounters) {
         self.allocations += 1;
-        self.bytes += size as isize;
+        self.alloc_bytes += size as u64;
         self.budget -= size as isize + OP_COST;
         if self.budget < 0 {
             self.flush(global);
@@ -48,7 +55,7 @@ impl HeapCounters {
     #[inline(always)]
     pub fn on_free(&mut self, size: usize, global: &GlobalCounters) {
         self.frees += 1;
-        self.bytes -= size as isize;
+        self.free_bytes += size as u64;
         self.budget -= size as isize + OP_COST;
         if self.budget < 0 {
             self.flush(global);
@@ -59,7 +66,8 @@ impl HeapCounters {
     #[cold]
     #[inline(never)]
     pub fn flush(&mut self, global: &GlobalCounters) {
-        global.fold(self.bytes, self.allocations, self.frees);
+        let delta = self.alloc_bytes.wrapping_sub(self.free_bytes) as i64 as isize;
+        global.fold(delta, self.allocations, self.frees);
         *self = HeapCounters::new();
     }
 }

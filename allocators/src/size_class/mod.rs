@@ -12,7 +12,7 @@
 //! This file holds the fast paths. Allocation of up to 1 KiB at word alignment is: one `%fs`
 //! load of the thread's heap pointer, one indexed load of the current page for `(size + 7) / 8`,
 //! pop from that page's `free` list. A free is: mask the pointer to its segment, compare the
-//! segment's owner heap with the thread's, push on the page's `local_free`, decrement `used`. No
+//! segment's owner heap with the thread's, push on the page's `free` list, decrement `used`. No
 //! lock and no atomic read-modify-write on either; a free from another thread is one CAS.
 //! Requests above 512 KiB or aligned above 64 KiB go to [`crate::large`]; `dealloc` and `realloc`
 //! route by the same `Layout` test, so the region map is only consulted by `usable_size`.
@@ -200,8 +200,9 @@ unsafe fn free_small(ptr: *mut u8, size: usize) {
         let page = page_of(ptr as usize);
         let block = ptr.cast::<Block>();
         if (*seg).heap.load(core::sync::atomic::Ordering::Relaxed) == heap {
-            (*block).next = (*page).local_free;
-            (*page).local_free = block;
+            (*block).next = (*page).free;
+            (*page).free = block;
+            (*page).is_zero = false;
             (*page).used -= 1;
             (*heap).counters.on_free(size, &COUNTERS);
             if (*page).used == 0 || (*page).in_full {

@@ -223,7 +223,6 @@ pub unsafe fn alloc_page(heap: *mut Heap, class: usize) -> *mut Page {
         (*page).capacity = 0;
         (*page).used = 0;
         (*page).free = ptr::null_mut();
-        (*page).local_free = ptr::null_mut();
         (*page).thread_free.store(0, Ordering::Relaxed);
         (*page).next = ptr::null_mut();
         (*page).prev = ptr::null_mut();
@@ -274,7 +273,6 @@ pub unsafe fn free_page(heap: *mut Heap, page: *mut Page) {
         (*page).in_full = false;
         (*page).is_zero = false;
         (*page).free = ptr::null_mut();
-        (*page).local_free = ptr::null_mut();
         (*seg).used_pages -= 1;
         if (*seg).used_pages == 0 {
             if (*seg).in_avail {

@@ -266,7 +266,7 @@ pub unsafe fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
 /// The local-free slow path: the page just became empty or was on the full list.
 ///
 /// # Safety
-/// The calling thread owns `heap` and `page`, a block was just pushed on its `local_free`.
+/// The calling thread owns `heap` and `page`; a block was just pushed on its `free` list.
 #[cold]
 #[inline(never)]
 pub unsafe fn free_local_slow(heap: *mut Heap, page: *mut Page) {

@@ -2,7 +2,7 @@
 //! class each, with sharded free lists.
 //!
 //! - [`classes`]: 60 size classes, four per doubling (worst-case rounding waste under 20%).
-//! - [`page`]: a page's three free lists (`free`, `local_free`, atomic `thread_free`).
+//! - [`page`]: a page's free lists (`free` for its owner, atomic `thread_free` for other threads).
 //! - [`segment`]: 4 MiB segments holding pages and their descriptors; the page heap underneath
 //!   (pages handed out and taken back, dirty pages discarded after a decay, empty segments
 //!   unmapped).

@@ -7,3 +7,4 @@ allocator_suites::conformance_tests!(
     allocators::Bump::new(),
     ignore = "Bump bug: a refill re-takes its own too-small tail and returns null (tests/tests/bump_bugs.rs)"
 );
+allocator_suites::conformance_tests!(sizeclass, allocators::SizeClass::new());

@@ -240,12 +240,23 @@ unsafe fn free_remote(heap: *mut Heap, page: *mut Page, block: *mut Block, size:
                 }
             }
         }
-        if heap != empty_heap() {
-            (*heap).counters.on_free(size, &COUNTERS);
-        } else {
+        count_remote_free(heap, size);
+    }
+}
+
+/// Counts a remote free in the thread's heap, giving the thread a heap if it has none yet (a
+/// thread that only frees would otherwise hit the shared atomic counters on every free).
+#[inline(always)]
+fn count_remote_free(mut heap: *mut Heap, size: usize) {
+    if heap == empty_heap() {
+        heap = init_heap();
+        if heap.is_null() {
             COUNTERS.record_free(size);
+            return;
         }
     }
+    // SAFETY: the thread's own heap; its counters are only touched by this thread.
+    unsafe { (*heap).counters.on_free(size, &COUNTERS) };
 }
 
 #[cold]

@@ -334,3 +334,53 @@ fn foreign_pointers_are_recognised() {
     // SAFETY: a pointer we never handed out.
     unsafe { assert_eq!(A.usable_size(&x as *const u64 as *const u8), None) };
 }
+
+#[test]
+fn remote_frees_into_exited_threads_come_back() {
+    let _g = serial();
+    let before = A.stats().mapped_bytes;
+    // Producers allocate and exit; the main thread frees everything afterwards (all remote, into
+    // parked heaps).
+    let blocks: Vec<Vec<(usize, usize)>> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                (0..50_000usize)
+                    .map(|i| {
+                        let size = 16 + (i * 7 + t) % 3000;
+                        // SAFETY: non-zero size.
+                        let p = unsafe { A.alloc(Layout::from_size_align(size, 8).unwrap()) };
+                        fill(p, size.min(8), 9);
+                        (p as usize, size)
+                    })
+                    .collect()
+            })
+        })
+        .map(|h| h.join().unwrap())
+        .collect();
+    for v in blocks {
+        for (p, size) in v {
+            assert!(check(p as *const u8, size.min(8), 9));
+            // SAFETY: allocated above with this layout.
+            unsafe { A.dealloc(p as *mut u8, Layout::from_size_align(size, 8).unwrap()) };
+        }
+    }
+    // New threads adopt or tidy the parked heaps when they need memory.
+    for _ in 0..8 {
+        std::thread::spawn(|| {
+            let l = Layout::from_size_align(600_000 / 2, 8).unwrap();
+            let v: Vec<_> = (0..20)
+                // SAFETY: non-zero size.
+                .map(|_| unsafe { A.alloc(l) })
+                .collect();
+            for p in v {
+                // SAFETY: allocated above.
+                unsafe { A.dealloc(p, l) };
+            }
+        })
+        .join()
+        .unwrap();
+    }
+    let after = A.stats().mapped_bytes;
+    eprintln!("remote-free test: mapped before {before} after {after}");
+    assert!(after < before + (16 << 20), "after {after}");
+}

@@ -51,6 +51,31 @@ impl HeapCounters {
         }
     }
 
+    /// Counts an allocation of `size` bytes and returns `block` (so that the rare flush is a tail
+    /// call and the caller's fast path needs no stack frame).
+    #[inline(always)]
+    pub fn on_alloc_returning(
+        &mut self,
+        size: usize,
+        global: &GlobalCounters,
+        block: *mut u8,
+    ) -> *mut u8 {
+        self.allocations += 1;
+        self.alloc_bytes += size as u64;
+        self.budget -= size as isize + OP_COST;
+        if self.budget < 0 {
+            return self.flush_returning(global, block);
+        }
+        block
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn flush_returning(&mut self, global: &GlobalCounters, block: *mut u8) -> *mut u8 {
+        self.flush(global);
+        block
+    }
+
     /// Counts a free of `size` requested bytes.
     #[inline(always)]
     pub fn on_free(&mut self, size: usize, global: &GlobalCounters) {

@@ -159,8 +159,9 @@ unsafe fn pop_counted(heap: *mut Heap, page: *mut Page, size: usize) -> *mut u8 
         let b = (*page).free;
         (*page).free = (*b).next;
         (*page).used += 1;
-        (*heap).counters.on_alloc(size, &COUNTERS);
-        b.cast()
+        (*heap)
+            .counters
+            .on_alloc_returning(size, &COUNTERS, b.cast())
     }
 }
 
@@ -216,13 +217,28 @@ unsafe fn free_small(ptr: *mut u8, size: usize) {
             (*page).free = block;
             (*page).is_zero = false;
             (*page).used -= 1;
-            (*heap).counters.on_free(size, &COUNTERS);
+            // Both rare calls are tail calls, so the fast path needs no stack frame.
             if (*page).used == 0 || (*page).in_full {
-                heap::free_local_slow(heap, page);
+                return free_local_slow_counted(heap, page, size);
             }
+            (*heap).counters.on_free(size, &COUNTERS);
         } else {
             free_remote(heap, page, block, size);
         }
+    }
+}
+
+/// The local free's slow path (page emptied or on the full list), counting the free too.
+///
+/// # Safety
+/// As for `heap::free_local_slow`.
+#[cold]
+#[inline(never)]
+unsafe fn free_local_slow_counted(heap: *mut Heap, page: *mut Page, size: usize) {
+    // SAFETY: forwarded contract; the heap is the thread's own.
+    unsafe {
+        heap::free_local_slow(heap, page);
+        (*heap).counters.on_free(size, &COUNTERS);
     }
 }
 

@@ -79,7 +79,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 /// `never_reuses` is for an allocator that never reuses freed memory (memory may grow with the
 /// bytes allocated); a trailing `ignore = "reason"` marks every test `#[ignore]` (known bug).
 ///
-/// ```ignore
+/// ```text
 /// allocator_suites::global_allocator_tests!(allocators::Slab, allocators::Slab::new());
 /// allocator_suites::global_allocator_tests!(allocators::Bump, allocators::Bump::new(), never_reuses);
 /// allocator_suites::global_allocator_tests!(system: std::alloc::System, std::alloc::System);

@@ -1,14 +1,12 @@
-//! Minimal reproductions of bugs found in Bump by the suites, kept `#[ignore]`d until fixed
-//! (run with `cargo test -p allocator-suites --test bump_bugs -- --ignored`).
+//! Minimal reproductions of bugs the suites found in Bump, kept as regression tests.
 
 use std::alloc::{GlobalAlloc, Layout};
 
-/// Bump's refill (`Arena::alloc_refill`) first hands the rest of the current chunk to the shared
-/// spare list, then `take_chunk` pops the head of that list, which is the tail it just pushed;
-/// if the request does not fit in that tail, `alloc_refill` returns null instead of mapping a
+/// Bump's refill (`Arena::alloc_refill`) used to hand the rest of the current chunk to the shared
+/// spare list, then `take_chunk` popped the head of that list, which is the tail it had just pushed;
+/// if the request did not fit in that tail, `alloc_refill` returned null instead of mapping a
 /// fresh chunk. So the fourth 1 MiB block of a thread (4 MiB chunks, 8-byte headers) is null.
 #[test]
-#[ignore = "Bump bug: alloc_refill re-takes its own too-small tail and returns null (see doc comment)"]
 fn bump_refill_does_not_return_null_for_a_request_larger_than_the_leftover_tail() {
     std::thread::spawn(|| {
         let a = allocators::Bump::new();

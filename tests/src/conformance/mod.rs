@@ -46,7 +46,7 @@ pub(crate) fn expect_block(ptr: *mut u8, size: usize, align: usize, what: &str) 
 /// `ignore = "reason"` marks every test `#[ignore]` (for an allocator with a known bug; run them
 /// with `--ignored`).
 ///
-/// ```ignore
+/// ```text
 /// allocator_suites::conformance_tests!(bump, allocators::Bump::new());
 /// ```
 #[macro_export]

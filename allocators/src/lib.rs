@@ -46,10 +46,12 @@ pub mod sync;
 
 mod buddy;
 mod bump;
+mod size_class;
 
 pub use buddy::Buddy;
 pub use bump::Bump;
 pub use region_map::Owner;
+pub use size_class::SizeClass;
 pub use stats::Stats;
 
 use core::alloc::GlobalAlloc;

@@ -87,7 +87,9 @@ impl GlobalCounters {
         self.fold(-(size as isize), 0, 1);
     }
 
-    fn fold(&self, bytes: isize, allocations: u64, frees: u64) {
+    /// Adds a batch of counts at once: a live-byte delta, allocations and frees (for allocators
+    /// that keep their own thread-local tallies).
+    pub fn fold(&self, bytes: isize, allocations: u64, frees: u64) {
         if allocations != 0 {
             self.allocations.fetch_add(allocations, Ordering::Relaxed);
         }

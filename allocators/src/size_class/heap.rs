@@ -1,0 +1,454 @@
+//! Thread heaps: per class a queue of pages (its head is where allocation happens), a full list,
+//! the segments with free pages, and the slow paths that refill the fast path.
+//!
+//! A heap is used by one thread at a time and needs no lock. Heaps live in memory mapped by this
+//! module and are never unmapped: when a thread exits its heap is tidied (empty pages and segments
+//! go back) and parked on the abandoned list, and the next new thread adopts it whole, with its
+//! pages (as snmalloc recycles its allocators). A parked heap's pages still receive remote frees;
+//! whenever a thread maps a new segment it first tidies one parked heap, so memory freed into
+//! them is given back even if no thread ever adopts them.
+
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+use super::classes::{class_size, first_slot, DIRECT_SLOTS, LAST_DIRECT_CLASS, NUM_CLASSES};
+use super::counters::HeapCounters;
+use super::page::{self, Page};
+use super::segment::{self, Segment};
+use crate::os;
+use crate::stats::GlobalCounters;
+use crate::sync::{self, Lock};
+
+/// The allocator's shared counters.
+pub static COUNTERS: GlobalCounters = GlobalCounters::new();
+
+/// A doubly linked list of pages.
+#[derive(Clone, Copy)]
+pub struct PageQueue {
+    /// First page (the one allocation uses), or null.
+    pub head: *mut Page,
+    /// Last page, or null.
+    pub tail: *mut Page,
+}
+
+impl PageQueue {
+    const EMPTY: PageQueue = PageQueue {
+        head: ptr::null_mut(),
+        tail: ptr::null_mut(),
+    };
+}
+
+/// A thread heap; see the module docs.
+///
+/// Invariants: `pages_direct[s]` is the head of the queue of class `DIRECT_CLASS[s]`, or
+/// [`EMPTY_PAGE`] when that queue is empty; every page in `queues[c]` serves class `c` and is not
+/// marked full; every page on `full` has `in_full` set.
+#[repr(C)]
+pub struct Heap {
+    /// Current page per direct slot `(size + 7) / 8` (first so the fast path's offset is small).
+    pub pages_direct: [*mut Page; DIRECT_SLOTS],
+    /// Pages with (possibly) free blocks, per class.
+    pub queues: [PageQueue; NUM_CLASSES],
+    /// Pages found full (all classes).
+    pub full: PageQueue,
+    /// Full pages handed back by remote frees (pushed by other threads).
+    pub rescued: AtomicPtr<Page>,
+    /// Segments with free pages, per kind.
+    pub avail: [*mut Segment; 3],
+    /// One empty segment kept mapped.
+    pub cached_segment: *mut Segment,
+    /// Bytes of dirty free pages in `avail` segments.
+    pub dirty_bytes: usize,
+    /// Pages freed so far (the decay clock).
+    pub page_frees: u64,
+    /// `page_frees` value at which the next decay sweep may run.
+    pub next_sweep: u64,
+    /// Unflushed statistics.
+    pub counters: HeapCounters,
+    /// Link on the abandoned list.
+    pub next_abandoned: *mut Heap,
+}
+
+/// The page every empty slot points at: it never has a free block.
+pub struct EmptyPage(pub UnsafeCell<Page>);
+// SAFETY: the sentinel is never written (its `free` is null so the fast path never pops from it).
+unsafe impl Sync for EmptyPage {}
+/// See [`EmptyPage`].
+pub static EMPTY_PAGE: EmptyPage = EmptyPage(UnsafeCell::new(Page::empty()));
+
+impl Heap {
+    /// A heap with no pages.
+    pub const fn empty() -> Heap {
+        Heap {
+            pages_direct: [EMPTY_PAGE.0.get(); DIRECT_SLOTS],
+            queues: [PageQueue::EMPTY; NUM_CLASSES],
+            full: PageQueue::EMPTY,
+            rescued: AtomicPtr::new(ptr::null_mut()),
+            avail: [ptr::null_mut(); 3],
+            cached_segment: ptr::null_mut(),
+            dirty_bytes: 0,
+            page_frees: 0,
+            next_sweep: 0,
+            counters: HeapCounters::new(),
+            next_abandoned: ptr::null_mut(),
+        }
+    }
+}
+
+/// The heap a thread sees before it has one (and after its heap was handed back): every slot
+/// points at [`EMPTY_PAGE`], so the fast path falls through to the slow path. Never written.
+pub struct EmptyHeap(pub UnsafeCell<Heap>);
+// SAFETY: never written; see the type docs.
+unsafe impl Sync for EmptyHeap {}
+/// See [`EmptyHeap`].
+pub static EMPTY_HEAP: EmptyHeap = EmptyHeap(UnsafeCell::new(Heap::empty()));
+
+/// The empty heap's address.
+#[inline(always)]
+pub fn empty_heap() -> *mut Heap {
+    EMPTY_HEAP.0.get()
+}
+
+unsafe fn queue_remove(q: *mut PageQueue, page: *mut Page) {
+    // SAFETY: the caller owns the list and the page is on it.
+    unsafe {
+        let (prev, next) = ((*page).prev, (*page).next);
+        if prev.is_null() {
+            (*q).head = next;
+        } else {
+            (*prev).next = next;
+        }
+        if next.is_null() {
+            (*q).tail = prev;
+        } else {
+            (*next).prev = prev;
+        }
+        (*page).next = ptr::null_mut();
+        (*page).prev = ptr::null_mut();
+    }
+}
+
+unsafe fn queue_push_front(q: *mut PageQueue, page: *mut Page) {
+    // SAFETY: the caller owns the list and the page is on no list.
+    unsafe {
+        let head = (*q).head;
+        (*page).prev = ptr::null_mut();
+        (*page).next = head;
+        if head.is_null() {
+            (*q).tail = page;
+        } else {
+            (*head).prev = page;
+        }
+        (*q).head = page;
+    }
+}
+
+unsafe fn queue_push_back(q: *mut PageQueue, page: *mut Page) {
+    // SAFETY: the caller owns the list and the page is on no list.
+    unsafe {
+        let tail = (*q).tail;
+        (*page).next = ptr::null_mut();
+        (*page).prev = tail;
+        if tail.is_null() {
+            (*q).head = page;
+        } else {
+            (*tail).next = page;
+        }
+        (*q).tail = page;
+    }
+}
+
+/// Points the direct slots of `class` at the head of its queue.
+unsafe fn sync_direct(heap: *mut Heap, class: usize) {
+    if class > LAST_DIRECT_CLASS {
+        return;
+    }
+    // SAFETY: the caller owns the heap; slots first_slot..=size/8 are below DIRECT_SLOTS.
+    unsafe {
+        let head = (*heap).queues[class].head;
+        let target = if head.is_null() {
+            EMPTY_PAGE.0.get()
+        } else {
+            head
+        };
+        for s in first_slot(class)..=class_size(class) / 8 {
+            *(*heap).pages_direct.get_unchecked_mut(s) = target;
+        }
+    }
+}
+
+/// Pops a block from `page`, which has a non-empty `free` list.
+#[inline(always)]
+unsafe fn pop(page: *mut Page) -> *mut u8 {
+    // SAFETY: the caller owns the page and its free list is non-empty.
+    unsafe {
+        let b = (*page).free;
+        (*page).free = (*b).next;
+        (*page).used += 1;
+        b.cast()
+    }
+}
+
+/// Moves the pages that remote frees handed back (see `page::push_thread_free`) from the full
+/// list to their class queues.
+unsafe fn drain_rescued(heap: *mut Heap) {
+    // SAFETY: the caller owns the heap; pushed pages stay alive until drained (they hold at least
+    // the remote-freed block, counted in `used`).
+    unsafe {
+        let mut p = (*heap).rescued.swap(ptr::null_mut(), Ordering::Acquire);
+        while !p.is_null() {
+            let next = (*p).rescue_next;
+            debug_assert!((*p).in_full);
+            queue_remove(&raw mut (*heap).full, p);
+            (*p).in_full = false;
+            let class = (*p).class as usize;
+            let q = &raw mut (*heap).queues[class];
+            let was_empty = (*q).head.is_null();
+            queue_push_back(q, p);
+            if was_empty {
+                sync_direct(heap, class);
+            }
+            p = next;
+        }
+    }
+}
+
+/// The allocation slow path for `class`: collect the current pages' frees, retire full pages,
+/// or take a fresh page. Null when out of memory.
+///
+/// # Safety
+/// The calling thread owns `heap` (not the empty heap).
+#[cold]
+#[inline(never)]
+pub unsafe fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
+    // SAFETY: the caller owns the heap and all its pages.
+    unsafe {
+        if !(*heap).rescued.load(Ordering::Relaxed).is_null() {
+            drain_rescued(heap);
+        }
+        let q = &raw mut (*heap).queues[class];
+        let first = (*q).head;
+        let mut p = first;
+        while !p.is_null() {
+            page::collect(p);
+            if !(*p).free.is_null() || page::extend(p) {
+                if (*q).head != p {
+                    queue_remove(q, p);
+                    queue_push_front(q, p);
+                }
+                if p != first {
+                    sync_direct(heap, class);
+                }
+                return pop(p);
+            }
+            if !page::try_mark_full(p) {
+                continue; // a remote free arrived: collect again
+            }
+            let next = (*p).next;
+            queue_remove(q, p);
+            (*p).in_full = true;
+            queue_push_back(&raw mut (*heap).full, p);
+            p = next;
+        }
+        let p = segment::alloc_page(heap, class);
+        if p.is_null() {
+            sync_direct(heap, class);
+            return ptr::null_mut();
+        }
+        queue_push_front(q, p);
+        sync_direct(heap, class);
+        page::extend(p);
+        pop(p)
+    }
+}
+
+/// The local-free slow path: the page just became empty or was on the full list.
+///
+/// # Safety
+/// The calling thread owns `heap` and `page`; a block was just pushed on its `free` list.
+#[cold]
+#[inline(never)]
+pub unsafe fn free_local_slow(heap: *mut Heap, page: *mut Page) {
+    // SAFETY: the caller owns the heap and the page.
+    unsafe {
+        let class = (*page).class as usize;
+        let q = &raw mut (*heap).queues[class];
+        if (*page).in_full {
+            if !page::try_unmark_full(page) {
+                return; // a remote free is handing it back through `rescued`
+            }
+            queue_remove(&raw mut (*heap).full, page);
+            (*page).in_full = false;
+            let was_empty = (*q).head.is_null();
+            queue_push_back(q, page);
+            if was_empty {
+                sync_direct(heap, class);
+            }
+        }
+        if (*page).used == 0 && (*q).head != page {
+            // Empty and not the page allocation is using: back to the page heap.
+            queue_remove(q, page);
+            segment::free_page(heap, page);
+        }
+    }
+}
+
+/// Collects every queued page, gives back empty pages, and (if `purge`) discards all dirty free
+/// pages and the cached segment. Used when a heap is parked or tidied.
+///
+/// # Safety
+/// The calling thread owns `heap` exclusively.
+pub unsafe fn tidy(heap: *mut Heap, purge: bool) {
+    // SAFETY: exclusive ownership of the heap and its pages.
+    unsafe {
+        drain_rescued(heap);
+        for class in 0..NUM_CLASSES {
+            let q = &raw mut (*heap).queues[class];
+            let mut p = (*q).head;
+            while !p.is_null() {
+                let next = (*p).next;
+                page::collect(p);
+                if (*p).used == 0 {
+                    queue_remove(q, p);
+                    segment::free_page(heap, p);
+                }
+                p = next;
+            }
+            sync_direct(heap, class);
+        }
+        if purge {
+            segment::decay(heap, 0);
+            segment::drop_cached(heap);
+        }
+        (*heap).counters.flush(&COUNTERS);
+    }
+}
+
+// ---- the heap pool -------------------------------------------------------------------------
+
+/// Heaps parked by exited threads, and the chunk new heaps are carved from.
+struct Pool {
+    abandoned_head: *mut Heap,
+    abandoned_tail: *mut Heap,
+    chunk_cursor: usize,
+    chunk_end: usize,
+}
+
+// SAFETY: the raw pointers refer to heap memory owned by the pool, only touched under its lock.
+unsafe impl Send for Pool {}
+
+static POOL: Lock<Pool> = Lock::new(Pool {
+    abandoned_head: ptr::null_mut(),
+    abandoned_tail: ptr::null_mut(),
+    chunk_cursor: 0,
+    chunk_end: 0,
+});
+/// The heap used (under this lock) by code that allocates after its thread's heap was handed
+/// back at thread exit.
+static ORPHAN: Lock<usize> = Lock::new(0);
+static ATFORK: AtomicBool = AtomicBool::new(false);
+const HEAP_CHUNK: usize = 64 * 1024;
+
+fn pool_pop(pool: &mut Pool) -> *mut Heap {
+    let h = pool.abandoned_head;
+    if !h.is_null() {
+        // SAFETY: parked heaps are valid and only linked under the pool lock.
+        unsafe {
+            pool.abandoned_head = (*h).next_abandoned;
+            (*h).next_abandoned = ptr::null_mut();
+        }
+        if pool.abandoned_head.is_null() {
+            pool.abandoned_tail = ptr::null_mut();
+        }
+    }
+    h
+}
+
+fn pool_push(pool: &mut Pool, h: *mut Heap) {
+    // SAFETY: `h` is a valid heap no thread uses, linked under the pool lock.
+    unsafe { (*h).next_abandoned = ptr::null_mut() };
+    if pool.abandoned_tail.is_null() {
+        pool.abandoned_head = h;
+    } else {
+        // SAFETY: as above.
+        unsafe { (*pool.abandoned_tail).next_abandoned = h };
+    }
+    pool.abandoned_tail = h;
+}
+
+/// A heap for a new thread: a parked one if any, else a fresh one. Null if out of memory.
+pub fn acquire() -> *mut Heap {
+    sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+    let mut pool = POOL.lock();
+    let h = pool_pop(&mut pool);
+    if !h.is_null() {
+        return h;
+    }
+    let size = core::mem::size_of::<Heap>().next_multiple_of(64);
+    if pool.chunk_cursor + size > pool.chunk_end {
+        let chunk = os::map(HEAP_CHUNK);
+        if chunk.is_null() {
+            return ptr::null_mut();
+        }
+        COUNTERS.add_mapped(HEAP_CHUNK);
+        pool.chunk_cursor = chunk as usize;
+        pool.chunk_end = chunk as usize + HEAP_CHUNK;
+    }
+    let h = pool.chunk_cursor as *mut Heap;
+    pool.chunk_cursor += size;
+    // SAFETY: fresh, suitably aligned (64) memory inside the chunk, ours alone.
+    unsafe { h.write(Heap::empty()) };
+    h
+}
+
+/// Parks the heap of an exiting thread after tidying it.
+///
+/// # Safety
+/// The calling thread owns `heap` and never uses it again.
+pub unsafe fn abandon(heap: *mut Heap) {
+    // SAFETY: forwarded ownership.
+    unsafe { tidy(heap, true) };
+    pool_push(&mut POOL.lock(), heap);
+}
+
+/// Tidies one parked heap (round robin), so memory remote-freed into it goes back to the kernel.
+/// Skipped if the pool is busy.
+pub fn reclaim_one_abandoned() {
+    let h = match POOL.try_lock() {
+        Some(mut pool) => pool_pop(&mut pool),
+        None => return,
+    };
+    if h.is_null() {
+        return;
+    }
+    // SAFETY: popped from the pool, so no thread owns it but us until we push it back.
+    unsafe { tidy(h, true) };
+    pool_push(&mut POOL.lock(), h);
+}
+
+/// Runs `f` with the orphan heap (locked), for allocations made after the thread's heap is gone.
+pub fn with_orphan<R>(f: impl FnOnce(*mut Heap) -> R, fail: R) -> R {
+    let mut orphan = ORPHAN.lock();
+    if *orphan == 0 {
+        let h = acquire();
+        if h.is_null() {
+            return fail;
+        }
+        *orphan = h as usize;
+    }
+    f(*orphan as *mut Heap)
+}
+
+unsafe extern "C" fn atfork_prepare() {
+    ORPHAN.force_lock();
+    POOL.force_lock();
+}
+
+unsafe extern "C" fn atfork_release() {
+    // SAFETY: atfork_prepare took both locks in this thread.
+    unsafe {
+        POOL.force_unlock();
+        ORPHAN.force_unlock();
+    }
+}

@@ -1,0 +1,221 @@
+//! A page: a run of memory carved into blocks of one size class, with its free list sharded by
+//! who frees (after mimalloc, Leijen et al. 2019):
+//!
+//! - `free`: the owner thread's list; allocation pops from it and the owner's frees push onto it
+//!   (LIFO, so a block freed and soon reallocated is still in cache, as in jemalloc's tcache).
+//!   mimalloc keeps the owner's frees on a separate `local_free` list to force a periodic slow
+//!   path; measured here (mixed-size batches, 1 thread) LIFO reuse was faster, and the periodic
+//!   collection is not needed because remote frees are collected whenever `free` runs dry;
+//! - `thread_free`: blocks freed by other threads, pushed with one CAS and taken in batches by the
+//!   owner with one swap. Its low bit [`FULL`] says the owner has parked the page on its full list:
+//!   the first remote free that clears the bit also hands the page to the owner's `rescued` list,
+//!   so full pages come back without the owner ever scanning them.
+//!
+//! Blocks are carved lazily ([`extend`]) a few KiB at a time, so an untouched page costs no RSS.
+//! All functions take raw `*mut Page` so that a remote thread's access to `thread_free` never
+//! overlaps a `&mut Page` held by the owner.
+
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// A free block: its first word links to the next free block.
+#[repr(C)]
+pub struct Block {
+    /// The next free block, or null.
+    pub next: *mut Block,
+}
+
+/// Set in `thread_free` while the owner keeps the page on its full list.
+pub const FULL: usize = 1;
+
+/// Bytes carved per [`extend`] call (at least one block).
+const EXTEND_BYTES: usize = 4096;
+
+/// A page descriptor, kept in its segment's header.
+///
+/// Invariants: while `in_use`, every block of the page is exactly one of: handed out, on `free`,
+/// on `thread_free`, or not yet carved (index >= `capacity`); `used` counts the
+/// handed-out blocks plus those on `thread_free`. `in_full` (owner's view) means the page is on the
+/// heap's full list, not in its class queue. `is_zero` means every block on `free` is zero except
+/// its link word. Free pages (`!in_use`) are fresh (`is_zero`), dirty (`!is_zero`), or discarded
+/// (`discarded`, and reads as zero).
+#[repr(C)]
+pub struct Page {
+    /// The allocation list.
+    pub free: *mut Block,
+    /// Blocks handed out (and remote-freed but not yet collected).
+    pub used: u32,
+    /// On the owner's full list.
+    pub in_full: bool,
+    /// Serving a class (otherwise free within its segment).
+    pub in_use: bool,
+    /// Blocks on `free` are zero past their link word (or, when free, the page reads as zero).
+    pub is_zero: bool,
+    /// The page's memory was given back with `os::discard` (only while free).
+    pub discarded: bool,
+    /// Blocks carved so far.
+    pub capacity: u32,
+    /// Blocks that fit in the page.
+    pub reserved: u32,
+    /// The size class served.
+    pub class: u32,
+    /// The block size of `class`.
+    pub block_size: usize,
+    /// Start of the page's memory (MAX_SMALL_ALIGN-aligned).
+    pub start: usize,
+    /// Bytes of the page's memory (0 for the slot covered by the segment header).
+    pub area_len: usize,
+    /// Blocks freed by other threads, tagged with [`FULL`].
+    pub thread_free: AtomicUsize,
+    /// Links in the owner's class queue or full list.
+    pub next: *mut Page,
+    /// Links in the owner's class queue or full list.
+    pub prev: *mut Page,
+    /// Link in the owner's `rescued` list.
+    pub rescue_next: *mut Page,
+    /// The heap's page-free count when this page was freed (for the discard decay).
+    pub freed_at: u64,
+}
+
+impl Page {
+    /// An unused descriptor (the sentinel the empty heap points at).
+    pub const fn empty() -> Page {
+        Page {
+            free: ptr::null_mut(),
+            used: 0,
+            in_full: false,
+            in_use: false,
+            is_zero: false,
+            discarded: false,
+            capacity: 0,
+            reserved: 0,
+            class: 0,
+            block_size: 0,
+            start: 0,
+            area_len: 0,
+            thread_free: AtomicUsize::new(0),
+            next: ptr::null_mut(),
+            prev: ptr::null_mut(),
+            rescue_next: ptr::null_mut(),
+            freed_at: 0,
+        }
+    }
+}
+
+/// Moves the remote frees on `thread_free` onto `free` and counts them out of `used`.
+///
+/// # Safety
+/// The caller owns `page` (its heap is the caller's), the page is in use and not on the full list.
+#[inline]
+pub unsafe fn collect(page: *mut Page) {
+    // SAFETY: the caller owns the page; only `thread_free` is shared, and it is touched atomically.
+    unsafe {
+        if (*page).thread_free.load(Ordering::Relaxed) & !FULL == 0 {
+            return;
+        }
+        let list = (*page).thread_free.swap(0, Ordering::Acquire) & !FULL;
+        if list == 0 {
+            return;
+        }
+        // Count the batch and find its tail; the blocks belong to this page and are dead.
+        let head = list as *mut Block;
+        let mut tail = head;
+        let mut count = 1u32;
+        while !(*tail).next.is_null() {
+            tail = (*tail).next;
+            count += 1;
+        }
+        (*tail).next = (*page).free;
+        (*page).free = head;
+        debug_assert!((*page).used >= count);
+        (*page).used -= count;
+        (*page).is_zero = false;
+    }
+}
+
+/// Carves the next few KiB of never-used blocks onto `free`. `false` if the page is fully carved.
+///
+/// # Safety
+/// The caller owns `page`, which is in use.
+#[inline]
+pub unsafe fn extend(page: *mut Page) -> bool {
+    // SAFETY: the caller owns the page; the carved range lies inside its area (capacity + n <=
+    // reserved) and holds no live block.
+    unsafe {
+        let remaining = ((*page).reserved - (*page).capacity) as usize;
+        if remaining == 0 {
+            return false;
+        }
+        let bsize = (*page).block_size;
+        let n = (EXTEND_BYTES / bsize).clamp(1, remaining);
+        let first = (*page).start + (*page).capacity as usize * bsize;
+        let mut b = first;
+        for _ in 1..n {
+            (*(b as *mut Block)).next = (b + bsize) as *mut Block;
+            b += bsize;
+        }
+        (*(b as *mut Block)).next = (*page).free;
+        (*page).free = first as *mut Block;
+        (*page).capacity += n as u32;
+    }
+    true
+}
+
+/// Tries to mark the page full (`thread_free` 0 -> FULL). Fails if a remote free arrived.
+///
+/// # Safety
+/// The caller owns `page`, which is in use and in its class queue.
+#[inline]
+pub unsafe fn try_mark_full(page: *mut Page) -> bool {
+    // SAFETY: atomic access to the shared field of a live descriptor.
+    unsafe {
+        (*page)
+            .thread_free
+            .compare_exchange(0, FULL, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+/// Tries to take the page back from the full state (`thread_free` FULL -> 0). Fails if a remote
+/// free already cleared the bit, in which case that thread hands the page to `rescued`.
+///
+/// # Safety
+/// The caller owns `page`, which is on its full list.
+#[inline]
+pub unsafe fn try_unmark_full(page: *mut Page) -> bool {
+    // SAFETY: atomic access to the shared field of a live descriptor.
+    unsafe {
+        (*page)
+            .thread_free
+            .compare_exchange(FULL, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+/// Pushes `block` on the page's `thread_free` list (a free from a thread that does not own the
+/// page). Returns `true` if this free cleared [`FULL`]: the caller must then hand the page to the
+/// owner's `rescued` list.
+///
+/// # Safety
+/// `block` is a live block of `page`, not used afterwards.
+#[inline]
+pub unsafe fn push_thread_free(page: *mut Page, block: *mut Block) -> bool {
+    // SAFETY: the descriptor lives as long as the page holds a live block (this one, until the CAS
+    // succeeds); the block is ours to link.
+    unsafe {
+        let tf = &(*page).thread_free;
+        let mut old = tf.load(Ordering::Relaxed);
+        loop {
+            (*block).next = (old & !FULL) as *mut Block;
+            match tf.compare_exchange_weak(
+                old,
+                block as usize,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return old & FULL != 0,
+                Err(now) => old = now,
+            }
+        }
+    }
+}

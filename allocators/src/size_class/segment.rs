@@ -1,0 +1,349 @@
+//! Segments: 4 MiB ([`REGION_SIZE`]) aligned mappings claimed as [`Owner::SizeClass`], each owned
+//! by one heap and cut into pages of one geometry ([`Kind`]). The segment header and its page
+//! descriptors sit at the segment start, so any block reaches them with one mask:
+//! `segment = addr & !(SEGMENT_SIZE - 1)`, `page = segment.pages[(addr - segment) >> page_shift]`.
+//!
+//! This file is the page heap: it hands pages to a heap's class queues, takes empty pages back,
+//! gives dirty free pages back to the kernel (`os::discard`) after a decay counted in page frees,
+//! and unmaps segments once all their pages are free (keeping one per heap cached).
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use super::classes::{class_size, kind_of, Kind};
+use super::heap::{Heap, COUNTERS};
+use super::page::{Page, FULL};
+use crate::os;
+use crate::region_map::{self, Owner, REGION_SIZE};
+
+/// Bytes of a segment (one region-map window).
+pub const SEGMENT_SIZE: usize = REGION_SIZE;
+/// Bytes at the segment start reserved for the header (page areas start after it).
+pub const HEADER_RESERVE: usize = 64 * 1024;
+/// Page descriptors per segment (small pages: 64 KiB each).
+const MAX_PAGES: usize = SEGMENT_SIZE >> 16;
+/// Dirty free bytes a heap keeps before it starts discarding old ones.
+const DIRTY_LIMIT: usize = 1 << 20;
+/// A free page is discarded once this many further pages were freed in its heap.
+const DECAY_FREES: u64 = 16;
+
+/// The header at the start of every segment.
+#[repr(C)]
+pub struct Segment {
+    /// The owning heap (fixed while any page is in use; compared by `dealloc` to tell local
+    /// frees from remote ones).
+    pub heap: AtomicPtr<Heap>,
+    /// log2 of the page size.
+    pub page_shift: u32,
+    /// Pages in this segment (including a header-only slot of zero length).
+    pub page_count: u32,
+    /// Pages in use.
+    pub used_pages: u32,
+    /// The geometry.
+    pub kind: Kind,
+    /// On the heap's list of segments with free pages.
+    pub in_avail: bool,
+    /// Links in the heap's `avail` list for this kind.
+    pub next: *mut Segment,
+    /// Links in the heap's `avail` list for this kind.
+    pub prev: *mut Segment,
+    /// Bytes of pages currently discarded (not counted as mapped).
+    pub discarded_bytes: usize,
+    /// The page descriptors.
+    pub pages: [Page; MAX_PAGES],
+}
+
+const _: () = assert!(core::mem::size_of::<Segment>() <= HEADER_RESERVE);
+
+/// The segment holding `addr`.
+#[inline(always)]
+pub fn segment_of(addr: usize) -> *mut Segment {
+    (addr & !(SEGMENT_SIZE - 1)) as *mut Segment
+}
+
+/// The page descriptor for `addr`, an address inside a live segment.
+///
+/// # Safety
+/// `addr` must lie inside a segment of this allocator (mapped, header initialised).
+#[inline(always)]
+pub unsafe fn page_of(addr: usize) -> *mut Page {
+    let seg = segment_of(addr);
+    // SAFETY: the segment header is initialised; the index is below page_count because pages
+    // tile the segment.
+    unsafe {
+        let idx = (addr - seg as usize) >> (*seg).page_shift;
+        debug_assert!(idx < (*seg).page_count as usize);
+        ptr::addr_of_mut!((*seg).pages).cast::<Page>().add(idx)
+    }
+}
+
+/// Maps and initialises a fresh segment of `kind` for `heap`. Null if the kernel refuses.
+fn map_segment(heap: *mut Heap, kind: Kind) -> *mut Segment {
+    let base = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE);
+    if base.is_null() {
+        return ptr::null_mut();
+    }
+    if !region_map::claim(base as usize, SEGMENT_SIZE, Owner::SizeClass) {
+        // SAFETY: just mapped, never published.
+        unsafe { os::unmap(base, SEGMENT_SIZE) };
+        return ptr::null_mut();
+    }
+    COUNTERS.add_mapped(SEGMENT_SIZE);
+    let seg = base as *mut Segment;
+    let shift = kind.page_shift();
+    let count = SEGMENT_SIZE >> shift;
+    // SAFETY: the mapping is fresh (all zero, which is a valid empty header and descriptors) and
+    // ours alone; we fill in the non-zero fields.
+    unsafe {
+        (*seg).heap = AtomicPtr::new(heap);
+        (*seg).page_shift = shift;
+        (*seg).page_count = count as u32;
+        (*seg).kind = kind;
+        for i in 0..count {
+            let p = ptr::addr_of_mut!((*seg).pages).cast::<Page>().add(i);
+            let lo = (base as usize + (i << shift)).max(base as usize + HEADER_RESERVE);
+            let hi = base as usize + ((i + 1) << shift);
+            (*p).start = lo;
+            (*p).area_len = hi.saturating_sub(lo);
+            (*p).is_zero = true;
+        }
+    }
+    seg
+}
+
+/// Unmaps an empty segment.
+///
+/// # Safety
+/// `seg` has no page in use, is on no list, and no block of it is referenced.
+unsafe fn unmap_segment(seg: *mut Segment) {
+    // SAFETY: the segment is dead (caller's contract).
+    unsafe {
+        COUNTERS.sub_mapped(SEGMENT_SIZE - (*seg).discarded_bytes);
+        region_map::release(seg as usize, SEGMENT_SIZE);
+        os::unmap(seg.cast(), SEGMENT_SIZE);
+    }
+}
+
+unsafe fn avail_push(heap: *mut Heap, seg: *mut Segment) {
+    // SAFETY: the caller owns heap and seg; list links are only touched by the owner.
+    unsafe {
+        let k = (*seg).kind as usize;
+        let head = (*heap).avail[k];
+        (*seg).prev = ptr::null_mut();
+        (*seg).next = head;
+        if !head.is_null() {
+            (*head).prev = seg;
+        }
+        (*heap).avail[k] = seg;
+        (*seg).in_avail = true;
+    }
+}
+
+unsafe fn avail_remove(heap: *mut Heap, seg: *mut Segment) {
+    // SAFETY: as in avail_push; seg is on the list for its kind.
+    unsafe {
+        let k = (*seg).kind as usize;
+        if (*seg).prev.is_null() {
+            (*heap).avail[k] = (*seg).next;
+        } else {
+            (*(*seg).prev).next = (*seg).next;
+        }
+        if !(*seg).next.is_null() {
+            (*(*seg).next).prev = (*seg).prev;
+        }
+        (*seg).next = ptr::null_mut();
+        (*seg).prev = ptr::null_mut();
+        (*seg).in_avail = false;
+    }
+}
+
+/// Dirty bytes of the free pages of `seg`.
+unsafe fn dirty_bytes_of(seg: *mut Segment) -> usize {
+    let mut n = 0;
+    // SAFETY: the caller owns the live segment.
+    unsafe {
+        for i in 0..(*seg).page_count as usize {
+            let p = ptr::addr_of!((*seg).pages).cast::<Page>().add(i);
+            if !(*p).in_use && !(*p).is_zero {
+                n += (*p).area_len;
+            }
+        }
+    }
+    n
+}
+
+/// Takes a free page of the kind serving `class` and initialises it for `class`. Null if the
+/// kernel refuses a new segment.
+///
+/// # Safety
+/// The calling thread owns `heap`.
+pub unsafe fn alloc_page(heap: *mut Heap, class: usize) -> *mut Page {
+    let kind = kind_of(class);
+    // SAFETY: the caller owns the heap and its segments.
+    unsafe {
+        let mut seg = (*heap).avail[kind as usize];
+        if seg.is_null() {
+            seg = take_segment(heap, kind);
+            if seg.is_null() {
+                return ptr::null_mut();
+            }
+            avail_push(heap, seg);
+        }
+        let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
+        let mut page = ptr::null_mut();
+        for i in 0..(*seg).page_count as usize {
+            let p = pages.add(i);
+            if !(*p).in_use && (*p).area_len != 0 {
+                page = p;
+                break;
+            }
+        }
+        debug_assert!(!page.is_null(), "avail segment without a free page");
+        if page.is_null() {
+            return page;
+        }
+        if (*page).discarded {
+            (*page).discarded = false;
+            (*page).is_zero = true;
+            (*seg).discarded_bytes -= (*page).area_len;
+            COUNTERS.add_mapped((*page).area_len);
+        } else if !(*page).is_zero {
+            (*heap).dirty_bytes -= (*page).area_len;
+        }
+        (*seg).used_pages += 1;
+        if (*seg).used_pages as usize == usable_pages(seg) {
+            avail_remove(heap, seg);
+        }
+        let bsize = class_size(class);
+        (*page).in_use = true;
+        (*page).in_full = false;
+        (*page).class = class as u32;
+        (*page).block_size = bsize;
+        (*page).reserved = ((*page).area_len / bsize) as u32;
+        (*page).capacity = 0;
+        (*page).used = 0;
+        (*page).free = ptr::null_mut();
+        (*page).thread_free.store(0, Ordering::Relaxed);
+        (*page).next = ptr::null_mut();
+        (*page).prev = ptr::null_mut();
+        (*page).rescue_next = ptr::null_mut();
+        page
+    }
+}
+
+fn usable_pages(seg: *mut Segment) -> usize {
+    // SAFETY: reading the geometry of a live segment.
+    let kind = unsafe { (*seg).kind };
+    match kind {
+        Kind::Small => MAX_PAGES - 1,
+        Kind::Medium => 8,
+        Kind::Large => 1,
+    }
+}
+
+/// A segment of `kind` for `heap`: the heap's cached one if it has that kind, else a fresh one.
+unsafe fn take_segment(heap: *mut Heap, kind: Kind) -> *mut Segment {
+    // SAFETY: the caller owns the heap; the cached segment is empty and owned by it.
+    unsafe {
+        let cached = (*heap).cached_segment;
+        if !cached.is_null() {
+            (*heap).cached_segment = ptr::null_mut();
+            if (*cached).kind == kind {
+                (*heap).dirty_bytes += dirty_bytes_of(cached);
+                return cached;
+            }
+            unmap_segment(cached);
+        }
+        super::heap::reclaim_one_abandoned();
+        map_segment(heap, kind)
+    }
+}
+
+/// Returns an empty page to its segment; frees the segment when it has no page in use.
+///
+/// # Safety
+/// The calling thread owns `heap` and `page` (in use, `used == 0`, on no list).
+pub unsafe fn free_page(heap: *mut Heap, page: *mut Page) {
+    // SAFETY: the caller owns the page and its segment.
+    unsafe {
+        debug_assert_eq!((*page).used, 0);
+        debug_assert_eq!((*page).thread_free.load(Ordering::Relaxed) & !FULL, 0);
+        let seg = segment_of(page as usize);
+        (*page).in_use = false;
+        (*page).in_full = false;
+        (*page).is_zero = false;
+        (*page).free = ptr::null_mut();
+        (*seg).used_pages -= 1;
+        if (*seg).used_pages == 0 {
+            if (*seg).in_avail {
+                avail_remove(heap, seg);
+            }
+            (*heap).dirty_bytes -= dirty_bytes_of(seg) - (*page).area_len;
+            if (*heap).cached_segment.is_null() {
+                (*heap).cached_segment = seg;
+            } else {
+                unmap_segment(seg);
+            }
+            return;
+        }
+        if !(*seg).in_avail {
+            avail_push(heap, seg);
+        }
+        (*page).freed_at = (*heap).page_frees;
+        (*heap).page_frees += 1;
+        (*heap).dirty_bytes += (*page).area_len;
+        if (*heap).dirty_bytes > DIRTY_LIMIT && (*heap).page_frees >= (*heap).next_sweep {
+            decay(heap, DECAY_FREES);
+        }
+    }
+}
+
+/// Discards every dirty free page of the heap freed at least `age` page-frees ago.
+///
+/// # Safety
+/// The calling thread owns `heap`.
+pub unsafe fn decay(heap: *mut Heap, age: u64) {
+    let page_size = os::page_size();
+    // SAFETY: the caller owns the heap and its segments; discarded pages hold no live block.
+    unsafe {
+        let now = (*heap).page_frees;
+        (*heap).next_sweep = now + DECAY_FREES / 2;
+        for k in 0..3 {
+            let mut seg = (*heap).avail[k];
+            while !seg.is_null() {
+                let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
+                for i in 0..(*seg).page_count as usize {
+                    let p = pages.add(i);
+                    let dirty = !(*p).in_use && !(*p).is_zero && (*p).area_len != 0;
+                    if dirty && (*p).freed_at + age <= now {
+                        let len = (*p).area_len;
+                        if (*p).start.is_multiple_of(page_size) && len.is_multiple_of(page_size) {
+                            os::discard((*p).start as *mut u8, len);
+                            (*p).discarded = true;
+                            (*p).is_zero = true;
+                            (*seg).discarded_bytes += len;
+                            (*heap).dirty_bytes -= len;
+                            COUNTERS.sub_mapped(len);
+                        }
+                    }
+                }
+                seg = (*seg).next;
+            }
+        }
+    }
+}
+
+/// Unmaps the heap's cached empty segment, if any.
+///
+/// # Safety
+/// The calling thread owns `heap`.
+pub unsafe fn drop_cached(heap: *mut Heap) {
+    // SAFETY: the cached segment is empty, owned by the heap, on no list.
+    unsafe {
+        let cached = (*heap).cached_segment;
+        if !cached.is_null() {
+            (*heap).cached_segment = ptr::null_mut();
+            unmap_segment(cached);
+        }
+    }
+}

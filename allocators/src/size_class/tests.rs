@@ -1,0 +1,386 @@
+//! Unit tests of the size-class allocator, driven through `GlobalAlloc` on a handle (the test
+//! binary's own global allocator stays the system one). Tests that read the shared counters run
+//! one at a time.
+
+use super::*;
+use std::sync::Mutex;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+const A: SizeClass = SizeClass::new();
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn fill(p: *mut u8, n: usize, seed: u8) {
+    for i in 0..n {
+        // SAFETY: p has n bytes.
+        unsafe { *p.add(i) = seed.wrapping_add(i as u8) };
+    }
+}
+
+fn check(p: *const u8, n: usize, seed: u8) -> bool {
+    // SAFETY: p has n bytes.
+    (0..n).all(|i| unsafe { *p.add(i) } == seed.wrapping_add(i as u8))
+}
+
+#[test]
+fn sizes_and_alignments() {
+    let _g = serial();
+    let mut live = Vec::new();
+    for shift in 0..=20 {
+        let align = 1usize << shift;
+        for size in [
+            1usize, 7, 8, 24, 100, 1000, 1024, 1025, 5000, 70_000, 600_000,
+        ] {
+            let l = Layout::from_size_align(size, align).unwrap();
+            // SAFETY: non-zero size.
+            let p = unsafe { A.alloc(l) };
+            assert!(!p.is_null());
+            assert_eq!(p as usize % align, 0, "size {size} align {align}");
+            // SAFETY: p is a live block of at least size bytes.
+            unsafe { assert!(A.usable_size(p).unwrap() >= size) };
+            fill(p, size.min(4096), shift as u8);
+            live.push((p, l, shift as u8));
+        }
+    }
+    for (p, l, seed) in live {
+        assert!(check(p, l.size().min(4096), seed));
+        // SAFETY: allocated above with l.
+        unsafe { A.dealloc(p, l) };
+    }
+    let big = Layout::from_size_align(4096, 1 << 30).unwrap();
+    // SAFETY: non-zero size.
+    let p = unsafe { A.alloc(big) };
+    assert!(!p.is_null());
+    assert_eq!(p as usize % (1 << 30), 0);
+    // SAFETY: allocated above.
+    unsafe { A.dealloc(p, big) };
+}
+
+#[test]
+fn blocks_do_not_overlap() {
+    let _g = serial();
+    let mut v: Vec<(usize, usize)> = Vec::new();
+    for i in 0..20_000usize {
+        let size = 1 + (i * 7919) % 3000;
+        let l = Layout::from_size_align(size, 8).unwrap();
+        // SAFETY: non-zero size.
+        let p = unsafe { A.alloc(l) } as usize;
+        v.push((p, size));
+    }
+    let mut s = v.clone();
+    s.sort();
+    for w in s.windows(2) {
+        assert!(w[0].0 + w[0].1 <= w[1].0);
+    }
+    for (p, size) in v {
+        // SAFETY: allocated above with this layout.
+        unsafe { A.dealloc(p as *mut u8, Layout::from_size_align(size, 8).unwrap()) };
+    }
+}
+
+#[test]
+fn realloc_keeps_contents() {
+    let _g = serial();
+    let mut l = Layout::from_size_align(5, 8).unwrap();
+    // SAFETY: non-zero size; each realloc gets the live block and its layout.
+    unsafe {
+        let mut p = A.alloc(l);
+        fill(p, 5, 3);
+        let mut size = 5;
+        while size < 3_000_000 {
+            let new = size * 3 / 2 + 1;
+            p = A.realloc(p, l, new);
+            assert!(!p.is_null());
+            assert!(check(p, size, 3));
+            fill(p, new, 3);
+            size = new;
+            l = Layout::from_size_align(size, 8).unwrap();
+        }
+        while size > 3 {
+            let new = size / 3;
+            p = A.realloc(p, l, new);
+            assert!(check(p, new, 3));
+            size = new;
+            l = Layout::from_size_align(size, 8).unwrap();
+        }
+        A.dealloc(p, l);
+        // In place within the class.
+        let l = Layout::from_size_align(100, 8).unwrap();
+        let p = A.alloc(l);
+        assert_eq!(A.realloc(p, l, 112), p);
+        A.dealloc(p, Layout::from_size_align(112, 8).unwrap());
+    }
+}
+
+#[test]
+fn zeroed_even_when_recycled() {
+    let _g = serial();
+    for size in [8usize, 40, 512, 3000, 40_000, 200_000] {
+        let l = Layout::from_size_align(size, 8).unwrap();
+        let mut v = Vec::new();
+        for _ in 0..50 {
+            // SAFETY: non-zero size.
+            let p = unsafe { A.alloc(l) };
+            // SAFETY: p has size bytes.
+            unsafe { p.write_bytes(0xEE, size) };
+            v.push(p);
+        }
+        for p in v.drain(..) {
+            // SAFETY: allocated above.
+            unsafe { A.dealloc(p, l) };
+        }
+        for _ in 0..50 {
+            // SAFETY: non-zero size.
+            let p = unsafe { A.alloc_zeroed(l) };
+            // SAFETY: p has size bytes.
+            assert!((0..size).all(|i| unsafe { *p.add(i) } == 0));
+            v.push(p);
+        }
+        for p in v {
+            // SAFETY: allocated above.
+            unsafe { A.dealloc(p, l) };
+        }
+    }
+}
+
+#[test]
+fn cross_thread_frees() {
+    let _g = serial();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<usize>>(4);
+    let producer = std::thread::spawn(move || {
+        for round in 0..200 {
+            let batch: Vec<usize> = (0..500)
+                .map(|i| {
+                    let size = 8 + (i * 13 + round) % 2000;
+                    // SAFETY: non-zero size.
+                    let p = unsafe { A.alloc(Layout::from_size_align(size, 8).unwrap()) };
+                    fill(p, size, size as u8);
+                    p as usize
+                })
+                .collect();
+            tx.send(batch).unwrap();
+        }
+    });
+    let consumers: Vec<_> = [rx]
+        .into_iter()
+        .map(|rx| {
+            std::thread::spawn(move || {
+                for (round, batch) in rx.iter().enumerate() {
+                    for (i, p) in batch.into_iter().enumerate() {
+                        let size = 8 + (i * 13 + round) % 2000;
+                        assert!(check(p as *const u8, size, size as u8));
+                        // SAFETY: allocated by the producer with this layout.
+                        unsafe {
+                            A.dealloc(p as *mut u8, Layout::from_size_align(size, 8).unwrap())
+                        };
+                    }
+                }
+            })
+        })
+        .collect();
+    producer.join().unwrap();
+    for c in consumers {
+        c.join().unwrap();
+    }
+}
+
+#[test]
+fn many_threads_share_and_churn() {
+    let _g = serial();
+    let shared = std::sync::Arc::new(Mutex::new(Vec::<(usize, usize)>::new()));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                let mut mine: Vec<(usize, usize)> = Vec::new();
+                for i in 0..100_000usize {
+                    let size = 1 + (i * 31 + t * 7) % 700;
+                    // SAFETY: non-zero size.
+                    let p = unsafe { A.alloc(Layout::from_size_align(size, 8).unwrap()) };
+                    fill(p, size.min(16), size as u8);
+                    mine.push((p as usize, size));
+                    if i % 3 == 0 {
+                        let (q, s) = mine.swap_remove((i * 17) % mine.len());
+                        if i % 2 == 0 {
+                            shared.lock().unwrap().push((q, s));
+                        } else {
+                            assert!(check(q as *const u8, s.min(16), s as u8));
+                            // SAFETY: allocated above with this layout.
+                            unsafe {
+                                A.dealloc(q as *mut u8, Layout::from_size_align(s, 8).unwrap())
+                            };
+                        }
+                    }
+                    if i % 64 == 0 {
+                        let taken: Vec<_> = shared.lock().unwrap().drain(..).collect();
+                        for (q, s) in taken {
+                            assert!(check(q as *const u8, s.min(16), s as u8));
+                            // SAFETY: allocated by some thread with this layout.
+                            unsafe {
+                                A.dealloc(q as *mut u8, Layout::from_size_align(s, 8).unwrap())
+                            };
+                        }
+                    }
+                }
+                for (q, s) in mine {
+                    // SAFETY: allocated above with this layout.
+                    unsafe { A.dealloc(q as *mut u8, Layout::from_size_align(s, 8).unwrap()) };
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for (q, s) in shared.lock().unwrap().drain(..) {
+        // SAFETY: allocated by some thread with this layout.
+        unsafe { A.dealloc(q as *mut u8, Layout::from_size_align(s, 8).unwrap()) };
+    }
+}
+
+#[test]
+fn short_lived_threads_do_not_grow_memory() {
+    let _g = serial();
+    let run = |n: usize| {
+        for _ in 0..n {
+            std::thread::spawn(|| {
+                let l = Layout::from_size_align(100, 8).unwrap();
+                let v: Vec<_> = (0..1000)
+                    // SAFETY: non-zero size.
+                    .map(|_| unsafe { A.alloc(l) })
+                    .collect();
+                for p in v {
+                    // SAFETY: allocated above.
+                    unsafe { A.dealloc(p, l) };
+                }
+            })
+            .join()
+            .unwrap();
+        }
+    };
+    run(100);
+    let before = A.stats().mapped_bytes;
+    run(1000);
+    let after = A.stats().mapped_bytes;
+    assert!(after <= before + (1 << 20), "before {before} after {after}");
+}
+
+#[test]
+fn memory_comes_back_after_one_gib() {
+    let _g = serial();
+    let before = A.stats().mapped_bytes;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let mut total = 0usize;
+                let mut i = t;
+                while total < (256 << 20) {
+                    let size = match i % 10 {
+                        0..=5 => 16 + (i * 37) % 500,
+                        6..=8 => 1000 + (i * 101) % 20_000,
+                        _ => 60_000 + (i * 1009) % 400_000,
+                    };
+                    let l = Layout::from_size_align(size, 8).unwrap();
+                    // SAFETY: non-zero size.
+                    let p = unsafe { A.alloc(l) };
+                    assert!(!p.is_null());
+                    // SAFETY: touch the first byte so the memory is really used.
+                    unsafe { *p = 1 };
+                    v.push((p, l));
+                    total += size;
+                    i += 1;
+                }
+                let peak = A.stats().mapped_bytes;
+                for (p, l) in v {
+                    // SAFETY: allocated above.
+                    unsafe { A.dealloc(p, l) };
+                }
+                peak
+            })
+        })
+        .collect();
+    let peak: usize = threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .max()
+        .unwrap();
+    let after = A.stats().mapped_bytes;
+    eprintln!("1 GiB test: mapped before {before} peak-seen {peak} after {after}");
+    assert!(peak > 700 << 20);
+    assert!(after < before + (8 << 20), "after {after}");
+}
+
+#[test]
+fn stats_count() {
+    let _g = serial();
+    let s0 = A.stats();
+    let l = Layout::from_size_align(64, 8).unwrap();
+    // SAFETY: non-zero size.
+    let p = unsafe { A.alloc(l) };
+    let s1 = A.stats();
+    assert!(s1.allocations > s0.allocations);
+    // SAFETY: allocated above.
+    unsafe { A.dealloc(p, l) };
+    assert!(A.stats().frees > s1.frees);
+    assert_eq!(SizeClass::NAME, "sizeclass");
+}
+
+#[test]
+fn foreign_pointers_are_recognised() {
+    let x = 5u64;
+    // SAFETY: a pointer we never handed out.
+    unsafe { assert_eq!(A.usable_size(&x as *const u64 as *const u8), None) };
+}
+
+#[test]
+fn remote_frees_into_exited_threads_come_back() {
+    let _g = serial();
+    let before = A.stats().mapped_bytes;
+    // Producers allocate and exit; the main thread frees everything afterwards (all remote, into
+    // parked heaps).
+    let blocks: Vec<Vec<(usize, usize)>> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                (0..50_000usize)
+                    .map(|i| {
+                        let size = 16 + (i * 7 + t) % 3000;
+                        // SAFETY: non-zero size.
+                        let p = unsafe { A.alloc(Layout::from_size_align(size, 8).unwrap()) };
+                        fill(p, size.min(8), 9);
+                        (p as usize, size)
+                    })
+                    .collect()
+            })
+        })
+        .map(|h| h.join().unwrap())
+        .collect();
+    for v in blocks {
+        for (p, size) in v {
+            assert!(check(p as *const u8, size.min(8), 9));
+            // SAFETY: allocated above with this layout.
+            unsafe { A.dealloc(p as *mut u8, Layout::from_size_align(size, 8).unwrap()) };
+        }
+    }
+    // New threads adopt or tidy the parked heaps when they need memory.
+    for _ in 0..8 {
+        std::thread::spawn(|| {
+            let l = Layout::from_size_align(600_000 / 2, 8).unwrap();
+            let v: Vec<_> = (0..20)
+                // SAFETY: non-zero size.
+                .map(|_| unsafe { A.alloc(l) })
+                .collect();
+            for p in v {
+                // SAFETY: allocated above.
+                unsafe { A.dealloc(p, l) };
+            }
+        })
+        .join()
+        .unwrap();
+    }
+    let after = A.stats().mapped_bytes;
+    eprintln!("remote-free test: mapped before {before} after {after}");
+    assert!(after < before + (16 << 20), "after {after}");
+}

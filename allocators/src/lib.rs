@@ -44,9 +44,11 @@ pub mod stats;
 pub mod sync;
 
 mod bump;
+mod slab;
 
 pub use bump::Bump;
 pub use region_map::Owner;
+pub use slab::Slab;
 pub use stats::Stats;
 
 use core::alloc::GlobalAlloc;

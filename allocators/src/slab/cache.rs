@@ -1,0 +1,306 @@
+//! One object cache (Bonwick 1994/2001): the slab layer (partial, full and empty slabs of one
+//! object size, each with its free list inside the slab) and the depot of full and empty
+//! magazines above it. A cache is always used under its lock (see `CACHES` in `mod.rs`).
+//!
+//! Memory policy: the depot keeps at most [`DEPOT_FULL_MAX`] full and [`DEPOT_EMPTY_MAX`] empty
+//! magazines; beyond that, full magazines are emptied into their slabs and empty ones freed. A
+//! cache keeps at most [`EMPTY_RESERVE`] empty slabs; further empty slabs go back to the page
+//! layer, which returns their pages to the kernel.
+
+use core::ptr;
+
+use super::magazine::Magazine;
+use super::region::{self, FreeObject, SlabDesc, SlabList};
+
+/// Full magazines the depot keeps before it empties the excess into the slabs.
+pub const DEPOT_FULL_MAX: u32 = 16;
+/// Empty magazines the depot keeps before it frees the excess.
+pub const DEPOT_EMPTY_MAX: u32 = 16;
+/// Empty slabs a cache keeps before handing them back to the page layer.
+pub const EMPTY_RESERVE: u32 = 2;
+
+/// The state of one object cache. Invariants: every slab on `partial` has objects out and free
+/// ones, every slab on `full` has all its objects out, every slab on `empty` none; `empty_slabs`,
+/// `full_mags` and `empty_mags` count their lists; depot magazines hold exactly `count` rounds,
+/// `cap` for full ones and 0 for empty ones.
+pub struct Cache {
+    partial: *mut SlabDesc,
+    full: *mut SlabDesc,
+    empty: *mut SlabDesc,
+    empty_slabs: u32,
+    depot_full: *mut Magazine,
+    full_mags: u32,
+    depot_empty: *mut Magazine,
+    empty_mags: u32,
+}
+
+// SAFETY: the raw pointers name slabs and magazines owned by this cache; the cache is only
+// reached under its lock.
+unsafe impl Send for Cache {}
+
+impl Cache {
+    /// A cache with no slabs and an empty depot.
+    pub const fn new() -> Self {
+        Cache {
+            partial: ptr::null_mut(),
+            full: ptr::null_mut(),
+            empty: ptr::null_mut(),
+            empty_slabs: 0,
+            depot_full: ptr::null_mut(),
+            full_mags: 0,
+            depot_empty: ptr::null_mut(),
+            empty_mags: 0,
+        }
+    }
+
+    fn head(&mut self, list: SlabList) -> &mut *mut SlabDesc {
+        match list {
+            SlabList::Full => &mut self.full,
+            SlabList::Empty => &mut self.empty,
+            _ => &mut self.partial,
+        }
+    }
+
+    /// # Safety
+    /// `slab` must belong to this cache and be on no list.
+    unsafe fn push(&mut self, slab: *mut SlabDesc, list: SlabList) {
+        let head = self.head(list);
+        // SAFETY: slabs of this cache, guarded by the cache lock.
+        unsafe {
+            (*slab).list = list;
+            (*slab).prev = ptr::null_mut();
+            (*slab).next = *head;
+            if !(*head).is_null() {
+                (**head).prev = slab;
+            }
+        }
+        *head = slab;
+        if list == SlabList::Empty {
+            self.empty_slabs += 1;
+        }
+    }
+
+    /// # Safety
+    /// `slab` must be on one of this cache's lists.
+    unsafe fn unlink(&mut self, slab: *mut SlabDesc) {
+        // SAFETY: slabs of this cache, guarded by the cache lock.
+        unsafe {
+            let list = (*slab).list;
+            let (prev, next) = ((*slab).prev, (*slab).next);
+            if prev.is_null() {
+                *self.head(list) = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            if list == SlabList::Empty {
+                self.empty_slabs -= 1;
+            }
+            (*slab).list = SlabList::None;
+        }
+    }
+
+    /// Takes up to `out.len()` objects from the slabs (partial ones first, then empty ones, then
+    /// new slabs from the page layer) into `out`; returns how many. Fewer than asked only when
+    /// the kernel refuses memory.
+    pub fn alloc_objects(&mut self, index: u8, size: usize, out: &mut [*mut u8]) -> usize {
+        let mut got = 0;
+        while got < out.len() {
+            let mut slab = self.partial;
+            if slab.is_null() {
+                slab = self.empty;
+                if slab.is_null() {
+                    slab = region::take_slab(index, size);
+                    if slab.is_null() {
+                        break;
+                    }
+                } else {
+                    // SAFETY: the head of our empty list.
+                    unsafe { self.unlink(slab) };
+                }
+                // SAFETY: a slab of ours on no list.
+                unsafe { self.push(slab, SlabList::Partial) };
+            }
+            // SAFETY: `slab` is on our partial list, so it has a free or never-used object; the
+            // descriptor invariants say which addresses those are.
+            unsafe {
+                let s = &mut *slab;
+                while got < out.len() {
+                    let obj = if !s.free.is_null() {
+                        let o = s.free;
+                        s.free = (*o).next;
+                        o.cast::<u8>()
+                    } else if s.carve < s.carve_end {
+                        let o = s.carve;
+                        s.carve += size;
+                        o as *mut u8
+                    } else {
+                        break;
+                    };
+                    // `got < out.len()` was checked by the loop condition.
+                    *out.get_unchecked_mut(got) = obj;
+                    got += 1;
+                    s.in_use += 1;
+                }
+                if s.free.is_null() && s.carve >= s.carve_end {
+                    self.unlink(slab);
+                    self.push(slab, SlabList::Full);
+                }
+            }
+        }
+        got
+    }
+
+    /// Gives one object back to its slab; a slab that becomes empty joins the empty list, or goes
+    /// back to the page layer if the cache already holds [`EMPTY_RESERVE`] empty slabs.
+    ///
+    /// # Safety
+    /// `obj` must be an object of this cache that is out of its slab and no longer used.
+    pub unsafe fn free_object(&mut self, obj: *mut u8) {
+        // SAFETY: obj lies in one of our slabs, so its region is a live Slab region.
+        unsafe {
+            let slab = region::desc_of(obj as usize);
+            let s = &mut *slab;
+            debug_assert!(s.list != SlabList::None && s.in_use > 0);
+            debug_assert_eq!((obj as usize - s.base) % s.size as usize, 0);
+            let o = obj.cast::<FreeObject>();
+            (*o).next = s.free;
+            s.free = o;
+            s.in_use -= 1;
+            if s.in_use == 0 {
+                self.unlink(slab);
+                if self.empty_slabs >= EMPTY_RESERVE {
+                    region::return_slab(slab);
+                } else {
+                    self.push(slab, SlabList::Empty);
+                }
+            } else if s.list == SlabList::Full {
+                self.unlink(slab);
+                self.push(slab, SlabList::Partial);
+            }
+        }
+    }
+
+    /// Gives every round of `mag` back to the slabs; `mag` is empty afterwards.
+    ///
+    /// # Safety
+    /// `mag` must be a live magazine whose rounds are objects of this cache, out and unused.
+    pub unsafe fn flush_magazine(&mut self, mag: *mut Magazine) {
+        // SAFETY: the caller's contract; count <= MAG_MAX by the magazine invariant.
+        unsafe {
+            let n = (*mag).count as usize;
+            for i in 0..n {
+                self.free_object(*(*mag).rounds.get_unchecked(i));
+            }
+            (*mag).count = 0;
+        }
+    }
+
+    /// Takes a full magazine from the depot, if there is one.
+    pub fn pop_full(&mut self) -> *mut Magazine {
+        let m = self.depot_full;
+        if !m.is_null() {
+            // SAFETY: depot magazines are live and ours.
+            self.depot_full = unsafe { (*m).next };
+            self.full_mags -= 1;
+        }
+        m
+    }
+
+    /// Takes an empty magazine from the depot, if there is one.
+    pub fn pop_empty(&mut self) -> *mut Magazine {
+        let m = self.depot_empty;
+        if !m.is_null() {
+            // SAFETY: depot magazines are live and ours.
+            self.depot_empty = unsafe { (*m).next };
+            self.empty_mags -= 1;
+        }
+        m
+    }
+
+    /// Puts a full magazine in the depot. If the depot then holds more than [`DEPOT_FULL_MAX`],
+    /// the excess is emptied into the slabs; magazines the depot cannot keep are chained onto
+    /// `spill` for the caller to free once the lock is released.
+    ///
+    /// # Safety
+    /// `mag` must be a live full magazine of this cache that nobody else holds.
+    pub unsafe fn push_full(&mut self, mag: *mut Magazine, spill: &mut *mut Magazine) {
+        // SAFETY: our magazine, linked under the lock.
+        unsafe { (*mag).next = self.depot_full };
+        self.depot_full = mag;
+        self.full_mags += 1;
+        while self.full_mags > DEPOT_FULL_MAX {
+            let m = self.pop_full();
+            // SAFETY: a depot magazine holds rounds of this cache.
+            unsafe {
+                self.flush_magazine(m);
+                self.push_empty(m, spill);
+            }
+        }
+    }
+
+    /// Puts an empty magazine in the depot, or onto `spill` if the depot holds
+    /// [`DEPOT_EMPTY_MAX`] empty ones already.
+    ///
+    /// # Safety
+    /// `mag` must be a live empty magazine that nobody else holds.
+    pub unsafe fn push_empty(&mut self, mag: *mut Magazine, spill: &mut *mut Magazine) {
+        // SAFETY: our magazine, linked under the lock.
+        unsafe {
+            debug_assert_eq!((*mag).count, 0);
+            if self.empty_mags >= DEPOT_EMPTY_MAX {
+                (*mag).next = *spill;
+                *spill = mag;
+            } else {
+                (*mag).next = self.depot_empty;
+                self.depot_empty = mag;
+                self.empty_mags += 1;
+            }
+        }
+    }
+
+    /// Counts (partial, full, empty) slabs and (full, empty) depot magazines, checking the list
+    /// invariants on the way (for tests).
+    #[cfg(test)]
+    pub fn check(&self) -> [usize; 5] {
+        let mut counts = [0usize; 5];
+        for (i, (head, list)) in [
+            (self.partial, SlabList::Partial),
+            (self.full, SlabList::Full),
+            (self.empty, SlabList::Empty),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut s = head;
+            while !s.is_null() {
+                // SAFETY: list members are live descriptors (checked under the cache lock).
+                unsafe {
+                    assert_eq!((*s).list, list);
+                    let cap = ((*s).carve_end - (*s).base) / (*s).size as usize;
+                    match list {
+                        SlabList::Empty => assert_eq!((*s).in_use, 0),
+                        SlabList::Full => assert_eq!((*s).in_use as usize, cap),
+                        _ => assert!((*s).in_use > 0 && ((*s).in_use as usize) < cap),
+                    }
+                    s = (*s).next;
+                }
+                counts[i] += 1;
+            }
+        }
+        assert_eq!(counts[2], self.empty_slabs as usize);
+        for (i, head) in [(3, self.depot_full), (4, self.depot_empty)] {
+            let mut m = head;
+            while !m.is_null() {
+                counts[i] += 1;
+                // SAFETY: depot magazines are live.
+                m = unsafe { (*m).next };
+            }
+        }
+        assert_eq!(counts[3], self.full_mags as usize);
+        assert_eq!(counts[4], self.empty_mags as usize);
+        counts
+    }
+}

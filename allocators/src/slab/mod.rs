@@ -1,0 +1,518 @@
+//! The slab allocator: Bonwick's object caches (1994, as in Linux SLUB) with per-thread
+//! magazines (Bonwick & Adams 2001). This file holds the fast path.
+//!
+//! Structure, from the top:
+//!
+//! - **Thread layer** (here): per thread and per cache a *loaded* and a *previous* magazine
+//!   ([`magazine`]). `alloc` pops from the loaded magazine, `dealloc` pushes onto it: one
+//!   thread-local access, no lock, no atomic read-modify-write. When the loaded magazine is
+//!   empty (alloc) or full (free) the two are swapped if that helps; otherwise a full or empty
+//!   magazine is exchanged with the cache's depot, under the cache lock.
+//! - **Depot and slab layer** ([`cache`]): one cache per object size ([`size_classes`]: 36 sizes,
+//!   four per doubling, 8 B to 8 KiB), under one lock each. The depot holds full and empty
+//!   magazines (bounded); below it, slabs on partial, full and empty lists, each slab a 64 KiB run
+//!   of pages carved into equal objects with its free list threaded through the free objects.
+//! - **Page layer** ([`region`]): 4 MiB regions claimed as [`Owner::Slab`], each holding a header
+//!   and a descriptor per slab at its start, so a pointer finds its slab with one mask (no
+//!   per-object header). Empty slabs beyond a reserve of two per cache go back to the kernel
+//!   (`MADV_DONTNEED`), and wholly free regions are unmapped (one kept as a spare).
+//!
+//! Requests above 8 KiB, or aligned above 8 KiB, are mapped directly by [`crate::large`] (no
+//! page-level path in between). A power-of-two size is served by the cache of exactly that size,
+//! whose objects are aligned to it; other alignments up to 8 KiB take the smallest cache whose
+//! size is a multiple of the alignment.
+//!
+//! `dealloc` routes by the region map (Slab, Large or foreign) and finds the cache from the
+//! `Layout`, exactly as `alloc` chose it. A thread's magazines go back to the depot when it exits
+//! (a `thread_local!` with a `const` initialiser and a `Drop` type); code running after that
+//! (other TLS destructors) allocates and frees straight from the slab layer under the cache lock.
+//! Every lock is taken by a `pthread_atfork` handler, so a forked child can allocate.
+
+mod cache;
+mod magazine;
+mod region;
+mod size_classes;
+#[cfg(test)]
+mod tests;
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::AtomicBool;
+
+use self::cache::Cache;
+use self::magazine::{free_magazines, new_magazine, Magazine};
+use self::region::SlabList;
+use self::size_classes::{class_for, magazine_rounds, NUM_CLASSES, SIZES};
+use crate::large;
+use crate::region_map::{self, Owner};
+use crate::stats::{GlobalCounters, LocalCounters, Stats};
+use crate::sync::{self, Lock};
+use crate::Introspect;
+
+static COUNTERS: GlobalCounters = GlobalCounters::new();
+static ATFORK: AtomicBool = AtomicBool::new(false);
+
+/// A cache's lock on its own cache lines, so threads working on different sizes do not share
+/// lines.
+#[repr(align(128))]
+struct PaddedCache(Lock<Cache>);
+
+/// The user caches (`0..NUM_CLASSES`, one per size in [`SIZES`]) and the magazine cache
+/// ([`magazine::MAGAZINE_CACHE`]).
+static CACHES: [PaddedCache; NUM_CLASSES + 1] =
+    [const { PaddedCache(Lock::new(Cache::new())) }; NUM_CLASSES + 1];
+
+/// The slab allocator; see the module documentation. A zero-sized handle onto one process-wide
+/// heap.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Slab {
+    _private: (),
+}
+
+impl Slab {
+    /// A handle onto the process-wide slab heap. Nothing is mapped until the first allocation.
+    pub const fn new() -> Self {
+        Slab { _private: () }
+    }
+}
+
+/// A thread's two magazines of one cache. Invariant: each is null or a live magazine of that
+/// cache held by this thread alone.
+#[derive(Clone, Copy)]
+struct MagazinePair {
+    loaded: *mut Magazine,
+    previous: *mut Magazine,
+}
+
+/// A thread's magazines, one pair per user cache, and its unflushed counters.
+struct ThreadCache {
+    pairs: [MagazinePair; NUM_CLASSES],
+    counters: LocalCounters,
+}
+
+impl ThreadCache {
+    const fn new() -> Self {
+        ThreadCache {
+            pairs: [MagazinePair {
+                loaded: ptr::null_mut(),
+                previous: ptr::null_mut(),
+            }; NUM_CLASSES],
+            counters: LocalCounters::new(),
+        }
+    }
+
+    #[inline(always)]
+    fn pair(&mut self, class: usize) -> &mut MagazinePair {
+        debug_assert!(class < NUM_CLASSES);
+        // SAFETY: every caller passes a class from `class_for`, which is < NUM_CLASSES.
+        unsafe { self.pairs.get_unchecked_mut(class) }
+    }
+
+    /// The fast path of `alloc`: pop a round from the loaded magazine.
+    #[inline(always)]
+    fn alloc(&mut self, class: usize, size: usize) -> *mut u8 {
+        let m = self.pair(class).loaded;
+        if !m.is_null() {
+            // SAFETY: a live magazine of ours (pair invariant); count <= cap <= MAG_MAX.
+            unsafe {
+                let n = (*m).count;
+                if n > 0 {
+                    let n = n - 1;
+                    (*m).count = n;
+                    self.counters.on_alloc(size, &COUNTERS);
+                    return *(*m).rounds.get_unchecked(n as usize);
+                }
+            }
+        }
+        self.alloc_refill(class, size)
+    }
+
+    /// The loaded magazine is empty (or missing): swap with the previous one if it has rounds,
+    /// else trade an empty magazine for a full one at the depot, else fill one from the slabs.
+    #[cold]
+    #[inline(never)]
+    fn alloc_refill(&mut self, class: usize, size: usize) -> *mut u8 {
+        sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+        let pair = *self.pair(class);
+        // SAFETY (all blocks below): `loaded` and `previous` are null or live magazines of this
+        // cache held by this thread (pair invariant); depot magazines are handed over under the
+        // cache lock.
+        if !pair.previous.is_null() && unsafe { (*pair.previous).count } > 0 {
+            let p = self.pair(class);
+            p.loaded = pair.previous;
+            p.previous = pair.loaded;
+            return self.alloc(class, size);
+        }
+        // SAFETY: class < NUM_CLASSES (from class_for).
+        let lock = unsafe { &CACHES.get_unchecked(class).0 };
+        let mut spill = ptr::null_mut();
+        let mut cache = lock.lock();
+        let full = cache.pop_full();
+        if !full.is_null() {
+            if !pair.previous.is_null() {
+                // SAFETY: `previous` is empty here (checked above) and ours.
+                unsafe { cache.push_empty(pair.previous, &mut spill) };
+            }
+            drop(cache);
+            // SAFETY: magazines the depot could not keep, empty and now ours alone.
+            unsafe { free_magazines(spill) };
+            let p = self.pair(class);
+            p.previous = pair.loaded;
+            p.loaded = full;
+            return self.alloc(class, size);
+        }
+        // No full magazine anywhere: fill the loaded one from the slabs.
+        let mut m = pair.loaded;
+        if m.is_null() {
+            m = cache.pop_empty();
+            if m.is_null() {
+                drop(cache);
+                m = new_magazine(magazine_rounds(class));
+                if m.is_null() {
+                    return ptr::null_mut();
+                }
+                cache = lock.lock();
+            }
+            self.pair(class).loaded = m;
+        }
+        // SAFETY: `m` is a live empty magazine of this cache held by this thread; cap <= MAG_MAX.
+        let got = unsafe {
+            let cap = (*m).cap as usize;
+            let rounds = (*m).rounds.get_unchecked_mut(..cap);
+            let got = cache.alloc_objects(class as u8, SIZES[class], rounds);
+            (*m).count = got as u32;
+            got
+        };
+        drop(cache);
+        if got == 0 {
+            return ptr::null_mut();
+        }
+        self.alloc(class, size)
+    }
+
+    /// The fast path of `dealloc`: push the block onto the loaded magazine.
+    #[inline(always)]
+    fn free(&mut self, class: usize, block: *mut u8, size: usize) {
+        let m = self.pair(class).loaded;
+        if !m.is_null() {
+            // SAFETY: a live magazine of ours (pair invariant); count <= cap <= MAG_MAX.
+            unsafe {
+                let n = (*m).count;
+                if n < (*m).cap {
+                    *(*m).rounds.get_unchecked_mut(n as usize) = block;
+                    (*m).count = n + 1;
+                    self.counters.on_free(size, &COUNTERS);
+                    return;
+                }
+            }
+        }
+        self.free_exchange(class, block, size);
+    }
+
+    /// The loaded magazine is full (or missing): swap with the previous one if it is empty, else
+    /// trade the previous (full) one for an empty magazine at the depot.
+    #[cold]
+    #[inline(never)]
+    fn free_exchange(&mut self, class: usize, block: *mut u8, size: usize) {
+        let pair = *self.pair(class);
+        // SAFETY (all blocks below): as in `alloc_refill`.
+        if !pair.previous.is_null() && unsafe { (*pair.previous).count } == 0 {
+            let p = self.pair(class);
+            p.loaded = pair.previous;
+            p.previous = pair.loaded;
+            return self.free(class, block, size);
+        }
+        // SAFETY: class < NUM_CLASSES (from class_for).
+        let lock = unsafe { &CACHES.get_unchecked(class).0 };
+        let mut spill = ptr::null_mut();
+        let mut cache = lock.lock();
+        let mut empty = cache.pop_empty();
+        if empty.is_null() {
+            drop(cache);
+            empty = new_magazine(magazine_rounds(class));
+            cache = lock.lock();
+            if empty.is_null() {
+                // No memory for a magazine: give the block straight back to its slab.
+                // SAFETY: the caller frees a live block of this cache.
+                unsafe { cache.free_object(block) };
+                drop(cache);
+                self.counters.on_free(size, &COUNTERS);
+                return;
+            }
+        }
+        if !pair.previous.is_null() {
+            // SAFETY: `previous` is non-empty (checked above), and the thread's magazines are
+            // only partly filled by swaps, so a non-empty previous magazine here is full.
+            unsafe { cache.push_full(pair.previous, &mut spill) };
+        }
+        drop(cache);
+        // SAFETY: magazines the depot could not keep, empty and now ours alone.
+        unsafe { free_magazines(spill) };
+        let p = self.pair(class);
+        p.previous = pair.loaded;
+        p.loaded = empty;
+        self.free(class, block, size);
+    }
+
+    /// Hands every magazine back to its depot (thread exit): full ones as they are, partly
+    /// filled ones emptied into their slabs first.
+    fn release_all(&mut self) {
+        for class in 0..NUM_CLASSES {
+            let pair = *self.pair(class);
+            *self.pair(class) = MagazinePair {
+                loaded: ptr::null_mut(),
+                previous: ptr::null_mut(),
+            };
+            if pair.loaded.is_null() && pair.previous.is_null() {
+                continue;
+            }
+            let mut spill = ptr::null_mut();
+            // SAFETY: class < NUM_CLASSES.
+            let mut cache = unsafe { CACHES.get_unchecked(class) }.0.lock();
+            for m in [pair.loaded, pair.previous] {
+                if m.is_null() {
+                    continue;
+                }
+                // SAFETY: a live magazine of this cache that this thread held and gives up.
+                unsafe {
+                    if (*m).count == (*m).cap {
+                        cache.push_full(m, &mut spill);
+                    } else {
+                        cache.flush_magazine(m);
+                        cache.push_empty(m, &mut spill);
+                    }
+                }
+            }
+            drop(cache);
+            // SAFETY: magazines the depot could not keep, empty and now ours alone.
+            unsafe { free_magazines(spill) };
+        }
+        self.counters.flush(&COUNTERS);
+    }
+}
+
+/// A thread's cache; its magazines go back to the depots when the thread exits.
+struct ThreadSlot(UnsafeCell<ThreadCache>);
+
+impl Drop for ThreadSlot {
+    fn drop(&mut self) {
+        self.0.get_mut().release_all();
+    }
+}
+
+thread_local! {
+    static THREAD: ThreadSlot = const { ThreadSlot(UnsafeCell::new(ThreadCache::new())) };
+}
+
+#[inline(always)]
+fn alloc_small(class: usize, size: usize) -> *mut u8 {
+    let r = THREAD.try_with(|t| {
+        // SAFETY: the thread cache is reached only through these `try_with` calls, which never
+        // nest on one thread (nothing inside allocates through the global allocator), so this is
+        // the only live reference.
+        unsafe { &mut *t.0.get() }.alloc(class, size)
+    });
+    match r {
+        Ok(p) => p,
+        Err(_) => alloc_shared(class, size),
+    }
+}
+
+#[inline(always)]
+fn free_small(class: usize, block: *mut u8, size: usize) {
+    let r = THREAD.try_with(|t| {
+        // SAFETY: as in `alloc_small`.
+        unsafe { &mut *t.0.get() }.free(class, block, size)
+    });
+    if r.is_err() {
+        // SAFETY: the caller frees a live block of this cache.
+        unsafe { free_shared(class, block, size) };
+    }
+}
+
+/// Allocation after the thread's cache is gone: straight from the slab layer.
+#[cold]
+fn alloc_shared(class: usize, size: usize) -> *mut u8 {
+    sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+    let mut out = [ptr::null_mut(); 1];
+    // SAFETY: class < NUM_CLASSES.
+    let got = unsafe { CACHES.get_unchecked(class) }
+        .0
+        .lock()
+        .alloc_objects(class as u8, SIZES[class], &mut out);
+    if got == 0 {
+        return ptr::null_mut();
+    }
+    COUNTERS.record_alloc(size);
+    out[0]
+}
+
+/// A free after the thread's cache is gone: straight back to the slab.
+///
+/// # Safety
+/// `block` must be a live block of cache `class`, unused afterwards.
+#[cold]
+unsafe fn free_shared(class: usize, block: *mut u8, size: usize) {
+    // SAFETY: class < NUM_CLASSES; the caller's contract covers the block.
+    unsafe { CACHES.get_unchecked(class).0.lock().free_object(block) };
+    COUNTERS.record_free(size);
+}
+
+/// Counts a resize in place in the calling thread's counters (or the shared ones).
+fn count_resize(old: usize, new: usize) {
+    let r = THREAD.try_with(|t| {
+        // SAFETY: as in `alloc_small`.
+        let tc = unsafe { &*t.0.get() };
+        tc.counters.on_free(old, &COUNTERS);
+        tc.counters.on_alloc(new, &COUNTERS);
+    });
+    if r.is_err() {
+        COUNTERS.record_free(old);
+        COUNTERS.record_alloc(new);
+    }
+}
+
+#[cold]
+fn alloc_large(layout: Layout) -> *mut u8 {
+    let p = large::alloc(layout.size(), layout.align(), Owner::Slab, &COUNTERS);
+    if !p.is_null() {
+        COUNTERS.record_alloc(layout.size());
+    }
+    p
+}
+
+unsafe extern "C" fn atfork_prepare() {
+    for c in CACHES.iter() {
+        c.0.force_lock();
+    }
+    region::lock_for_fork();
+}
+
+unsafe extern "C" fn atfork_release() {
+    // SAFETY: atfork_prepare took every one of these locks in this thread, without guards.
+    unsafe {
+        region::unlock_after_fork();
+        for c in CACHES.iter() {
+            c.0.force_unlock();
+        }
+    }
+}
+
+// SAFETY: every small block is an object of one slab, handed out by exactly one magazine or slab
+// free list at a time (objects move between them under the cache lock or inside one thread's
+// cache); objects of a cache whose size is a multiple of the alignment start at multiples of
+// their size from a SLAB_SIZE-aligned slab base, so they are aligned as asked. Large blocks come
+// from `large`, which aligns them itself.
+unsafe impl GlobalAlloc for Slab {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match class_for(layout.size(), layout.align()) {
+            Some(class) => alloc_small(class, layout.size()),
+            None => alloc_large(layout),
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        match class_for(layout.size(), layout.align()) {
+            Some(class) => {
+                let p = alloc_small(class, layout.size());
+                if !p.is_null() {
+                    // SAFETY: p is a fresh object of at least layout.size() bytes.
+                    unsafe { ptr::write_bytes(p, 0, layout.size()) };
+                }
+                p
+            }
+            // Fresh pages from the kernel are zero already.
+            None => alloc_large(layout),
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        match region_map::owner_of(ptr) {
+            Owner::Slab => {
+                if let Some(class) = class_for(layout.size(), layout.align()) {
+                    debug_assert_eq!(
+                        // SAFETY: a pointer in a Slab region.
+                        unsafe { (*region::desc_of(ptr as usize)).cache } as usize,
+                        class
+                    );
+                    free_small(class, ptr, layout.size());
+                }
+            }
+            // SAFETY: the caller passes a live block of ours; in a Large window it is a large block.
+            Owner::Large => unsafe {
+                COUNTERS.record_free(layout.size());
+                large::dealloc(ptr, &COUNTERS);
+            },
+            _ => {}
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let (old, align) = (layout.size(), layout.align());
+        let new_class = class_for(new_size, align);
+        match region_map::owner_of(ptr) {
+            Owner::Slab if new_class.is_some() && new_class == class_for(old, align) => {
+                // Same cache: the object already has room.
+                count_resize(old, new_size);
+                return ptr;
+            }
+            Owner::Large if new_class.is_none() => {
+                // SAFETY: a live large block of ours; large::realloc keeps its alignment.
+                let q = unsafe { large::realloc(ptr, new_size, &COUNTERS) };
+                if !q.is_null() {
+                    COUNTERS.record_free(old);
+                    COUNTERS.record_alloc(new_size);
+                }
+                return q;
+            }
+            _ => {}
+        }
+        // SAFETY: the caller guarantees new_size rounded up to align fits isize.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
+        // SAFETY: forwarding to our own alloc/dealloc with the caller's guarantees; the old block
+        // is only freed once the copy succeeded.
+        unsafe {
+            let q = self.alloc(new_layout);
+            if !q.is_null() {
+                ptr::copy_nonoverlapping(ptr, q, old.min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            q
+        }
+    }
+}
+
+impl Introspect for Slab {
+    const NAME: &'static str = "slab";
+
+    fn stats(&self) -> Stats {
+        COUNTERS.snapshot()
+    }
+
+    unsafe fn usable_size(&self, ptr: *const u8) -> Option<usize> {
+        match region_map::owner_of(ptr) {
+            Owner::Slab => {
+                let addr = ptr as usize;
+                // SAFETY: a pointer in a Slab region: its header is mapped and initialised.
+                let s = unsafe { &*region::desc_of(addr) };
+                if s.list == SlabList::None || s.cache as usize >= NUM_CLASSES || s.size == 0 {
+                    return None;
+                }
+                let size = s.size as usize;
+                let inside = addr >= s.base && addr < s.carve_end;
+                (inside && (addr - s.base).is_multiple_of(size)).then_some(size)
+            }
+            // SAFETY: the pointer lies in a Large window.
+            Owner::Large => match unsafe { large::owner(ptr) } {
+                // SAFETY: large::owner confirmed a live large block start.
+                Some(Owner::Slab) => Some(unsafe { large::usable_size(ptr) }),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}

@@ -2,20 +2,23 @@
 //! object size, each with its free list inside the slab) and the depot of full and empty
 //! magazines above it. A cache is always used under its lock (see `CACHES` in `mod.rs`).
 //!
-//! Memory policy: the depot keeps at most [`DEPOT_FULL_MAX`] full and [`DEPOT_EMPTY_MAX`] empty
-//! magazines; beyond that, full magazines are emptied into their slabs and empty ones freed. A
-//! cache keeps at most [`EMPTY_RESERVE`] empty slabs; further empty slabs go back to the page
-//! layer, which returns their pages to the kernel.
+//! Memory policy: the depot keeps at most a per-cache limit of full magazines (about
+//! [`DEPOT_BYTES`] of objects, see `size_classes::depot_limit`) and as many empty ones; beyond
+//! that, full magazines are emptied into their slabs and empty ones freed. When a thread exits,
+//! the depots it used are trimmed to [`DEPOT_KEEP_AFTER_EXIT`] magazines of each kind (fewer
+//! threads need fewer cached objects). A cache keeps at most [`EMPTY_RESERVE`] empty slabs;
+//! further empty slabs go back to the page layer, which returns their pages to the kernel.
 
 use core::ptr;
 
 use super::magazine::Magazine;
 use super::region::{self, FreeObject, SlabDesc, SlabList};
 
-/// Full magazines the depot keeps before it empties the excess into the slabs.
-pub const DEPOT_FULL_MAX: u32 = 16;
-/// Empty magazines the depot keeps before it frees the excess.
-pub const DEPOT_EMPTY_MAX: u32 = 16;
+/// Bytes of objects a cache's depot may hold in full magazines (the limit in magazines is
+/// derived per cache, at least 16).
+pub const DEPOT_BYTES: usize = 1 << 20;
+/// Magazines of each kind a depot keeps after a thread using it exits.
+pub const DEPOT_KEEP_AFTER_EXIT: u32 = 4;
 /// Empty slabs a cache keeps before handing them back to the page layer.
 pub const EMPTY_RESERVE: u32 = 2;
 
@@ -220,37 +223,49 @@ impl Cache {
         m
     }
 
-    /// Puts a full magazine in the depot. If the depot then holds more than [`DEPOT_FULL_MAX`],
-    /// the excess is emptied into the slabs; magazines the depot cannot keep are chained onto
-    /// `spill` for the caller to free once the lock is released.
+    /// Puts a full magazine (its `count` set) in the depot, then trims the depot to `limit`
+    /// magazines of each kind ([`Cache::trim`]).
     ///
     /// # Safety
     /// `mag` must be a live full magazine of this cache that nobody else holds.
-    pub unsafe fn push_full(&mut self, mag: *mut Magazine, spill: &mut *mut Magazine) {
+    pub unsafe fn push_full(&mut self, mag: *mut Magazine, limit: u32, spill: &mut *mut Magazine) {
         // SAFETY: our magazine, linked under the lock.
         unsafe { (*mag).next = self.depot_full };
         self.depot_full = mag;
         self.full_mags += 1;
-        while self.full_mags > DEPOT_FULL_MAX {
+        self.trim(limit, spill);
+    }
+
+    /// Empties full magazines beyond `limit` into the slabs (whose empty slabs may then go back
+    /// to the kernel) and moves empty magazines beyond `limit` onto `spill`, a chain the caller
+    /// frees once the lock is released.
+    pub fn trim(&mut self, limit: u32, spill: &mut *mut Magazine) {
+        while self.full_mags > limit {
             let m = self.pop_full();
             // SAFETY: a depot magazine holds rounds of this cache.
             unsafe {
                 self.flush_magazine(m);
-                self.push_empty(m, spill);
+                self.push_empty(m, limit, spill);
             }
+        }
+        while self.empty_mags > limit {
+            let m = self.pop_empty();
+            // SAFETY: a depot magazine, now ours alone.
+            unsafe { (*m).next = *spill };
+            *spill = m;
         }
     }
 
-    /// Puts an empty magazine in the depot, or onto `spill` if the depot holds
-    /// [`DEPOT_EMPTY_MAX`] empty ones already.
+    /// Puts an empty magazine in the depot, or onto `spill` if the depot holds `limit` empty
+    /// ones already.
     ///
     /// # Safety
     /// `mag` must be a live empty magazine that nobody else holds.
-    pub unsafe fn push_empty(&mut self, mag: *mut Magazine, spill: &mut *mut Magazine) {
+    pub unsafe fn push_empty(&mut self, mag: *mut Magazine, limit: u32, spill: &mut *mut Magazine) {
         // SAFETY: our magazine, linked under the lock.
         unsafe {
-            debug_assert_eq!((*mag).count, 0);
-            if self.empty_mags >= DEPOT_EMPTY_MAX {
+            (*mag).count = 0;
+            if self.empty_mags >= limit {
                 (*mag).next = *spill;
                 *spill = mag;
             } else {

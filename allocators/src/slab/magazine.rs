@@ -12,25 +12,27 @@ use super::CACHES;
 
 /// The index of the internal cache magazines are carved from (after the user caches).
 pub const MAGAZINE_CACHE: usize = NUM_CLASSES;
-/// The object size of [`MAGAZINE_CACHE`].
-pub const MAGAZINE_SIZE: usize = size_of::<Magazine>().next_multiple_of(8);
+/// The object size of [`MAGAZINE_CACHE`]: whole cache lines, so that two threads' magazines
+/// (which sit side by side in one slab) never share a line.
+pub const MAGAZINE_SIZE: usize = size_of::<Magazine>().next_multiple_of(64);
 
-/// A stack of up to `cap` free objects. Invariant: `count <= cap <= MAG_MAX`, and
-/// `rounds[..count]` are free objects of one cache, out of their slabs.
+/// A stack of free objects of one cache. While a thread holds the magazine, the thread's cache
+/// counts its rounds (as Bonwick's per-CPU `cc_rounds`), keeping the fast path to one line of
+/// thread-local memory; `count` is meaningful only while the magazine sits in a depot (full:
+/// `count == magazine_rounds(class)`; empty: 0) or is being flushed. Invariant: `rounds[..count]`
+/// (or the thread's count) are free objects of that cache, out of their slabs.
 #[repr(C)]
 pub struct Magazine {
-    /// Rounds held.
+    /// Rounds held (see above).
     pub count: u32,
-    /// Rounds this magazine may hold (depends on the object size).
-    pub cap: u32,
     /// The next magazine on a depot list.
     pub next: *mut Magazine,
     /// The objects; only `..count` are meaningful.
     pub rounds: [*mut u8; MAG_MAX],
 }
 
-/// A new empty magazine holding up to `cap` rounds; null if the kernel refuses memory.
-pub fn new_magazine(cap: u32) -> *mut Magazine {
+/// A new empty magazine; null if the kernel refuses memory.
+pub fn new_magazine() -> *mut Magazine {
     let mut out = [ptr::null_mut::<u8>(); 1];
     let got = {
         // SAFETY: MAGAZINE_CACHE < CACHES.len().
@@ -47,7 +49,6 @@ pub fn new_magazine(cap: u32) -> *mut Magazine {
     // SAFETY: a fresh object of MAGAZINE_SIZE bytes, 8-aligned, ours alone.
     unsafe {
         (*m).count = 0;
-        (*m).cap = cap.min(MAG_MAX as u32);
         (*m).next = ptr::null_mut();
     }
     m

@@ -10,7 +10,8 @@
 //!   magazine is exchanged with the cache's depot, under the cache lock.
 //! - **Depot and slab layer** ([`cache`]): one cache per object size ([`size_classes`]: 36 sizes,
 //!   four per doubling, 8 B to 8 KiB), under one lock each. The depot holds full and empty
-//!   magazines (bounded); below it, slabs on partial, full and empty lists, each slab a 64 KiB run
+//!   magazines (about 1 MiB of objects per cache at most, trimmed further when a thread using it
+//!   exits); below it, slabs on partial, full and empty lists, each slab a 64 KiB run
 //!   of pages carved into equal objects with its free list threaded through the free objects.
 //! - **Page layer** ([`region`]): 4 MiB regions claimed as [`Owner::Slab`], each holding a header
 //!   and a descriptor per slab at its start, so a pointer finds its slab with one mask (no
@@ -43,7 +44,7 @@ use core::sync::atomic::AtomicBool;
 use self::cache::Cache;
 use self::magazine::{free_magazines, new_magazine, Magazine};
 use self::region::SlabList;
-use self::size_classes::{class_for, magazine_rounds, NUM_CLASSES, SIZES};
+use self::size_classes::{class_for, depot_limit, magazine_rounds, NUM_CLASSES, SIZES};
 use crate::large;
 use crate::region_map::{self, Owner};
 use crate::stats::{GlobalCounters, LocalCounters, Stats};
@@ -77,12 +78,35 @@ impl Slab {
     }
 }
 
-/// A thread's two magazines of one cache. Invariant: each is null or a live magazine of that
-/// cache held by this thread alone.
+/// A thread's two magazines of one cache and their round counts (Bonwick's per-CPU cache:
+/// `cc_loaded`, `cc_prev`, `cc_rounds`, `cc_prounds`, `cc_magsize`).
+///
+/// Invariants: `loaded` and `previous` are null or live magazines of that cache held by this
+/// thread alone; `rounds[..rounds]` of `loaded` and `rounds[..prev_rounds]` of `previous` are free
+/// objects; `cap` is 0 while `loaded` is null and `magazine_rounds(class)` otherwise; `previous`
+/// is always null, empty or full (it only ever receives a magazine that just ran empty or full).
 #[derive(Clone, Copy)]
 struct MagazinePair {
     loaded: *mut Magazine,
     previous: *mut Magazine,
+    rounds: u32,
+    prev_rounds: u32,
+    cap: u32,
+}
+
+impl MagazinePair {
+    const EMPTY: MagazinePair = MagazinePair {
+        loaded: ptr::null_mut(),
+        previous: ptr::null_mut(),
+        rounds: 0,
+        prev_rounds: 0,
+        cap: 0,
+    };
+
+    fn swap(&mut self) {
+        core::mem::swap(&mut self.loaded, &mut self.previous);
+        core::mem::swap(&mut self.rounds, &mut self.prev_rounds);
+    }
 }
 
 /// A thread's magazines, one pair per user cache, and its unflushed counters.
@@ -94,10 +118,7 @@ struct ThreadCache {
 impl ThreadCache {
     const fn new() -> Self {
         ThreadCache {
-            pairs: [MagazinePair {
-                loaded: ptr::null_mut(),
-                previous: ptr::null_mut(),
-            }; NUM_CLASSES],
+            pairs: [MagazinePair::EMPTY; NUM_CLASSES],
             counters: LocalCounters::new(),
         }
     }
@@ -112,18 +133,15 @@ impl ThreadCache {
     /// The fast path of `alloc`: pop a round from the loaded magazine.
     #[inline(always)]
     fn alloc(&mut self, class: usize, size: usize) -> *mut u8 {
-        let m = self.pair(class).loaded;
-        if !m.is_null() {
-            // SAFETY: a live magazine of ours (pair invariant); count <= cap <= MAG_MAX.
-            unsafe {
-                let n = (*m).count;
-                if n > 0 {
-                    let n = n - 1;
-                    (*m).count = n;
-                    self.counters.on_alloc(size, &COUNTERS);
-                    return *(*m).rounds.get_unchecked(n as usize);
-                }
-            }
+        let p = self.pair(class);
+        let n = p.rounds;
+        if n > 0 {
+            p.rounds = n - 1;
+            // SAFETY: rounds > 0 means `loaded` is a live magazine holding `n` rounds (pair
+            // invariant), n <= MAG_MAX.
+            let block = unsafe { *(*p.loaded).rounds.get_unchecked(n as usize - 1) };
+            self.counters.on_alloc(size, &COUNTERS);
+            return block;
         }
         self.alloc_refill(class, size)
     }
@@ -134,14 +152,11 @@ impl ThreadCache {
     #[inline(never)]
     fn alloc_refill(&mut self, class: usize, size: usize) -> *mut u8 {
         sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
-        let pair = *self.pair(class);
-        // SAFETY (all blocks below): `loaded` and `previous` are null or live magazines of this
-        // cache held by this thread (pair invariant); depot magazines are handed over under the
-        // cache lock.
-        if !pair.previous.is_null() && unsafe { (*pair.previous).count } > 0 {
-            let p = self.pair(class);
-            p.loaded = pair.previous;
-            p.previous = pair.loaded;
+        let limit = depot_limit(class);
+        let magsize = magazine_rounds(class);
+        let pair = self.pair(class);
+        if pair.prev_rounds > 0 {
+            pair.swap();
             return self.alloc(class, size);
         }
         // SAFETY: class < NUM_CLASSES (from class_for).
@@ -151,40 +166,41 @@ impl ThreadCache {
         let full = cache.pop_full();
         if !full.is_null() {
             if !pair.previous.is_null() {
-                // SAFETY: `previous` is empty here (checked above) and ours.
-                unsafe { cache.push_empty(pair.previous, &mut spill) };
+                // SAFETY: `previous` is empty here (prev_rounds == 0) and ours to give up.
+                unsafe { cache.push_empty(pair.previous, limit, &mut spill) };
             }
             drop(cache);
             // SAFETY: magazines the depot could not keep, empty and now ours alone.
             unsafe { free_magazines(spill) };
-            let p = self.pair(class);
-            p.previous = pair.loaded;
-            p.loaded = full;
+            pair.previous = pair.loaded;
+            pair.prev_rounds = 0;
+            pair.loaded = full;
+            pair.rounds = magsize;
+            pair.cap = magsize;
             return self.alloc(class, size);
         }
         // No full magazine anywhere: fill the loaded one from the slabs.
-        let mut m = pair.loaded;
-        if m.is_null() {
-            m = cache.pop_empty();
+        if pair.loaded.is_null() {
+            let mut m = cache.pop_empty();
             if m.is_null() {
                 drop(cache);
-                m = new_magazine(magazine_rounds(class));
+                m = new_magazine();
                 if m.is_null() {
                     return ptr::null_mut();
                 }
                 cache = lock.lock();
             }
-            self.pair(class).loaded = m;
+            pair.loaded = m;
+            pair.rounds = 0;
+            pair.cap = magsize;
         }
-        // SAFETY: `m` is a live empty magazine of this cache held by this thread; cap <= MAG_MAX.
+        // SAFETY: `loaded` is a live empty magazine held by this thread; magsize <= MAG_MAX.
         let got = unsafe {
-            let cap = (*m).cap as usize;
-            let rounds = (*m).rounds.get_unchecked_mut(..cap);
-            let got = cache.alloc_objects(class as u8, SIZES[class], rounds);
-            (*m).count = got as u32;
-            got
+            let rounds = (*pair.loaded).rounds.get_unchecked_mut(..magsize as usize);
+            cache.alloc_objects(class as u8, SIZES[class], rounds)
         };
         drop(cache);
+        pair.rounds = got as u32;
         if got == 0 {
             return ptr::null_mut();
         }
@@ -194,18 +210,15 @@ impl ThreadCache {
     /// The fast path of `dealloc`: push the block onto the loaded magazine.
     #[inline(always)]
     fn free(&mut self, class: usize, block: *mut u8, size: usize) {
-        let m = self.pair(class).loaded;
-        if !m.is_null() {
-            // SAFETY: a live magazine of ours (pair invariant); count <= cap <= MAG_MAX.
-            unsafe {
-                let n = (*m).count;
-                if n < (*m).cap {
-                    *(*m).rounds.get_unchecked_mut(n as usize) = block;
-                    (*m).count = n + 1;
-                    self.counters.on_free(size, &COUNTERS);
-                    return;
-                }
-            }
+        let p = self.pair(class);
+        let n = p.rounds;
+        if n < p.cap {
+            // SAFETY: cap > 0 means `loaded` is a live magazine (pair invariant); n < cap <=
+            // MAG_MAX.
+            unsafe { *(*p.loaded).rounds.get_unchecked_mut(n as usize) = block };
+            p.rounds = n + 1;
+            self.counters.on_free(size, &COUNTERS);
+            return;
         }
         self.free_exchange(class, block, size);
     }
@@ -215,12 +228,11 @@ impl ThreadCache {
     #[cold]
     #[inline(never)]
     fn free_exchange(&mut self, class: usize, block: *mut u8, size: usize) {
-        let pair = *self.pair(class);
-        // SAFETY (all blocks below): as in `alloc_refill`.
-        if !pair.previous.is_null() && unsafe { (*pair.previous).count } == 0 {
-            let p = self.pair(class);
-            p.loaded = pair.previous;
-            p.previous = pair.loaded;
+        let limit = depot_limit(class);
+        let magsize = magazine_rounds(class);
+        let pair = self.pair(class);
+        if !pair.previous.is_null() && pair.prev_rounds == 0 {
+            pair.swap();
             return self.free(class, block, size);
         }
         // SAFETY: class < NUM_CLASSES (from class_for).
@@ -230,7 +242,7 @@ impl ThreadCache {
         let mut empty = cache.pop_empty();
         if empty.is_null() {
             drop(cache);
-            empty = new_magazine(magazine_rounds(class));
+            empty = new_magazine();
             cache = lock.lock();
             if empty.is_null() {
                 // No memory for a magazine: give the block straight back to its slab.
@@ -242,48 +254,57 @@ impl ThreadCache {
             }
         }
         if !pair.previous.is_null() {
-            // SAFETY: `previous` is non-empty (checked above), and the thread's magazines are
-            // only partly filled by swaps, so a non-empty previous magazine here is full.
-            unsafe { cache.push_full(pair.previous, &mut spill) };
+            // SAFETY: `previous` is non-empty (checked above), hence full (pair invariant).
+            unsafe {
+                (*pair.previous).count = pair.prev_rounds;
+                cache.push_full(pair.previous, limit, &mut spill);
+            }
         }
         drop(cache);
         // SAFETY: magazines the depot could not keep, empty and now ours alone.
         unsafe { free_magazines(spill) };
-        let p = self.pair(class);
-        p.previous = pair.loaded;
-        p.loaded = empty;
+        pair.previous = pair.loaded;
+        pair.prev_rounds = pair.rounds;
+        pair.loaded = empty;
+        pair.rounds = 0;
+        pair.cap = magsize;
         self.free(class, block, size);
     }
 
     /// Hands every magazine back to its depot (thread exit): full ones as they are, partly
-    /// filled ones emptied into their slabs first.
+    /// filled ones emptied into their slabs first; then trims those depots to
+    /// [`cache::DEPOT_KEEP_AFTER_EXIT`].
     fn release_all(&mut self) {
         for class in 0..NUM_CLASSES {
-            let pair = *self.pair(class);
-            *self.pair(class) = MagazinePair {
-                loaded: ptr::null_mut(),
-                previous: ptr::null_mut(),
-            };
+            let pair = core::mem::replace(self.pair(class), MagazinePair::EMPTY);
             if pair.loaded.is_null() && pair.previous.is_null() {
                 continue;
             }
+            let magsize = magazine_rounds(class);
+            let limit = depot_limit(class);
             let mut spill = ptr::null_mut();
             // SAFETY: class < NUM_CLASSES.
             let mut cache = unsafe { CACHES.get_unchecked(class) }.0.lock();
-            for m in [pair.loaded, pair.previous] {
+            for (m, n) in [
+                (pair.loaded, pair.rounds),
+                (pair.previous, pair.prev_rounds),
+            ] {
                 if m.is_null() {
                     continue;
                 }
-                // SAFETY: a live magazine of this cache that this thread held and gives up.
+                // SAFETY: a live magazine of this cache holding `n` rounds, which this thread
+                // held and gives up.
                 unsafe {
-                    if (*m).count == (*m).cap {
-                        cache.push_full(m, &mut spill);
+                    (*m).count = n;
+                    if n == magsize {
+                        cache.push_full(m, limit, &mut spill);
                     } else {
                         cache.flush_magazine(m);
-                        cache.push_empty(m, &mut spill);
+                        cache.push_empty(m, limit, &mut spill);
                     }
                 }
             }
+            cache.trim(cache::DEPOT_KEEP_AFTER_EXIT, &mut spill);
             drop(cache);
             // SAFETY: magazines the depot could not keep, empty and now ours alone.
             unsafe { free_magazines(spill) };
@@ -373,6 +394,20 @@ fn count_resize(old: usize, new: usize) {
     }
 }
 
+/// `dealloc` of anything but a small block: a large block, or a pointer that is not ours.
+///
+/// # Safety
+/// As for `GlobalAlloc::dealloc`.
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_other(ptr: *mut u8, layout: Layout) {
+    if region_map::owner_of(ptr) == Owner::Large {
+        COUNTERS.record_free(layout.size());
+        // SAFETY: the caller passes a live block of ours; in a Large window it is a large block.
+        unsafe { large::dealloc(ptr, &COUNTERS) };
+    }
+}
+
 #[cold]
 fn alloc_large(layout: Layout) -> *mut u8 {
     let p = large::alloc(layout.size(), layout.align(), Owner::Slab, &COUNTERS);
@@ -431,24 +466,19 @@ unsafe impl GlobalAlloc for Slab {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        match region_map::owner_of(ptr) {
-            Owner::Slab => {
-                if let Some(class) = class_for(layout.size(), layout.align()) {
-                    debug_assert_eq!(
-                        // SAFETY: a pointer in a Slab region.
-                        unsafe { (*region::desc_of(ptr as usize)).cache } as usize,
-                        class
-                    );
-                    free_small(class, ptr, layout.size());
-                }
+        if region_map::owner_of(ptr) == Owner::Slab {
+            if let Some(class) = class_for(layout.size(), layout.align()) {
+                debug_assert_eq!(
+                    // SAFETY: a pointer in a Slab region.
+                    unsafe { (*region::desc_of(ptr as usize)).cache } as usize,
+                    class
+                );
+                free_small(class, ptr, layout.size());
+                return;
             }
-            // SAFETY: the caller passes a live block of ours; in a Large window it is a large block.
-            Owner::Large => unsafe {
-                COUNTERS.record_free(layout.size());
-                large::dealloc(ptr, &COUNTERS);
-            },
-            _ => {}
         }
+        // SAFETY: forwarded contract.
+        unsafe { dealloc_other(ptr, layout) };
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {

@@ -93,6 +93,18 @@ pub const fn magazine_rounds(class: usize) -> u32 {
     }
 }
 
+/// Full magazines (and empty ones) a cache's depot keeps: about
+/// [`super::cache::DEPOT_BYTES`] of objects, at least 16 magazines.
+pub const fn depot_limit(class: usize) -> u32 {
+    let per_mag = magazine_rounds(class) as usize * SIZES[class];
+    let n = super::cache::DEPOT_BYTES / per_mag;
+    if n < 16 {
+        16
+    } else {
+        n as u32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

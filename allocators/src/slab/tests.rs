@@ -243,8 +243,8 @@ fn short_lived_threads_hand_their_magazines_back() {
     }
     // Every thread's magazines went back: the 64-byte cache's depot is bounded and consistent.
     let counts = CACHES[class_for(64, 8).unwrap()].0.lock().check();
-    assert!(counts[3] <= cache::DEPOT_FULL_MAX as usize);
-    assert!(counts[4] <= cache::DEPOT_EMPTY_MAX as usize);
+    assert!(counts[3] <= cache::DEPOT_KEEP_AFTER_EXIT as usize + 50);
+    assert!(counts[4] <= depot_limit(class_for(64, 8).unwrap()) as usize);
 }
 
 #[test]

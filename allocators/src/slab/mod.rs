@@ -43,7 +43,6 @@ use core::sync::atomic::AtomicBool;
 
 use self::cache::Cache;
 use self::magazine::{free_magazines, new_magazine, Magazine};
-use self::region::SlabList;
 use self::size_classes::{class_for, depot_limit, magazine_rounds, NUM_CLASSES, SIZES};
 use crate::large;
 use crate::region_map::{self, Owner};
@@ -527,9 +526,11 @@ impl Introspect for Slab {
         match region_map::owner_of(ptr) {
             Owner::Slab => {
                 let addr = ptr as usize;
-                // SAFETY: a pointer in a Slab region: its header is mapped and initialised.
+                // SAFETY: a pointer in a Slab region: its header is mapped and initialised. Only
+                // the fields fixed while a slab is owned by a cache are read (`size` is non-zero
+                // exactly then); the slab of a live block cannot change owner meanwhile.
                 let s = unsafe { &*region::desc_of(addr) };
-                if s.list == SlabList::None || s.cache as usize >= NUM_CLASSES || s.size == 0 {
+                if s.size == 0 || s.cache as usize >= NUM_CLASSES {
                     return None;
                 }
                 let size = s.size as usize;

@@ -87,6 +87,12 @@ impl GlobalCounters {
         self.fold(-(size as isize), 0, 1);
     }
 
+    /// Folds a batch of counts kept elsewhere (an allocator's own thread-local counters): a
+    /// live-byte delta, allocations and frees.
+    pub fn record_batch(&self, bytes: isize, allocations: u64, frees: u64) {
+        self.fold(bytes, allocations, frees);
+    }
+
     fn fold(&self, bytes: isize, allocations: u64, frees: u64) {
         if allocations != 0 {
             self.allocations.fetch_add(allocations, Ordering::Relaxed);

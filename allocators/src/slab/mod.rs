@@ -35,6 +35,7 @@ mod region;
 mod size_classes;
 #[cfg(test)]
 mod tests;
+mod thread_counters;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
@@ -44,9 +45,10 @@ use core::sync::atomic::AtomicBool;
 use self::cache::Cache;
 use self::magazine::{free_magazines, new_magazine, Magazine};
 use self::size_classes::{class_for, depot_limit, magazine_rounds, NUM_CLASSES, SIZES};
+use self::thread_counters::ThreadCounters;
 use crate::large;
 use crate::region_map::{self, Owner};
-use crate::stats::{GlobalCounters, LocalCounters, Stats};
+use crate::stats::{GlobalCounters, Stats};
 use crate::sync::{self, Lock};
 use crate::Introspect;
 
@@ -111,14 +113,14 @@ impl MagazinePair {
 /// A thread's magazines, one pair per user cache, and its unflushed counters.
 struct ThreadCache {
     pairs: [MagazinePair; NUM_CLASSES],
-    counters: LocalCounters,
+    counters: ThreadCounters,
 }
 
 impl ThreadCache {
     const fn new() -> Self {
         ThreadCache {
             pairs: [MagazinePair::EMPTY; NUM_CLASSES],
-            counters: LocalCounters::new(),
+            counters: ThreadCounters::new(),
         }
     }
 

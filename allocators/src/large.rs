@@ -15,6 +15,7 @@
 
 use core::ptr;
 
+use crate::hardened;
 use crate::os::{self, page_size};
 use crate::region_map::{self, Owner, REGION_SIZE};
 use crate::stats::GlobalCounters;
@@ -57,7 +58,7 @@ pub fn alloc(size: usize, align: usize, owner: Owner, counters: &GlobalCounters)
         return ptr::null_mut();
     };
     let Some(map_len) = usable
-        .checked_add(head)
+        .checked_add(head + GUARD_PAGES * page)
         .and_then(|n| os::align_up(n, REGION_SIZE))
     else {
         return ptr::null_mut();
@@ -112,7 +113,30 @@ pub fn alloc(size: usize, align: usize, owner: Owner, counters: &GlobalCounters)
         });
     }
     counters.add_mapped(usable + page);
+    // SAFETY: the guard page after the block lies inside the mapping (GUARD_PAGES counted above).
+    unsafe { set_guard(block, usable, true) };
     block as *mut u8
+}
+
+/// Extra pages mapped after each large block: one `PROT_NONE` guard page in hardened builds, so a
+/// write past the block's end faults at once.
+const GUARD_PAGES: usize = if hardened::ENABLED { 1 } else { 0 };
+
+/// Protects (or unprotects) the guard page after the `usable` bytes of `block` (hardened only).
+///
+/// # Safety
+/// In hardened builds the page after the block must be part of the block's mapping.
+unsafe fn set_guard(block: usize, usable: usize, on: bool) {
+    if GUARD_PAGES == 0 {
+        return;
+    }
+    let prot = if on {
+        libc::PROT_NONE
+    } else {
+        libc::PROT_READ | libc::PROT_WRITE
+    };
+    // SAFETY: the caller guarantees the page is ours; mprotect does not move or free it.
+    unsafe { libc::mprotect((block + usable) as *mut libc::c_void, page_size(), prot) };
 }
 
 /// The header of the large block at `ptr`, if `ptr` is the start of a live large block.
@@ -166,6 +190,9 @@ pub unsafe fn usable_size(ptr: *const u8) -> usize {
 pub unsafe fn dealloc(ptr: *mut u8, counters: &GlobalCounters) {
     // SAFETY: forwarded contract.
     let Some(header) = (unsafe { header_of(ptr) }) else {
+        if hardened::ENABLED {
+            hardened::misuse("large", hardened::Misuse::InvalidFree, ptr);
+        }
         return;
     };
     // SAFETY: the header is live (magic checked); we read it before unmapping.
@@ -200,7 +227,7 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize, counters: &GlobalCounters) 
         return ptr::null_mut();
     };
     let Some(new_len) = new_usable
-        .checked_add(head)
+        .checked_add(head + GUARD_PAGES * page)
         .and_then(|n| os::align_up(n, REGION_SIZE))
     else {
         return ptr::null_mut();
@@ -208,6 +235,42 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize, counters: &GlobalCounters) 
     if new_len > isize::MAX as usize {
         return ptr::null_mut();
     }
+    // SAFETY: the old guard page (hardened) is inside the mapping; it is re-protected below at the
+    // block's final end, whichever way the resize goes.
+    unsafe { set_guard(ptr as usize, usable, false) };
+    // SAFETY: as above.
+    let q = unsafe {
+        resize(
+            ptr, header, base, map_len, usable, new_usable, new_len, counters,
+        )
+    };
+    let (end_ptr, end_usable) = if q.is_null() {
+        (ptr as usize, usable)
+    } else {
+        (q as usize, new_usable)
+    };
+    // SAFETY: the page after the block's (new or old) usable end is inside its mapping.
+    unsafe { set_guard(end_ptr, end_usable, true) };
+    q
+}
+
+/// The mechanism of [`realloc`], with sizes computed and the guard page lifted.
+///
+/// # Safety
+/// `header` must be the live header of the block at `ptr`, whose mapping is `base..base + map_len`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn resize(
+    ptr: *mut u8,
+    header: *mut Header,
+    base: usize,
+    map_len: usize,
+    usable: usize,
+    new_usable: usize,
+    new_len: usize,
+    counters: &GlobalCounters,
+) -> *mut u8 {
+    let page = page_size();
+    let head = ptr as usize - base;
     if new_len <= map_len {
         // Shrink (or grow within the mapping): give back whole windows past the new end, and the
         // pages between the new and the old usable end.

@@ -37,6 +37,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod hardened;
 pub mod large;
 pub mod os;
 pub mod region_map;

@@ -23,6 +23,7 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::AtomicBool;
 
+use crate::hardened::{self, Misuse};
 use crate::large;
 use crate::os;
 use crate::region_map::{self, Owner, REGION_SIZE};
@@ -111,7 +112,7 @@ impl Arena {
     fn alloc(&mut self, layout: Layout, zeroed: bool) -> *mut u8 {
         let align = layout.align().max(HEADER);
         let block = (self.cursor + HEADER + align - 1) & !(align - 1);
-        let new_cursor = block + layout.size();
+        let new_cursor = block + layout.size() + hardened::CANARY_BYTES;
         if new_cursor <= self.end && self.cursor != 0 {
             return self.commit(block, new_cursor, layout.size(), zeroed);
         }
@@ -120,8 +121,9 @@ impl Arena {
 
     #[inline(always)]
     fn commit(&mut self, block: usize, new_cursor: usize, size: usize, zeroed: bool) -> *mut u8 {
-        // SAFETY: block - HEADER >= cursor lies inside the chunk, word-aligned (align >= HEADER).
-        unsafe { ((block - HEADER) as *mut usize).write(size) };
+        // SAFETY: block - HEADER >= cursor lies inside the chunk, word-aligned (align >= HEADER),
+        // and the canary's bytes (hardened) were counted in new_cursor.
+        unsafe { write_size_word(block, size) };
         if zeroed && block < self.clean_from {
             let dirty_end = new_cursor.min(self.clean_from);
             // SAFETY: block..dirty_end is inside the chunk and now belongs to this block.
@@ -143,7 +145,7 @@ impl Arena {
         }
         let align = layout.align().max(HEADER);
         let block = (self.cursor + HEADER + align - 1) & !(align - 1);
-        let new_cursor = block + layout.size();
+        let new_cursor = block + layout.size() + hardened::CANARY_BYTES;
         if new_cursor > self.end {
             return ptr::null_mut();
         }
@@ -165,13 +167,14 @@ impl Arena {
     /// Resizes `block` in place if it is the most recent one and the chunk has room.
     #[inline]
     fn resize_last(&mut self, block: usize, old: usize, new: usize) -> bool {
-        if block != self.last_block || block == 0 || block + new > self.end {
+        if block != self.last_block || block == 0 || block + new + hardened::CANARY_BYTES > self.end
+        {
             return false;
         }
-        self.cursor = block + new;
+        self.cursor = block + new + hardened::CANARY_BYTES;
         self.clean_from = self.clean_from.max(self.cursor);
-        // SAFETY: the size word of a live block of this chunk.
-        unsafe { ((block - HEADER) as *mut usize).write(new) };
+        // SAFETY: the size word of a live block of this chunk, with room for its canary.
+        unsafe { write_size_word(block, new) };
         self.counters.on_free(old, &COUNTERS);
         self.counters.on_alloc(new, &COUNTERS);
         true
@@ -296,6 +299,82 @@ fn with_shared_arena<R>(f: Option<impl FnOnce(&mut Arena) -> R>) -> R {
     r
 }
 
+/// In hardened builds the size word carries, above the size's 32 bits, a freed flag and a tag
+/// derived from the block's address and the process key, so a free of a pointer that does not
+/// start a block (tag mismatch) or of a freed block (flag set) is caught.
+const SIZE_MASK: usize = if hardened::ENABLED {
+    0xFFFF_FFFF
+} else {
+    usize::MAX
+};
+const FREED_BIT: usize = 1 << 32;
+const TAG_MASK: usize = !(SIZE_MASK | FREED_BIT);
+
+/// Writes the size word in front of `block` (and, hardened, the canary after its `size` bytes).
+///
+/// # Safety
+/// The word before `block` and, hardened, `CANARY_BYTES` after `block + size` belong to the block.
+#[inline(always)]
+unsafe fn write_size_word(block: usize, size: usize) {
+    if hardened::ENABLED {
+        let word = size | (hardened::canary_for(block) & TAG_MASK);
+        // SAFETY: the caller guarantees both words belong to the block.
+        unsafe {
+            ((block - HEADER) as *mut usize).write(word);
+            hardened::write_canary(block as *mut u8, size);
+        }
+    } else {
+        // SAFETY: the caller guarantees the word belongs to the block.
+        unsafe { ((block - HEADER) as *mut usize).write(size) };
+    }
+}
+
+/// The size recorded in front of `block`.
+///
+/// # Safety
+/// `block - HEADER` must be a readable word of a Bump chunk.
+#[inline(always)]
+unsafe fn read_size(block: usize) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe { ((block - HEADER) as *const usize).read() & SIZE_MASK }
+}
+
+/// Hardened check of a block about to be freed (`free`) or resized: stops the program on an
+/// invalid pointer, a double free or an overwritten canary; marks the block freed if `free`.
+///
+/// # Safety
+/// `block` must lie in a mapped Bump chunk.
+#[cold]
+unsafe fn check_live(block: usize, free: bool) {
+    let chunk = block & !(CHUNK_SIZE - 1);
+    if !block.is_multiple_of(HEADER) || block < chunk + HEADER {
+        hardened::misuse("bump", Misuse::InvalidFree, block as *const u8);
+    }
+    let word_ptr = (block - HEADER) as *mut usize;
+    // SAFETY: a word inside the caller's mapped chunk.
+    let word = unsafe { word_ptr.read() };
+    if word & TAG_MASK != hardened::canary_for(block) & TAG_MASK {
+        hardened::misuse("bump", Misuse::InvalidFree, block as *const u8);
+    }
+    if word & FREED_BIT != 0 {
+        hardened::misuse("bump", Misuse::DoubleFree, block as *const u8);
+    }
+    let size = word & SIZE_MASK;
+    // SAFETY: a live block's canary follows its size bytes inside the chunk.
+    if !unsafe { hardened::canary_intact(block as *const u8, size) } {
+        hardened::misuse("bump", Misuse::HeapOverflow, block as *const u8);
+    }
+    if free {
+        // SAFETY: the block's own size word and bytes, which the caller is giving up.
+        unsafe {
+            word_ptr.write(word | FREED_BIT);
+            if hardened::FILL_FREED {
+                ptr::write_bytes(block as *mut u8, hardened::FREED_BYTE, size);
+            }
+        }
+    }
+}
+
 fn is_large(layout: &Layout) -> bool {
     layout.size() > LARGE_THRESHOLD || layout.align() > MAX_ALIGN
 }
@@ -324,6 +403,10 @@ unsafe impl GlobalAlloc for Bump {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match region_map::owner_of(ptr) {
             Owner::Bump => {
+                if hardened::ENABLED {
+                    // SAFETY: ptr lies in a mapped Bump chunk.
+                    unsafe { check_live(ptr as usize, true) };
+                }
                 // Only the latest block of this thread's chunk can be given back.
                 with_arena(|a| {
                     if !a.free_last(ptr as usize, layout.size()) {
@@ -336,6 +419,7 @@ unsafe impl GlobalAlloc for Bump {
                 COUNTERS.record_free(layout.size());
                 large::dealloc(ptr, &COUNTERS);
             },
+            _ if hardened::ENABLED => hardened::misuse("bump", Misuse::InvalidFree, ptr),
             _ => {}
         }
     }
@@ -344,12 +428,16 @@ unsafe impl GlobalAlloc for Bump {
         let old = layout.size();
         match region_map::owner_of(ptr) {
             Owner::Bump => {
+                if hardened::ENABLED {
+                    // SAFETY: ptr lies in a mapped Bump chunk.
+                    unsafe { check_live(ptr as usize, false) };
+                }
                 if new_size <= old {
                     // Shrink in place: the block keeps its start, its size word records the new size.
                     with_arena(|a| {
                         if !a.resize_last(ptr as usize, old, new_size) {
-                            // SAFETY: the size word in front of a live block.
-                            unsafe { ((ptr as usize - HEADER) as *mut usize).write(new_size) };
+                            // SAFETY: a live block shrinking: the new canary lies inside its old extent.
+                            unsafe { write_size_word(ptr as usize, new_size) };
                         }
                     });
                     return ptr;
@@ -410,7 +498,7 @@ impl Introspect for Bump {
                     return None;
                 }
                 // SAFETY: a word inside a mapped Bump chunk; for a live block it is its size word.
-                Some(unsafe { ((addr - HEADER) as *const usize).read() })
+                Some(unsafe { read_size(addr) })
             }
             // SAFETY: the pointer lies in a Large window.
             Owner::Large => match unsafe { large::owner(ptr) } {

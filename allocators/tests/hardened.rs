@@ -1,0 +1,174 @@
+//! The `hardened` feature's misuse tests: each case runs in a child process (this test binary
+//! re-executed with `HARDENED_CASE` set), commits one heap bug, and must be stopped by the
+//! allocator with its message on stderr and SIGABRT (or, for a write into a large block's guard
+//! page, SIGSEGV).
+//!
+//! Run with: `cargo test -p allocators --release --features hardened --test hardened`.
+//! Adding an allocator is one line in `ALLOCATORS`, naming the misuse its design catches.
+#![cfg(feature = "hardened")]
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+
+use allocators::Introspect;
+
+/// A kind of heap bug a test commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bug {
+    DoubleFree,
+    InteriorFree,
+    ForeignFree,
+    SmallOverflow,
+    LargeOverflow,
+    LargeDoubleFree,
+    WriteAfterFree,
+}
+
+const ALL_BUGS: [Bug; 7] = [
+    Bug::DoubleFree,
+    Bug::InteriorFree,
+    Bug::ForeignFree,
+    Bug::SmallOverflow,
+    Bug::LargeOverflow,
+    Bug::LargeDoubleFree,
+    Bug::WriteAfterFree,
+];
+
+/// (allocator name, the bugs its design catches).
+const ALLOCATORS: &[(&str, &[Bug])] = &[(
+    "bump",
+    &[
+        Bug::DoubleFree,
+        Bug::InteriorFree,
+        Bug::ForeignFree,
+        Bug::SmallOverflow,
+        Bug::LargeOverflow,
+        Bug::LargeDoubleFree,
+    ],
+)];
+
+/// What stderr must contain and which signal must end the child.
+fn expectation(bug: Bug) -> (&'static str, i32) {
+    match bug {
+        Bug::DoubleFree => ("double free detected", libc::SIGABRT),
+        Bug::InteriorFree | Bug::ForeignFree | Bug::LargeDoubleFree => {
+            ("invalid free", libc::SIGABRT)
+        }
+        Bug::SmallOverflow => ("heap overflow detected", libc::SIGABRT),
+        Bug::LargeOverflow => ("", libc::SIGSEGV),
+        Bug::WriteAfterFree => ("corrupted free list", libc::SIGABRT),
+    }
+}
+
+/// Commits `bug` against `a`. Returns only if the allocator failed to stop the program.
+fn commit<A: GlobalAlloc + Introspect>(a: &A, bug: Bug) {
+    let small = Layout::from_size_align(24, 8).unwrap();
+    let big = Layout::from_size_align(2 << 20, 8).unwrap();
+    // SAFETY: deliberately not: each arm breaks the allocator contract in one named way.
+    unsafe {
+        match bug {
+            Bug::DoubleFree => {
+                let keep = a.alloc(small);
+                let p = a.alloc(small);
+                a.dealloc(p, small);
+                a.dealloc(p, small);
+                a.dealloc(keep, small);
+            }
+            Bug::InteriorFree => {
+                let p = a.alloc(Layout::from_size_align(64, 8).unwrap());
+                a.dealloc(p.add(16), small);
+            }
+            Bug::ForeignFree => {
+                let mut local = [0u64; 4];
+                a.dealloc(local.as_mut_ptr().cast(), small);
+            }
+            Bug::SmallOverflow => {
+                let p = a.alloc(small);
+                let q = a.alloc(small);
+                std::ptr::write_bytes(p, 0x41, small.size() + 8);
+                a.dealloc(p, small);
+                a.dealloc(q, small);
+            }
+            Bug::LargeOverflow => {
+                let p = a.alloc(big);
+                let usable = a.usable_size(p).unwrap();
+                std::ptr::write_volatile(p.add(usable), 1);
+            }
+            Bug::LargeDoubleFree => {
+                let p = a.alloc(big);
+                a.dealloc(p, big);
+                a.dealloc(p, big);
+            }
+            Bug::WriteAfterFree => {
+                let p = a.alloc(small);
+                let q = a.alloc(small);
+                a.dealloc(p, small);
+                a.dealloc(q, small);
+                // Steer the free list: overwrite the freed block's link with an address.
+                (q as *mut usize).write(0x4141_4141_4141);
+                (p as *mut usize).write(0x4141_4141_4141);
+                for _ in 0..4 {
+                    std::hint::black_box(a.alloc(small));
+                }
+            }
+        }
+    }
+}
+
+fn run_child(allocator: &str, bug: Bug) {
+    match allocator {
+        "bump" => commit(&allocators::Bump::new(), bug),
+        other => panic!("unknown allocator {other}"),
+    }
+}
+
+#[test]
+fn misuse_is_caught() {
+    if let Ok(case) = std::env::var("HARDENED_CASE") {
+        let (name, bug) = case.split_once(':').unwrap();
+        let bug = ALL_BUGS
+            .into_iter()
+            .find(|b| format!("{b:?}") == bug)
+            .unwrap();
+        run_child(name, bug);
+        // Reaching here means the bug went unnoticed; exit cleanly so the parent sees it.
+        std::process::exit(0);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (name, bugs) in ALLOCATORS {
+        for &bug in *bugs {
+            let out = Command::new(&exe)
+                .args([
+                    "--exact",
+                    "misuse_is_caught",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("HARDENED_CASE", format!("{name}:{bug:?}"))
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let (needle, signal) = expectation(bug);
+            let ok = out.status.signal() == Some(signal)
+                && stderr.contains(needle)
+                && (needle.is_empty() || stderr.contains(&format!("allocators: {name}")));
+            checked += 1;
+            if !ok {
+                failures.push(format!(
+                    "{name} {bug:?}: status {:?}, stderr: {}",
+                    out.status,
+                    stderr.trim()
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "misuse not caught:\n{}",
+        failures.join("\n")
+    );
+    assert!(checked >= 6);
+}

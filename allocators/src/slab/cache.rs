@@ -4,19 +4,22 @@
 //!
 //! Memory policy: the depot keeps at most a per-cache limit of full magazines (about
 //! [`DEPOT_BYTES`] of objects, see `size_classes::depot_limit`) and as many empty ones; beyond
-//! that, full magazines are emptied into their slabs and empty ones freed. When a thread exits,
-//! the depots it used are trimmed to [`DEPOT_KEEP_AFTER_EXIT`] magazines of each kind (fewer
-//! threads need fewer cached objects). A cache keeps at most [`EMPTY_RESERVE`] empty slabs;
-//! further empty slabs go back to the page layer, which returns their pages to the kernel.
+//! that, full magazines are emptied into their slabs and empty ones freed. Within that limit,
+//! magazines the program did not need during the last reap interval are released at the next
+//! exchange ([`Cache::reap`], Bonwick's working-set reaping), and when a thread exits the depots
+//! it used are trimmed to [`DEPOT_KEEP_AFTER_EXIT`] magazines of each kind (fewer threads need
+//! fewer cached objects). A cache keeps at most [`EMPTY_RESERVE`] empty slabs; further empty
+//! slabs go back to the page layer, which returns their pages to the kernel.
 
 use core::ptr;
 
+use super::depot::Depot;
 use super::magazine::Magazine;
 use super::region::{self, FreeObject, SlabDesc, SlabList};
 
 /// Bytes of objects a cache's depot may hold in full magazines (the limit in magazines is
 /// derived per cache, at least 16).
-pub const DEPOT_BYTES: usize = 1 << 20;
+pub const DEPOT_BYTES: usize = 8 << 20;
 /// Magazines of each kind a depot keeps after a thread using it exits.
 pub const DEPOT_KEEP_AFTER_EXIT: u32 = 4;
 /// Empty slabs a cache keeps before handing them back to the page layer.
@@ -24,17 +27,14 @@ pub const EMPTY_RESERVE: u32 = 2;
 
 /// The state of one object cache. Invariants: every slab on `partial` has objects out and free
 /// ones, every slab on `full` has all its objects out, every slab on `empty` none; `empty_slabs`,
-/// `full_mags` and `empty_mags` count their lists; depot magazines hold exactly `count` rounds,
-/// `cap` for full ones and 0 for empty ones.
+/// counts that list.
 pub struct Cache {
     partial: *mut SlabDesc,
     full: *mut SlabDesc,
     empty: *mut SlabDesc,
     empty_slabs: u32,
-    depot_full: *mut Magazine,
-    full_mags: u32,
-    depot_empty: *mut Magazine,
-    empty_mags: u32,
+    /// The magazines no thread holds.
+    pub depot: Depot,
 }
 
 // SAFETY: the raw pointers name slabs and magazines owned by this cache; the cache is only
@@ -49,10 +49,7 @@ impl Cache {
             full: ptr::null_mut(),
             empty: ptr::null_mut(),
             empty_slabs: 0,
-            depot_full: ptr::null_mut(),
-            full_mags: 0,
-            depot_empty: ptr::null_mut(),
-            empty_mags: 0,
+            depot: Depot::new(),
         }
     }
 
@@ -201,77 +198,63 @@ impl Cache {
         }
     }
 
-    /// Takes a full magazine from the depot, if there is one.
-    pub fn pop_full(&mut self) -> *mut Magazine {
-        let m = self.depot_full;
-        if !m.is_null() {
-            // SAFETY: depot magazines are live and ours.
-            self.depot_full = unsafe { (*m).next };
-            self.full_mags -= 1;
-        }
-        m
-    }
-
-    /// Takes an empty magazine from the depot, if there is one.
-    pub fn pop_empty(&mut self) -> *mut Magazine {
-        let m = self.depot_empty;
-        if !m.is_null() {
-            // SAFETY: depot magazines are live and ours.
-            self.depot_empty = unsafe { (*m).next };
-            self.empty_mags -= 1;
-        }
-        m
-    }
-
     /// Puts a full magazine (its `count` set) in the depot, then trims the depot to `limit`
     /// magazines of each kind ([`Cache::trim`]).
     ///
     /// # Safety
     /// `mag` must be a live full magazine of this cache that nobody else holds.
     pub unsafe fn push_full(&mut self, mag: *mut Magazine, limit: u32, spill: &mut *mut Magazine) {
-        // SAFETY: our magazine, linked under the lock.
-        unsafe { (*mag).next = self.depot_full };
-        self.depot_full = mag;
-        self.full_mags += 1;
-        self.trim(limit, spill);
-    }
-
-    /// Empties full magazines beyond `limit` into the slabs (whose empty slabs may then go back
-    /// to the kernel) and moves empty magazines beyond `limit` onto `spill`, a chain the caller
-    /// frees once the lock is released.
-    pub fn trim(&mut self, limit: u32, spill: &mut *mut Magazine) {
-        while self.full_mags > limit {
-            let m = self.pop_full();
-            // SAFETY: a depot magazine holds rounds of this cache.
-            unsafe {
-                self.flush_magazine(m);
-                self.push_empty(m, limit, spill);
-            }
-        }
-        while self.empty_mags > limit {
-            let m = self.pop_empty();
-            // SAFETY: a depot magazine, now ours alone.
-            unsafe { (*m).next = *spill };
-            *spill = m;
-        }
+        // SAFETY: forwarded contract.
+        unsafe { self.depot.push_full(mag) };
+        self.trim(limit, limit, spill);
     }
 
     /// Puts an empty magazine in the depot, or onto `spill` if the depot holds `limit` empty
     /// ones already.
     ///
     /// # Safety
-    /// `mag` must be a live empty magazine that nobody else holds.
+    /// `mag` must be a live magazine that nobody else holds, with no rounds.
     pub unsafe fn push_empty(&mut self, mag: *mut Magazine, limit: u32, spill: &mut *mut Magazine) {
-        // SAFETY: our magazine, linked under the lock.
+        // SAFETY: forwarded contract; a spilled magazine is the caller's to free.
         unsafe {
-            (*mag).count = 0;
-            if self.empty_mags >= limit {
+            if self.depot.empty_count() >= limit {
                 (*mag).next = *spill;
                 *spill = mag;
             } else {
-                (*mag).next = self.depot_empty;
-                self.depot_empty = mag;
-                self.empty_mags += 1;
+                self.depot.push_empty(mag);
+            }
+        }
+    }
+
+    /// Empties full magazines beyond `full_limit` into the slabs (whose empty slabs may then go
+    /// back to the kernel) and moves empty magazines beyond `empty_limit` onto `spill`, a chain
+    /// the caller frees once the lock is released.
+    pub fn trim(&mut self, full_limit: u32, empty_limit: u32, spill: &mut *mut Magazine) {
+        while self.depot.full_count() > full_limit {
+            let m = self.depot.pop_full();
+            // SAFETY: a depot magazine holds rounds of this cache; once flushed it is empty.
+            unsafe {
+                self.flush_magazine(m);
+                self.push_empty(m, empty_limit, spill);
+            }
+        }
+        while self.depot.empty_count() > empty_limit {
+            let m = self.depot.pop_empty();
+            // SAFETY: a depot magazine, now ours alone.
+            unsafe { (*m).next = *spill };
+            *spill = m;
+        }
+    }
+
+    /// Bonwick's working-set reap, run on depot exchanges: once per reap interval, releases the
+    /// magazines that stayed in the depot through the whole last interval (see [`Depot`]).
+    pub fn reap(&mut self, now_ms: u64, spill: &mut *mut Magazine) {
+        if let Some((full_unused, empty_unused)) = self.depot.reap_due(now_ms) {
+            if full_unused > 0 || empty_unused > 0 {
+                let full_keep = self.depot.full_count() - full_unused;
+                let empty_keep = self.depot.empty_count() - empty_unused;
+                self.trim(full_keep, empty_keep, spill);
+                self.depot.reset_lows();
             }
         }
     }
@@ -306,16 +289,8 @@ impl Cache {
             }
         }
         assert_eq!(counts[2], self.empty_slabs as usize);
-        for (i, head) in [(3, self.depot_full), (4, self.depot_empty)] {
-            let mut m = head;
-            while !m.is_null() {
-                counts[i] += 1;
-                // SAFETY: depot magazines are live.
-                m = unsafe { (*m).next };
-            }
-        }
-        assert_eq!(counts[3], self.full_mags as usize);
-        assert_eq!(counts[4], self.empty_mags as usize);
+        counts[3] = self.depot.full_count() as usize;
+        counts[4] = self.depot.empty_count() as usize;
         counts
     }
 }

@@ -9,9 +9,10 @@
 //!   empty (alloc) or full (free) the two are swapped if that helps; otherwise a full or empty
 //!   magazine is exchanged with the cache's depot, under the cache lock.
 //! - **Depot and slab layer** ([`cache`]): one cache per object size ([`size_classes`]: 36 sizes,
-//!   four per doubling, 8 B to 8 KiB), under one lock each. The depot holds full and empty
-//!   magazines (about 1 MiB of objects per cache at most, trimmed further when a thread using it
-//!   exits); below it, slabs on partial, full and empty lists, each slab a 64 KiB run
+//!   four per doubling, 8 B to 8 KiB), under one lock each. The depot ([`depot`]) holds full
+//!   and empty magazines: at most about 8 MiB of objects per cache, released once unused for a
+//!   reap interval (100 ms; Bonwick's working-set reaping) and trimmed when a thread using it
+//!   exits; below it, slabs on partial, full and empty lists, each slab a 64 KiB run
 //!   of pages carved into equal objects with its free list threaded through the free objects.
 //! - **Page layer** ([`region`]): 4 MiB regions claimed as [`Owner::Slab`], each holding a header
 //!   and a descriptor per slab at its start, so a pointer finds its slab with one mask (no
@@ -30,6 +31,7 @@
 //! Every lock is taken by a `pthread_atfork` handler, so a forked child can allocate.
 
 mod cache;
+mod depot;
 mod magazine;
 mod region;
 mod size_classes;
@@ -47,6 +49,7 @@ use self::magazine::{free_magazines, new_magazine, Magazine};
 use self::size_classes::{class_for, depot_limit, magazine_rounds, NUM_CLASSES, SIZES};
 use self::thread_counters::ThreadCounters;
 use crate::large;
+use crate::os;
 use crate::region_map::{self, Owner};
 use crate::stats::{GlobalCounters, Stats};
 use crate::sync::{self, Lock};
@@ -164,7 +167,8 @@ impl ThreadCache {
         let lock = unsafe { &CACHES.get_unchecked(class).0 };
         let mut spill = ptr::null_mut();
         let mut cache = lock.lock();
-        let full = cache.pop_full();
+        cache.reap(os::coarse_millis(), &mut spill);
+        let full = cache.depot.pop_full();
         if !full.is_null() {
             if !pair.previous.is_null() {
                 // SAFETY: `previous` is empty here (prev_rounds == 0) and ours to give up.
@@ -182,11 +186,13 @@ impl ThreadCache {
         }
         // No full magazine anywhere: fill the loaded one from the slabs.
         if pair.loaded.is_null() {
-            let mut m = cache.pop_empty();
+            let mut m = cache.depot.pop_empty();
             if m.is_null() {
                 drop(cache);
                 m = new_magazine();
                 if m.is_null() {
+                    // SAFETY: magazines the depot released, empty and now ours alone.
+                    unsafe { free_magazines(spill) };
                     return ptr::null_mut();
                 }
                 cache = lock.lock();
@@ -201,6 +207,8 @@ impl ThreadCache {
             cache.alloc_objects(class as u8, SIZES[class], rounds)
         };
         drop(cache);
+        // SAFETY: magazines the depot released, empty and now ours alone.
+        unsafe { free_magazines(spill) };
         pair.rounds = got as u32;
         if got == 0 {
             return ptr::null_mut();
@@ -240,7 +248,8 @@ impl ThreadCache {
         let lock = unsafe { &CACHES.get_unchecked(class).0 };
         let mut spill = ptr::null_mut();
         let mut cache = lock.lock();
-        let mut empty = cache.pop_empty();
+        cache.reap(os::coarse_millis(), &mut spill);
+        let mut empty = cache.depot.pop_empty();
         if empty.is_null() {
             drop(cache);
             empty = new_magazine();
@@ -250,6 +259,8 @@ impl ThreadCache {
                 // SAFETY: the caller frees a live block of this cache.
                 unsafe { cache.free_object(block) };
                 drop(cache);
+                // SAFETY: magazines the depot released, empty and now ours alone.
+                unsafe { free_magazines(spill) };
                 self.counters.on_free(size, &COUNTERS);
                 return;
             }
@@ -305,7 +316,11 @@ impl ThreadCache {
                     }
                 }
             }
-            cache.trim(cache::DEPOT_KEEP_AFTER_EXIT, &mut spill);
+            cache.trim(
+                cache::DEPOT_KEEP_AFTER_EXIT,
+                cache::DEPOT_KEEP_AFTER_EXIT,
+                &mut spill,
+            );
             drop(cache);
             // SAFETY: magazines the depot could not keep, empty and now ours alone.
             unsafe { free_magazines(spill) };

@@ -312,3 +312,37 @@ fn fork_child_can_allocate() {
     stop.store(true, core::sync::atomic::Ordering::Relaxed);
     churn.join().unwrap();
 }
+
+#[test]
+fn depot_releases_magazines_unused_for_a_reap_interval() {
+    // 7000-byte objects: a cache no other test here uses.
+    let l = layout(7000, 8);
+    let class = class_for(7000, 8).unwrap();
+    let churn = |n: usize| {
+        // SAFETY: valid layout, each block freed once.
+        unsafe {
+            let ps: Vec<_> = (0..n).map(|_| A.alloc(l)).collect();
+            for p in ps {
+                A.dealloc(p, l);
+            }
+        }
+    };
+    churn(1000);
+    let burst = CACHES[class].0.lock().check()[3];
+    assert!(
+        burst >= 50,
+        "the burst of frees should sit in the depot, got {burst}"
+    );
+    // Two quiet intervals with a little traffic: the burst was not needed, so it goes.
+    for _ in 0..2 {
+        thread::sleep(std::time::Duration::from_millis(
+            depot::REAP_INTERVAL_MS + 50,
+        ));
+        churn(40);
+    }
+    let after = CACHES[class].0.lock().check()[3];
+    assert!(
+        after <= 8,
+        "depot still holds {after} full magazines (burst {burst})"
+    );
+}

@@ -13,7 +13,7 @@ const TOTAL: usize = 1 << 30;
 /// One thread's blocks: (address, size).
 type Share = Arc<std::sync::Mutex<Vec<(usize, usize)>>>;
 
-const SIZES: [usize; 6] = [24, 64, 100, 256, 512, 2000];
+const SIZES: [usize; 7] = [24, 64, 100, 256, 512, 2000, 12_000];
 
 #[test]
 fn one_gib_of_small_objects_comes_back() {

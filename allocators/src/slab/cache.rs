@@ -103,16 +103,23 @@ impl Cache {
     }
 
     /// Takes up to `out.len()` objects from the slabs (partial ones first, then empty ones, then
-    /// new slabs from the page layer) into `out`; returns how many. Fewer than asked only when
-    /// the kernel refuses memory.
-    pub fn alloc_objects(&mut self, index: u8, size: usize, out: &mut [*mut u8]) -> usize {
+    /// new slabs of `units` units from the page layer) into `out`; returns how many. Fewer than
+    /// asked only when the kernel refuses memory. `index`, `size` and `units` must be this
+    /// cache's.
+    pub fn alloc_objects(
+        &mut self,
+        index: u8,
+        size: usize,
+        units: usize,
+        out: &mut [*mut u8],
+    ) -> usize {
         let mut got = 0;
         while got < out.len() {
             let mut slab = self.partial;
             if slab.is_null() {
                 slab = self.empty;
                 if slab.is_null() {
-                    slab = region::take_slab(index, size);
+                    slab = region::take_slab(index, size, units);
                     if slab.is_null() {
                         break;
                     }
@@ -161,7 +168,7 @@ impl Cache {
     pub unsafe fn free_object(&mut self, obj: *mut u8) {
         // SAFETY: obj lies in one of our slabs, so its region is a live Slab region.
         unsafe {
-            let slab = region::desc_of(obj as usize);
+            let slab = region::slab_of(obj as usize);
             let s = &mut *slab;
             debug_assert!(s.list != SlabList::None && s.in_use > 0);
             debug_assert_eq!((obj as usize - s.base) % s.size as usize, 0);

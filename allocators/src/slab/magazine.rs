@@ -40,7 +40,7 @@ pub fn new_magazine() -> *mut Magazine {
         cache
             .0
             .lock()
-            .alloc_objects(MAGAZINE_CACHE as u8, MAGAZINE_SIZE, &mut out)
+            .alloc_objects(MAGAZINE_CACHE as u8, MAGAZINE_SIZE, 1, &mut out)
     };
     if got == 0 {
         return ptr::null_mut();

@@ -8,20 +8,21 @@
 //!   thread-local access, no lock, no atomic read-modify-write. When the loaded magazine is
 //!   empty (alloc) or full (free) the two are swapped if that helps; otherwise a full or empty
 //!   magazine is exchanged with the cache's depot, under the cache lock.
-//! - **Depot and slab layer** ([`cache`]): one cache per object size ([`size_classes`]: 36 sizes,
-//!   four per doubling, 8 B to 8 KiB), under one lock each. The depot ([`depot`]) holds full
+//! - **Depot and slab layer** ([`cache`]): one cache per object size ([`size_classes`]: 44 sizes,
+//!   four per doubling, 8 B to 32 KiB), under one lock each. The depot ([`depot`]) holds full
 //!   and empty magazines: at most about 8 MiB of objects per cache, released once unused for a
 //!   reap interval (100 ms; Bonwick's working-set reaping) and trimmed when a thread using it
-//!   exits; below it, slabs on partial, full and empty lists, each slab a 64 KiB run
-//!   of pages carved into equal objects with its free list threaded through the free objects.
+//!   exits; below it, slabs on partial, full and empty lists, each slab a run of pages (64 KiB
+//!   for objects up to 8 KiB, 256 KiB above) carved into equal objects, with its free list
+//!   threaded through the free objects.
 //! - **Page layer** ([`region`]): 4 MiB regions claimed as [`Owner::Slab`], each holding a header
-//!   and a descriptor per slab at its start, so a pointer finds its slab with one mask (no
-//!   per-object header). Empty slabs beyond a reserve of two per cache go back to the kernel
+//!   and a descriptor per 64 KiB unit at its start, so a pointer finds its slab with one mask and
+//!   two loads (no per-object header). Empty slabs beyond a reserve of two per cache go back to the kernel
 //!   (`MADV_DONTNEED`), and wholly free regions are unmapped (one kept as a spare).
 //!
-//! Requests above 8 KiB, or aligned above 8 KiB, are mapped directly by [`crate::large`] (no
+//! Requests above 32 KiB, or aligned above 32 KiB, are mapped directly by [`crate::large`] (no
 //! page-level path in between). A power-of-two size is served by the cache of exactly that size,
-//! whose objects are aligned to it; other alignments up to 8 KiB take the smallest cache whose
+//! whose objects are aligned to it; other alignments up to 32 KiB take the smallest cache whose
 //! size is a multiple of the alignment.
 //!
 //! `dealloc` routes by the region map (Slab, Large or foreign) and finds the cache from the
@@ -46,7 +47,7 @@ use core::sync::atomic::AtomicBool;
 
 use self::cache::Cache;
 use self::magazine::{free_magazines, new_magazine, Magazine};
-use self::size_classes::{class_for, depot_limit, magazine_rounds, NUM_CLASSES, SIZES};
+use self::size_classes::{class_for, depot_limit, magazine_rounds, slab_units, NUM_CLASSES, SIZES};
 use self::thread_counters::ThreadCounters;
 use crate::large;
 use crate::os;
@@ -204,7 +205,7 @@ impl ThreadCache {
         // SAFETY: `loaded` is a live empty magazine held by this thread; magsize <= MAG_MAX.
         let got = unsafe {
             let rounds = (*pair.loaded).rounds.get_unchecked_mut(..magsize as usize);
-            cache.alloc_objects(class as u8, SIZES[class], rounds)
+            cache.alloc_objects(class as u8, SIZES[class], slab_units(class), rounds)
         };
         drop(cache);
         // SAFETY: magazines the depot released, empty and now ours alone.
@@ -377,7 +378,7 @@ fn alloc_shared(class: usize, size: usize) -> *mut u8 {
     let got = unsafe { CACHES.get_unchecked(class) }
         .0
         .lock()
-        .alloc_objects(class as u8, SIZES[class], &mut out);
+        .alloc_objects(class as u8, SIZES[class], slab_units(class), &mut out);
     if got == 0 {
         return ptr::null_mut();
     }
@@ -453,7 +454,7 @@ unsafe extern "C" fn atfork_release() {
 // SAFETY: every small block is an object of one slab, handed out by exactly one magazine or slab
 // free list at a time (objects move between them under the cache lock or inside one thread's
 // cache); objects of a cache whose size is a multiple of the alignment start at multiples of
-// their size from a SLAB_SIZE-aligned slab base, so they are aligned as asked. Large blocks come
+// their size from a slab base aligned to at least 64 KiB, so they are aligned as asked. Large blocks come
 // from `large`, which aligns them itself.
 unsafe impl GlobalAlloc for Slab {
     #[inline]
@@ -486,7 +487,7 @@ unsafe impl GlobalAlloc for Slab {
             if let Some(class) = class_for(layout.size(), layout.align()) {
                 debug_assert_eq!(
                     // SAFETY: a pointer in a Slab region.
-                    unsafe { (*region::desc_of(ptr as usize)).cache } as usize,
+                    unsafe { (*region::slab_of(ptr as usize)).cache } as usize,
                     class
                 );
                 free_small(class, ptr, layout.size());
@@ -546,7 +547,12 @@ impl Introspect for Slab {
                 // SAFETY: a pointer in a Slab region: its header is mapped and initialised. Only
                 // the fields fixed while a slab is owned by a cache are read (`size` is non-zero
                 // exactly then); the slab of a live block cannot change owner meanwhile.
-                let s = unsafe { &*region::desc_of(addr) };
+                let slab = unsafe { region::slab_of(addr) };
+                if slab.is_null() {
+                    return None;
+                }
+                // SAFETY: a non-null head names a descriptor in the same mapped header.
+                let s = unsafe { &*slab };
                 if s.size == 0 || s.cache as usize >= NUM_CLASSES {
                     return None;
                 }

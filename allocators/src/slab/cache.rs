@@ -2,14 +2,21 @@
 //! object size, each with its free list inside the slab) and the depot of full and empty
 //! magazines above it. A cache is always used under its lock (see `CACHES` in `mod.rs`).
 //!
-//! Memory policy: the depot keeps at most a per-cache limit of full magazines (about
-//! [`DEPOT_BYTES`] of objects, see `size_classes::depot_limit`) and as many empty ones; beyond
-//! that, full magazines are emptied into their slabs and empty ones freed. Within that limit,
-//! magazines the program did not need during the last reap interval are released at the next
-//! exchange ([`Cache::reap`], Bonwick's working-set reaping), and when a thread exits the depots
-//! it used are trimmed to [`DEPOT_KEEP_AFTER_EXIT`] magazines of each kind (fewer threads need
-//! fewer cached objects). A cache keeps at most [`EMPTY_RESERVE`] empty slabs; further empty
-//! slabs go back to the page layer, which returns their pages to the kernel.
+//! Memory policy (Bonwick's working-set reaping, paced like mimalloc's delayed purge):
+//! - the depot keeps at most a per-cache limit of full magazines (about [`DEPOT_BYTES`] of
+//!   objects, see `size_classes::depot_limit`) and as many empty ones; beyond that, full
+//!   magazines are emptied into their slabs and empty ones freed;
+//! - a cache keeps empty slabs (ready for reuse, pages resident) up to [`EMPTY_MAX_BYTES`];
+//!   beyond that they go back to the page layer at once, which returns their pages to the kernel;
+//! - every reap interval ([`super::depot::REAP_INTERVAL_MS`], driven from the slow paths by
+//!   `reap_all` in `mod.rs`), [`Cache::reap`] releases the magazines and the empty slabs (beyond
+//!   [`EMPTY_RESERVE`]) that went unused through the whole last interval;
+//! - when a thread exits, the caches it used are trimmed to [`DEPOT_KEEP_AFTER_EXIT`] magazines
+//!   of each kind and [`EMPTY_RESERVE`] empty slabs (fewer threads need less cached memory).
+//!
+//! A burst of frees therefore stays cached while the program keeps reusing it (a phase-based
+//! program re-faulting every page each phase would be several times slower) and drains back to
+//! the kernel within two intervals once it does not.
 
 use core::ptr;
 
@@ -22,8 +29,10 @@ use super::region::{self, FreeObject, SlabDesc, SlabList};
 pub const DEPOT_BYTES: usize = 8 << 20;
 /// Magazines of each kind a depot keeps after a thread using it exits.
 pub const DEPOT_KEEP_AFTER_EXIT: u32 = 4;
-/// Empty slabs a cache keeps before handing them back to the page layer.
+/// Empty slabs a cache keeps however long they go unused.
 pub const EMPTY_RESERVE: u32 = 2;
+/// Bytes of empty slabs a cache keeps at most; more go back to the kernel at once.
+pub const EMPTY_MAX_BYTES: usize = 64 << 20;
 
 /// The state of one object cache. Invariants: every slab on `partial` has objects out and free
 /// ones, every slab on `full` has all its objects out, every slab on `empty` none; `empty_slabs`,
@@ -33,6 +42,8 @@ pub struct Cache {
     full: *mut SlabDesc,
     empty: *mut SlabDesc,
     empty_slabs: u32,
+    /// The fewest empty slabs held since the last reap (`<= empty_slabs`).
+    empty_low: u32,
     /// The magazines no thread holds.
     pub depot: Depot,
 }
@@ -49,6 +60,7 @@ impl Cache {
             full: ptr::null_mut(),
             empty: ptr::null_mut(),
             empty_slabs: 0,
+            empty_low: 0,
             depot: Depot::new(),
         }
     }
@@ -97,6 +109,7 @@ impl Cache {
             }
             if list == SlabList::Empty {
                 self.empty_slabs -= 1;
+                self.empty_low = self.empty_low.min(self.empty_slabs);
             }
             (*slab).list = SlabList::None;
         }
@@ -161,7 +174,7 @@ impl Cache {
     }
 
     /// Gives one object back to its slab; a slab that becomes empty joins the empty list, or goes
-    /// back to the page layer if the cache already holds [`EMPTY_RESERVE`] empty slabs.
+    /// back to the page layer if the cache already holds [`EMPTY_MAX_BYTES`] of empty slabs.
     ///
     /// # Safety
     /// `obj` must be an object of this cache that is out of its slab and no longer used.
@@ -178,7 +191,8 @@ impl Cache {
             s.in_use -= 1;
             if s.in_use == 0 {
                 self.unlink(slab);
-                if self.empty_slabs >= EMPTY_RESERVE {
+                let slab_bytes = s.units as usize * region::UNIT_SIZE;
+                if (self.empty_slabs as usize + 1) * slab_bytes > EMPTY_MAX_BYTES {
                     region::return_slab(slab);
                 } else {
                     self.push(slab, SlabList::Empty);
@@ -253,15 +267,32 @@ impl Cache {
         }
     }
 
-    /// Bonwick's working-set reap, run on depot exchanges: once per reap interval, releases the
-    /// magazines that stayed in the depot through the whole last interval (see [`Depot`]).
-    pub fn reap(&mut self, now_ms: u64, spill: &mut *mut Magazine) {
-        if let Some((full_unused, empty_unused)) = self.depot.reap_due(now_ms) {
-            if full_unused > 0 || empty_unused > 0 {
-                let full_keep = self.depot.full_count() - full_unused;
-                let empty_keep = self.depot.empty_count() - empty_unused;
-                self.trim(full_keep, empty_keep, spill);
-                self.depot.reset_lows();
+    /// Bonwick's working-set reap, run once per reap interval: releases the depot magazines and
+    /// the empty slabs (beyond [`EMPTY_RESERVE`]) that stayed unused through the whole last
+    /// interval. `limit` is the cache's depot limit.
+    pub fn reap(&mut self, limit: u32, spill: &mut *mut Magazine) {
+        let (full_unused, empty_unused) = self.depot.take_unused();
+        if full_unused > 0 || empty_unused > 0 {
+            let full_keep = self.depot.full_count() - full_unused;
+            let empty_keep = (self.depot.empty_count() - empty_unused).min(limit);
+            self.trim(full_keep, empty_keep, spill);
+            self.depot.reset_lows();
+        }
+        let unused_slabs = self
+            .empty_low
+            .min(self.empty_slabs.saturating_sub(EMPTY_RESERVE));
+        self.release_empty_slabs(self.empty_slabs - unused_slabs);
+        self.empty_low = self.empty_slabs;
+    }
+
+    /// Gives empty slabs beyond `keep` back to the page layer (and their pages to the kernel).
+    pub fn release_empty_slabs(&mut self, keep: u32) {
+        while self.empty_slabs > keep {
+            let slab = self.empty;
+            // SAFETY: the head of our empty list: a slab of ours with no object out.
+            unsafe {
+                self.unlink(slab);
+                region::return_slab(slab);
             }
         }
     }

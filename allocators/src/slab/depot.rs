@@ -3,10 +3,10 @@
 //!
 //! Every magazine exchange of a thread goes through the depot, under the cache's lock. The
 //! depot remembers the fewest full (and empty) magazines it held since the last reap: those
-//! magazines sat unused for the whole interval, so at the next reap (an exchange at least
-//! [`REAP_INTERVAL_MS`] later) that many are released ([`super::cache::Cache::reap`]). A burst
-//! of frees therefore stays cached while the program keeps reusing it, and drains back to the
-//! slabs (and their pages to the kernel) once it does not.
+//! magazines sat unused for the whole interval, so at the next reap (every [`REAP_INTERVAL_MS`])
+//! that many are released ([`super::cache::Cache::reap`]). A burst of frees therefore stays
+//! cached while the program keeps reusing it, and drains back to the slabs (and their pages to
+//! the kernel) once it does not.
 
 use core::ptr;
 
@@ -18,7 +18,7 @@ pub const REAP_INTERVAL_MS: u64 = 100;
 /// Full and empty magazines. Invariants: `full_count`/`empty_count` count the chains (linked
 /// through `Magazine::next`); full magazines hold `count == magazine_rounds(class)` rounds,
 /// empty ones 0; `full_low <= full_count` and `empty_low <= empty_count` are the minima since
-/// `last_reap_ms`.
+/// the last reap.
 pub struct Depot {
     full: *mut Magazine,
     full_count: u32,
@@ -26,7 +26,6 @@ pub struct Depot {
     empty_count: u32,
     full_low: u32,
     empty_low: u32,
-    last_reap_ms: u64,
 }
 
 impl Depot {
@@ -39,7 +38,6 @@ impl Depot {
             empty_count: 0,
             full_low: 0,
             empty_low: 0,
-            last_reap_ms: 0,
         }
     }
 
@@ -102,16 +100,12 @@ impl Depot {
         self.empty_count += 1;
     }
 
-    /// If a reap interval has passed since the last reap (by `now_ms`), starts a new interval
-    /// and returns how many (full, empty) magazines went unused through the last one.
-    pub fn reap_due(&mut self, now_ms: u64) -> Option<(u32, u32)> {
-        if now_ms.wrapping_sub(self.last_reap_ms) < REAP_INTERVAL_MS {
-            return None;
-        }
+    /// Starts a new reap interval and returns how many (full, empty) magazines went unused
+    /// through the last one.
+    pub fn take_unused(&mut self) -> (u32, u32) {
         let unused = (self.full_low, self.empty_low);
-        self.last_reap_ms = now_ms;
         self.reset_lows();
-        Some(unused)
+        unused
     }
 
     /// Starts the minima afresh from the current counts.

@@ -12,13 +12,14 @@
 //!   four per doubling, 8 B to 32 KiB), under one lock each. The depot ([`depot`]) holds full
 //!   and empty magazines: at most about 8 MiB of objects per cache, released once unused for a
 //!   reap interval (100 ms; Bonwick's working-set reaping) and trimmed when a thread using it
-//!   exits; below it, slabs on partial, full and empty lists, each slab a run of pages (64 KiB
-//!   for objects up to 8 KiB, 256 KiB above) carved into equal objects, with its free list
-//!   threaded through the free objects.
+//!   exits (the full policy is in [`cache`]); below it, slabs on partial, full and empty
+//!   lists, each slab a run of pages (64 KiB for objects up to 8 KiB, 256 KiB above) carved
+//!   into equal objects, with its free list threaded through the free objects.
 //! - **Page layer** ([`region`]): 4 MiB regions claimed as [`Owner::Slab`], each holding a header
 //!   and a descriptor per 64 KiB unit at its start, so a pointer finds its slab with one mask and
-//!   two loads (no per-object header). Empty slabs beyond a reserve of two per cache go back to the kernel
-//!   (`MADV_DONTNEED`), and wholly free regions are unmapped (one kept as a spare).
+//!   two loads (no per-object header). Empty slabs go back to the kernel (`MADV_DONTNEED`) once
+//!   unused for a reap interval (beyond a reserve of two per cache), and wholly free regions are
+//!   unmapped (one kept as a spare).
 //!
 //! Requests above 32 KiB, or aligned above 32 KiB, are mapped directly by [`crate::large`] (no
 //! page-level path in between). A power-of-two size is served by the cache of exactly that size,
@@ -43,7 +44,7 @@ mod thread_counters;
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::AtomicBool;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use self::cache::Cache;
 use self::magazine::{free_magazines, new_magazine, Magazine};
@@ -157,6 +158,7 @@ impl ThreadCache {
     #[inline(never)]
     fn alloc_refill(&mut self, class: usize, size: usize) -> *mut u8 {
         sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+        reap_all_if_due();
         let limit = depot_limit(class);
         let magsize = magazine_rounds(class);
         let pair = self.pair(class);
@@ -168,7 +170,6 @@ impl ThreadCache {
         let lock = unsafe { &CACHES.get_unchecked(class).0 };
         let mut spill = ptr::null_mut();
         let mut cache = lock.lock();
-        cache.reap(os::coarse_millis(), &mut spill);
         let full = cache.depot.pop_full();
         if !full.is_null() {
             if !pair.previous.is_null() {
@@ -238,6 +239,7 @@ impl ThreadCache {
     #[cold]
     #[inline(never)]
     fn free_exchange(&mut self, class: usize, block: *mut u8, size: usize) {
+        reap_all_if_due();
         let limit = depot_limit(class);
         let magsize = magazine_rounds(class);
         let pair = self.pair(class);
@@ -249,7 +251,6 @@ impl ThreadCache {
         let lock = unsafe { &CACHES.get_unchecked(class).0 };
         let mut spill = ptr::null_mut();
         let mut cache = lock.lock();
-        cache.reap(os::coarse_millis(), &mut spill);
         let mut empty = cache.depot.pop_empty();
         if empty.is_null() {
             drop(cache);
@@ -322,11 +323,50 @@ impl ThreadCache {
                 cache::DEPOT_KEEP_AFTER_EXIT,
                 &mut spill,
             );
+            cache.release_empty_slabs(cache::EMPTY_RESERVE);
             drop(cache);
             // SAFETY: magazines the depot could not keep, empty and now ours alone.
             unsafe { free_magazines(spill) };
         }
         self.counters.flush(&COUNTERS);
+    }
+}
+
+/// When the last reap of all caches started (milliseconds of [`os::coarse_millis`]).
+static LAST_REAP_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs [`Cache::reap`] on every cache if a reap interval has passed since the last time; one
+/// thread wins the right to do it. Called from the slow paths (at most once per magazine
+/// exchange), so the reaping needs no thread of its own; a program that stops allocating
+/// altogether keeps what its caches hold (bounded per cache).
+#[inline]
+fn reap_all_if_due() {
+    let now = os::coarse_millis();
+    let last = LAST_REAP_MS.load(Ordering::Relaxed);
+    if now.wrapping_sub(last) < depot::REAP_INTERVAL_MS {
+        return;
+    }
+    if LAST_REAP_MS
+        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    reap_all();
+}
+
+#[cold]
+fn reap_all() {
+    for (index, padded) in CACHES.iter().enumerate() {
+        let limit = if index < NUM_CLASSES {
+            depot_limit(index)
+        } else {
+            0
+        };
+        let mut spill = ptr::null_mut();
+        padded.0.lock().reap(limit, &mut spill);
+        // SAFETY: magazines the depot released, empty and now ours alone.
+        unsafe { free_magazines(spill) };
     }
 }
 

@@ -140,10 +140,12 @@ impl Arena {
     #[cold]
     fn alloc_refill(&mut self, layout: Layout, zeroed: bool) -> *mut u8 {
         self.hand_on();
-        if !take_chunk(self) {
+        let align = layout.align().max(HEADER);
+        // Worst case: the size word, then padding up to the alignment, then the block.
+        let need = layout.size().saturating_add(HEADER + align);
+        if !take_chunk(self, need) {
             return ptr::null_mut();
         }
-        let align = layout.align().max(HEADER);
         let block = (self.cursor + HEADER + align - 1) & !(align - 1);
         let new_cursor = block + layout.size() + hardened::CANARY_BYTES;
         if new_cursor > self.end {
@@ -209,20 +211,35 @@ impl Arena {
     }
 }
 
-/// Gives `arena` a spare tail if one exists, else a fresh chunk. `false` if the kernel refuses.
-fn take_chunk(arena: &mut Arena) -> bool {
+/// How many spare tails `take_chunk` looks at for one with room before mapping a fresh chunk.
+const SPARE_SCAN: usize = 8;
+
+/// Gives `arena` a spare tail with at least `need` bytes if one is near the front of the list,
+/// else a fresh chunk. `false` if the kernel refuses.
+fn take_chunk(arena: &mut Arena, need: usize) -> bool {
     sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
     {
         let mut shared = SHARED.lock();
-        let tail = shared.spare;
-        if !tail.is_null() {
+        let mut link: *mut *mut SpareTail = &mut shared.spare;
+        for _ in 0..SPARE_SCAN {
+            // SAFETY: `link` points at the list head or at the `next` field of a listed tail, all
+            // owned by the list and only touched under the lock we hold.
+            let tail = unsafe { *link };
+            if tail.is_null() {
+                break;
+            }
             // SAFETY: list entries are valid tails owned by the list.
             let t = unsafe { tail.read() };
-            shared.spare = t.next;
-            arena.cursor = tail as usize;
-            arena.end = t.end;
-            arena.clean_from = t.clean_from;
-            return true;
+            if t.end - tail as usize >= need {
+                // SAFETY: as above; unlinking `tail`, which now belongs to `arena`.
+                unsafe { *link = t.next };
+                arena.cursor = tail as usize;
+                arena.end = t.end;
+                arena.clean_from = t.clean_from;
+                return true;
+            }
+            // SAFETY: `tail` is a valid listed tail.
+            link = unsafe { &raw mut (*tail).next };
         }
     }
     let chunk = os::map_aligned(CHUNK_SIZE, REGION_SIZE);
@@ -508,5 +525,44 @@ impl Introspect for Bump {
             },
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request that does not fit the rest of the chunk, when that rest is long enough to go on
+    /// the spare list, must get a fresh chunk (it once got its own too-short tail back, and null).
+    #[test]
+    fn refill_skips_spare_tails_too_short_for_the_request() {
+        std::thread::spawn(|| {
+            let bump = Bump::new();
+            let small = Layout::from_size_align(16, 16).unwrap();
+            // SAFETY: valid layouts; the blocks are never used after the thread ends.
+            unsafe {
+                let first = bump.alloc(small);
+                assert!(!first.is_null());
+                let chunk_end = region_map::window_base(first) + CHUNK_SIZE;
+                // Fill the chunk until between 5 KiB and 6 KiB are left.
+                loop {
+                    let cursor = bump.alloc(small) as usize + 16;
+                    let left = chunk_end - cursor;
+                    if left < 6 * 1024 {
+                        assert!(left >= 5 * 1024, "step overshot: {left}");
+                        break;
+                    }
+                    let step = (left - 5 * 1024 - 2 * HEADER - 32).min(LARGE_THRESHOLD);
+                    assert!(!bump
+                        .alloc(Layout::from_size_align(step, 16).unwrap())
+                        .is_null());
+                }
+                let big = bump.alloc(Layout::from_size_align(8192, 16).unwrap());
+                assert!(!big.is_null());
+                big.write_bytes(1, 8192);
+            }
+        })
+        .join()
+        .unwrap();
     }
 }

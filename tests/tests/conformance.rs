@@ -1,0 +1,5 @@
+//! The conformance suite against every allocator (one line each) and against System, which
+//! proves the suite itself right.
+
+allocator_suites::conformance_tests!(system, std::alloc::System);
+allocator_suites::conformance_tests!(bump, allocators::Bump::new());

@@ -474,6 +474,11 @@ fn alloc_large(layout: Layout) -> *mut u8 {
     p
 }
 
+/// `pthread_atfork` prepare handler: takes every cache lock (in index order), then the page
+/// layer's, so no lock is held by another thread across `fork()`.
+///
+/// # Safety
+/// Called by libc before `fork()`, paired with [`atfork_release`].
 unsafe extern "C" fn atfork_prepare() {
     for c in CACHES.iter() {
         c.0.force_lock();
@@ -481,6 +486,10 @@ unsafe extern "C" fn atfork_prepare() {
     region::lock_for_fork();
 }
 
+/// `pthread_atfork` parent and child handler: releases what [`atfork_prepare`] took.
+///
+/// # Safety
+/// Called by libc after `fork()`, in the thread that ran [`atfork_prepare`].
 unsafe extern "C" fn atfork_release() {
     // SAFETY: atfork_prepare took every one of these locks in this thread, without guards.
     unsafe {

@@ -44,9 +44,11 @@ pub mod region_map;
 pub mod stats;
 pub mod sync;
 
+mod buddy;
 mod bump;
 mod slab;
 
+pub use buddy::Buddy;
 pub use bump::Bump;
 pub use region_map::Owner;
 pub use slab::Slab;

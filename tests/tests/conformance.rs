@@ -3,4 +3,5 @@
 
 allocator_suites::conformance_tests!(system, std::alloc::System);
 allocator_suites::conformance_tests!(bump, allocators::Bump::new());
+allocator_suites::conformance_tests!(buddy, allocators::Buddy::new());
 allocator_suites::conformance_tests!(slab, allocators::Slab::new());

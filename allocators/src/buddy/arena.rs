@@ -1,0 +1,480 @@
+//! A buddy arena: the free lists of its regions, splitting on allocation and coalescing on free.
+//!
+//! One doubly linked free list per order threads through the free blocks themselves (a 16 B block
+//! has room for both links), so a buddy found by address (`addr ^ size`) leaves its list in O(1).
+//! Whether a block is free, and its order, is in the region's tag bytes (see [`super::region`]),
+//! never in the block, so coalescing reads no header inside neighbouring memory.
+//!
+//! Policy: allocation takes the smallest free block that fits and splits it down, putting the
+//! upper halves on their lists; free merges with the buddy while the buddy is free and of the same
+//! order. A region that becomes wholly free is kept if it is the arena's only empty region and
+//! returned to the kernel otherwise, so an alternating allocate/free of a large block does not
+//! thrash `mmap`.
+//!
+//! Returning memory inside regions: free blocks of [`PURGE_MIN_ORDER`] (256 KiB) and up that hold
+//! written ("dirty") pages are counted; when they exceed [`PURGE_THRESHOLD`] the arena discards
+//! their pages (`MADV_DONTNEED`) and marks them clean. A budget rather than purging at once keeps a
+//! program that frees and reallocates one large block from paying page faults every time.
+//! `mapped_bytes` counts, per region, the metadata plus every block that is not clean.
+//!
+//! An arena is not thread-safe by itself; the allocator keeps each behind a `sync::Lock`.
+
+use core::ptr;
+
+use super::region::{
+    self, get_tag, set_tag, RegionHeader, CAPACITY, MAX_ORDER, META_SIZE, MIN_ORDER, NUM_ORDERS,
+    TAG_CLEAN, TAG_FREE, TAG_USED,
+};
+use crate::os;
+use crate::region_map::REGION_SIZE;
+use crate::stats::GlobalCounters;
+
+/// The smallest order whose free blocks are discarded when the dirty budget is exceeded.
+pub const PURGE_MIN_ORDER: u32 = 18;
+/// Bytes of dirty free blocks of [`PURGE_MIN_ORDER`] and up an arena keeps before discarding them.
+pub const PURGE_THRESHOLD: usize = 8 << 20;
+
+/// The links written into a free block.
+#[repr(C)]
+struct FreeNode {
+    next: *mut FreeNode,
+    prev: *mut FreeNode,
+}
+
+/// The free lists and regions of one arena.
+///
+/// Invariants: every block on `free[k]` is tagged `TAG_FREE | (MIN_ORDER + k)` (plus `TAG_CLEAN`
+/// if it was never written since it was mapped or discarded) and lies in a region of this arena;
+/// every block tagged free is on exactly one list; no free block has a free buddy of the same
+/// order (free blocks are fully coalesced); `empty_regions` counts this arena's regions whose
+/// `free_bytes == CAPACITY`; `dirty_large` is the sum of the sizes of the free blocks of order
+/// [`PURGE_MIN_ORDER`] and up that are not clean.
+pub struct Arena {
+    index: usize,
+    free: [*mut FreeNode; NUM_ORDERS],
+    regions: *mut RegionHeader,
+    empty_regions: usize,
+    dirty_large: usize,
+}
+
+// SAFETY: the raw pointers refer to region memory owned by the arena; the allocator only touches
+// an arena under its lock.
+unsafe impl Send for Arena {}
+
+impl Arena {
+    /// An arena with no regions; `index` is what its regions record as their owner.
+    pub const fn new(index: usize) -> Self {
+        Arena {
+            index,
+            free: [ptr::null_mut(); NUM_ORDERS],
+            regions: ptr::null_mut(),
+            empty_regions: 0,
+            dirty_large: 0,
+        }
+    }
+
+    /// Puts the block at `addr` of `order` on its free list and tags it free (and clean if
+    /// `clean`: never written since mapped, apart from the links about to be written).
+    ///
+    /// # Safety
+    /// The block must lie in a region of this arena and be owned by nobody.
+    #[inline]
+    unsafe fn push(&mut self, addr: usize, order: u32, clean: bool) {
+        let slot = (order - MIN_ORDER) as usize;
+        debug_assert!(slot < NUM_ORDERS);
+        // SAFETY: slot < NUM_ORDERS (orders are validated by callers).
+        let head = unsafe { self.free.get_unchecked_mut(slot) };
+        let node = addr as *mut FreeNode;
+        // SAFETY: the block is at least 16 B, 16-aligned and unused; the old head is a live node.
+        unsafe {
+            node.write(FreeNode {
+                next: *head,
+                prev: ptr::null_mut(),
+            });
+            if !(*head).is_null() {
+                (**head).prev = node;
+            }
+            set_tag(
+                addr,
+                TAG_FREE | order as u8 | if clean { TAG_CLEAN } else { 0 },
+            );
+        }
+        *head = node;
+        if !clean && order >= PURGE_MIN_ORDER {
+            self.dirty_large += 1 << order;
+        }
+    }
+
+    /// Takes the block at `addr` of `order` off its free list (the tag is left to the caller);
+    /// returns whether it was clean.
+    ///
+    /// # Safety
+    /// The block must be on this arena's list for `order`.
+    #[inline]
+    unsafe fn unlink(&mut self, addr: usize, order: u32) -> bool {
+        let slot = (order - MIN_ORDER) as usize;
+        let node = addr as *mut FreeNode;
+        // SAFETY: the block is on our list, so its tag is live.
+        let clean = unsafe { get_tag(addr) } & TAG_CLEAN != 0;
+        if !clean && order >= PURGE_MIN_ORDER {
+            self.dirty_large -= 1 << order;
+        }
+        // SAFETY: node is on the list, so it and its neighbours are live nodes.
+        unsafe {
+            let FreeNode { next, prev } = node.read();
+            if prev.is_null() {
+                *self.free.get_unchecked_mut(slot) = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+        }
+        clean
+    }
+
+    /// Allocates a block of `order` (`MIN_ORDER..=MAX_ORDER`), mapping a region if no free block
+    /// is large enough. Null if the kernel refuses memory.
+    #[inline]
+    pub fn alloc_block(&mut self, order: u32, counters: &GlobalCounters) -> *mut u8 {
+        self.alloc_block_clean(order, counters).0
+    }
+
+    /// As [`Arena::alloc_block`], also telling whether the block is clean: all zero except its
+    /// first 16 bytes (where the free-list links were), because it was never written since the
+    /// kernel mapped it.
+    pub fn alloc_block_clean(&mut self, order: u32, counters: &GlobalCounters) -> (*mut u8, bool) {
+        debug_assert!((MIN_ORDER..=MAX_ORDER).contains(&order));
+        let mut k = order;
+        while k <= MAX_ORDER && self.free[(k - MIN_ORDER) as usize].is_null() {
+            k += 1;
+        }
+        if k > MAX_ORDER {
+            if !self.add_region(counters) {
+                return (ptr::null_mut(), false);
+            }
+            k = MAX_ORDER;
+        }
+        let addr = self.free[(k - MIN_ORDER) as usize] as usize;
+        // SAFETY: addr heads list k, so it is a free block of order k in one of our regions; its
+        // upper halves split off below lie inside it and are owned by nobody.
+        let clean = unsafe {
+            let clean = self.unlink(addr, k);
+            while k > order {
+                k -= 1;
+                self.push(addr + (1 << k), k, clean);
+            }
+            set_tag(addr, TAG_USED | order as u8);
+            let header = region::header_of(addr);
+            if (*header).free_bytes == CAPACITY {
+                self.empty_regions -= 1;
+            }
+            (*header).free_bytes -= 1 << order;
+            clean
+        };
+        if clean {
+            // The block's bytes are about to be written: count them as mapped from now on.
+            counters.add_mapped(1 << order);
+        }
+        (addr as *mut u8, clean)
+    }
+
+    /// Frees the block at `addr` of `order`, coalescing it with its buddies while they are free.
+    ///
+    /// # Safety
+    /// `addr` must be a block of `order` allocated from this arena (tagged used) and dead.
+    pub unsafe fn free_block(&mut self, addr: usize, order: u32, counters: &GlobalCounters) {
+        // SAFETY: the block is ours (caller), so its region and tags are live.
+        unsafe {
+            debug_assert_eq!(get_tag(addr), TAG_USED | order as u8);
+            let header = region::header_of(addr);
+            debug_assert_eq!((*header).arena, self.index);
+            (*header).free_bytes += 1 << order;
+            let (mut a, mut k) = (addr, order);
+            while k < MAX_ORDER {
+                let buddy = a ^ (1 << k);
+                if get_tag(buddy) & !TAG_CLEAN != TAG_FREE | k as u8 {
+                    break;
+                }
+                if self.unlink(buddy, k) {
+                    // The merged block is dirty as a whole: count the clean part.
+                    counters.add_mapped(1 << k);
+                }
+                set_tag(a.max(buddy), 0);
+                a = a.min(buddy);
+                k += 1;
+            }
+            self.push(a, k, false);
+            if (*header).free_bytes == CAPACITY {
+                if self.empty_regions > 0 {
+                    self.release_region(header, counters);
+                } else {
+                    self.empty_regions += 1;
+                }
+            }
+        }
+        if self.dirty_large > PURGE_THRESHOLD {
+            self.purge(counters);
+        }
+    }
+
+    /// Discards the pages of every dirty free block of [`PURGE_MIN_ORDER`] and up and marks it
+    /// clean.
+    #[cold]
+    fn purge(&mut self, counters: &GlobalCounters) {
+        for order in PURGE_MIN_ORDER..=MAX_ORDER {
+            let mut node = self.free[(order - MIN_ORDER) as usize];
+            while !node.is_null() {
+                let addr = node as usize;
+                // SAFETY: a node of our list; its link is read before the block is discarded,
+                // and blocks re-pushed at the head are never visited again.
+                unsafe {
+                    node = (*node).next;
+                    if get_tag(addr) & TAG_CLEAN == 0 {
+                        self.unlink(addr, order);
+                        os::discard(addr as *mut u8, 1 << order);
+                        self.push(addr, order, true);
+                        counters.sub_mapped(1 << order);
+                    }
+                }
+            }
+        }
+        debug_assert_eq!(self.dirty_large, 0);
+    }
+
+    /// Grows the allocated block at `addr` from `old` to `new` order in place, if the buddies
+    /// above it are free. Returns `false` (changing nothing) otherwise.
+    ///
+    /// # Safety
+    /// `addr` must be a live block of order `old` allocated from this arena; `old < new <= MAX_ORDER`.
+    pub unsafe fn grow_in_place(
+        &mut self,
+        addr: usize,
+        old: u32,
+        new: u32,
+        counters: &GlobalCounters,
+    ) -> bool {
+        if !addr.is_multiple_of(1 << new) {
+            return false;
+        }
+        // SAFETY: the buddies lie inside the same region (new <= MAX_ORDER), whose tags are live.
+        unsafe {
+            for k in old..new {
+                if get_tag(addr + (1 << k)) & !TAG_CLEAN != TAG_FREE | k as u8 {
+                    return false;
+                }
+            }
+            for k in old..new {
+                let buddy = addr + (1 << k);
+                if self.unlink(buddy, k) {
+                    counters.add_mapped(1 << k);
+                }
+                set_tag(buddy, 0);
+            }
+            set_tag(addr, TAG_USED | new as u8);
+            let header = region::header_of(addr);
+            (*header).free_bytes -= (1 << new) - (1 << old);
+        }
+        true
+    }
+
+    /// Shrinks the allocated block at `addr` from `old` to `new` order, freeing the upper parts.
+    ///
+    /// # Safety
+    /// `addr` must be a live block of order `old` allocated from this arena; `new < old`; the
+    /// bytes past `1 << new` are dead.
+    pub unsafe fn shrink_in_place(
+        &mut self,
+        addr: usize,
+        old: u32,
+        new: u32,
+        counters: &GlobalCounters,
+    ) {
+        // SAFETY: the upper parts lie inside the block (caller), so in its region.
+        unsafe {
+            set_tag(addr, TAG_USED | new as u8);
+            for k in new..old {
+                let part = addr + (1 << k);
+                set_tag(part, TAG_USED | k as u8);
+                self.free_block(part, k, counters);
+            }
+        }
+    }
+
+    /// Maps a region for this arena and puts its blocks on the free lists.
+    fn add_region(&mut self, counters: &GlobalCounters) -> bool {
+        let header = region::map(self.index, counters);
+        if header.is_null() {
+            return false;
+        }
+        let base = region::base_of(header as usize);
+        // SAFETY: the region is fresh and ours; the top blocks tile META_SIZE..REGION_SIZE.
+        unsafe {
+            (*header).next = self.regions;
+            if !self.regions.is_null() {
+                (*self.regions).prev = header;
+            }
+            self.regions = header;
+            let mut offset = META_SIZE;
+            while offset < REGION_SIZE {
+                self.push(base + offset, region::top_order(offset), true);
+                offset *= 2;
+            }
+            (*header).free_bytes = CAPACITY;
+        }
+        self.empty_regions += 1;
+        true
+    }
+
+    /// Unlinks a wholly free region's blocks and the region, and returns it to the kernel.
+    ///
+    /// # Safety
+    /// `header` must be a region of this arena with `free_bytes == CAPACITY`.
+    unsafe fn release_region(&mut self, header: *mut RegionHeader, counters: &GlobalCounters) {
+        let base = region::base_of(header as usize);
+        // SAFETY: a wholly free, fully coalesced region holds exactly the top blocks, all on our
+        // lists; the region list links are valid under our lock.
+        unsafe {
+            let mut offset = META_SIZE;
+            while offset < REGION_SIZE {
+                let order = region::top_order(offset);
+                debug_assert_eq!(get_tag(base + offset) & !TAG_CLEAN, TAG_FREE | order as u8);
+                if !self.unlink(base + offset, order) {
+                    counters.sub_mapped(1 << order);
+                }
+                offset *= 2;
+            }
+            let RegionHeader { next, prev, .. } = header.read();
+            if prev.is_null() {
+                self.regions = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            region::unmap(header, counters);
+        }
+    }
+
+    /// The largest order with a free block, if any (tests only).
+    #[cfg(test)]
+    pub fn largest_free_order(&self) -> Option<u32> {
+        (MIN_ORDER..=MAX_ORDER)
+            .rev()
+            .find(|&k| !self.free[(k - MIN_ORDER) as usize].is_null())
+    }
+
+    /// Returns every wholly free region to the kernel, the spare included (tests only).
+    #[cfg(test)]
+    pub fn release_empty_regions(&mut self, counters: &GlobalCounters) {
+        let mut region = self.regions;
+        while !region.is_null() {
+            // SAFETY: a live region header of this arena, read before it may be unmapped.
+            let (next, free) = unsafe { ((*region).next, (*region).free_bytes) };
+            if free == CAPACITY {
+                // SAFETY: wholly free region of this arena.
+                unsafe { self.release_region(region, counters) };
+                self.empty_regions -= 1;
+            }
+            region = next;
+        }
+    }
+
+    /// Checks every invariant of the arena by walking its regions block by block, and returns a
+    /// census. Panics on a violation (tests only).
+    #[cfg(test)]
+    pub fn check_invariants(&self) -> Census {
+        let mut census = Census::default();
+        let mut listed = 0usize;
+        for (slot, &head) in self.free.iter().enumerate() {
+            let order = MIN_ORDER + slot as u32;
+            let mut prev = ptr::null_mut();
+            let mut node = head;
+            while !node.is_null() {
+                let addr = node as usize;
+                // SAFETY: list nodes are free blocks in live regions of this arena.
+                unsafe {
+                    let t = get_tag(addr) & !TAG_CLEAN;
+                    assert_eq!(t, TAG_FREE | order as u8, "listed block tag");
+                    assert_eq!((*region::header_of(addr)).arena, self.index);
+                    assert_eq!((*node).prev, prev, "prev link");
+                    prev = node;
+                    node = (*node).next;
+                }
+                listed += 1;
+            }
+        }
+        let mut dirty_large = 0;
+        let mut region = self.regions;
+        let mut empty = 0;
+        while !region.is_null() {
+            census.regions += 1;
+            let base = region::base_of(region as usize);
+            let mut offset = META_SIZE;
+            let mut free_bytes = 0;
+            let mut blocks = 0;
+            while offset < REGION_SIZE {
+                let addr = base + offset;
+                // SAFETY: addr lies in a live region of this arena.
+                let t = unsafe { get_tag(addr) } & !TAG_CLEAN;
+                assert!(t & TAG_USED == 0 || unsafe { get_tag(addr) } & TAG_CLEAN == 0);
+                let order = (t & region::TAG_ORDER) as u32;
+                assert!(t & (TAG_FREE | TAG_USED) != 0, "block start without tag");
+                assert!((MIN_ORDER..=MAX_ORDER).contains(&order));
+                assert!(addr.is_multiple_of(1 << order), "misaligned block");
+                if t & TAG_FREE != 0 {
+                    // SAFETY: as above.
+                    let clean = unsafe { get_tag(addr) } & TAG_CLEAN != 0;
+                    if !clean && order >= PURGE_MIN_ORDER {
+                        dirty_large += 1 << order;
+                    }
+                    free_bytes += 1 << order;
+                    census.free_blocks += 1;
+                    if order < MAX_ORDER {
+                        // SAFETY: the buddy lies in the same region.
+                        let buddy = unsafe { get_tag(addr ^ (1 << order)) } & !TAG_CLEAN;
+                        assert_ne!(buddy, t, "two free buddies left uncoalesced");
+                    }
+                } else {
+                    census.used_blocks += 1;
+                }
+                // Tags of granules inside the block must be clear.
+                for g in (addr + region::GRANULE..addr + (1 << order)).step_by(region::GRANULE) {
+                    // SAFETY: inside the same region.
+                    assert_eq!(unsafe { get_tag(g) }, 0, "stale tag inside a block");
+                }
+                blocks += 1;
+                offset += 1 << order;
+            }
+            assert!(blocks > 0);
+            // SAFETY: a live region header of this arena.
+            let h = unsafe { &*region };
+            assert_eq!(h.free_bytes, free_bytes, "free_bytes");
+            if free_bytes == CAPACITY {
+                empty += 1;
+            }
+            census.free_bytes += free_bytes;
+            region = h.next;
+        }
+        assert_eq!(listed, census.free_blocks, "free blocks not on a list");
+        assert_eq!(empty, self.empty_regions, "empty region count");
+        assert_eq!(dirty_large, self.dirty_large, "dirty large free bytes");
+        census
+    }
+}
+
+/// What [`Arena::check_invariants`] counted.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Regions the arena holds.
+    pub regions: usize,
+    /// Free blocks on its lists.
+    pub free_blocks: usize,
+    /// Allocated blocks (handed out or cached by a thread).
+    pub used_blocks: usize,
+    /// Bytes of free blocks.
+    pub free_bytes: usize,
+}

@@ -1,0 +1,606 @@
+//! The buddy allocator (Knuth; the Linux page allocator): power-of-two blocks that split on
+//! allocation and coalesce with their buddy on free.
+//!
+//! Memory comes in 4 MiB regions aligned to their own size ([`region`]); blocks of `2^k` bytes,
+//! from 16 B up to 2 MiB, are carved from them by [`arena::Arena`], which keeps one doubly linked
+//! free list per order and the order tags outside the blocks. A request of `size` bytes aligned to
+//! `align` takes a block of order `ceil(log2(max(size, align, 16)))`: any power-of-two alignment up
+//! to the block size comes for free, because a `2^k` block is `2^k`-aligned. Requests above 2 MiB
+//! (or aligned above it) go to [`crate::large`].
+//!
+//! Scaling: there are [`NUM_ARENAS`] arenas, each behind its own lock, and each thread is given
+//! one round-robin. In front of them every thread keeps a small cache per order up to 64 KiB
+//! ([`MAX_CACHED_ORDER`]): the fast path of `alloc` and `dealloc` is one thread-local access and a
+//! push or pop on an array of addresses (a magazine, so caching a block never touches its
+//! memory), with no lock and no atomic read-modify-write. A cache that runs dry takes a batch
+//! from its arena under one lock; one that overflows gives its older half back,
+//! each block to the arena that owns its region (so frees from another thread's memory are
+//! handed back to the right arena). Cached blocks stay tagged "used", so they never coalesce while
+//! cached; a thread's caches go back to the arenas when it exits.
+//!
+//! Memory goes back to the kernel two ways: a region that becomes wholly free is unmapped (each
+//! arena keeps one empty region as a spare), and once an arena holds more than 8 MiB of written
+//! free blocks of 256 KiB and up, their pages are discarded (see [`arena`]). Free blocks never
+//! written since they were mapped or discarded are tagged clean, which lets `alloc_zeroed` skip
+//! the memset. Debug and `hardened` builds check the tag on every free (double and invalid frees
+//! abort with a message); in debug builds without `hardened` a double free of a block still in a
+//! thread cache goes unnoticed (hardened builds tag cached blocks, so it is caught).
+//!
+//! Cost shown by this allocator: rounding every request up to a power of two. It is counted
+//! exactly (sum over live blocks of block size minus requested size) and reported by
+//! [`Buddy::internal_fragmentation_bytes`].
+
+mod arena;
+mod region;
+#[cfg(test)]
+mod tests;
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::{Cell, UnsafeCell};
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+
+use arena::Arena;
+use region::{MAX_ORDER, MIN_ORDER, TAG_ORDER, TAG_USED};
+
+use crate::hardened::{self, Misuse};
+use crate::large;
+use crate::region_map::{self, Owner};
+use crate::stats::{GlobalCounters, LocalCounters, Stats};
+use crate::sync::{self, Lock, LockGuard};
+use crate::Introspect;
+
+/// The number of arenas (each with its own lock and regions).
+pub const NUM_ARENAS: usize = 4;
+/// The largest order kept in the per-thread caches (64 KiB).
+pub const MAX_CACHED_ORDER: u32 = 16;
+/// Bytes a thread may cache per order (the count is clamped to `4..=64` blocks).
+const CACHE_BYTES_PER_ORDER: usize = 256 * 1024;
+const NUM_BINS: usize = (MAX_CACHED_ORDER - MIN_ORDER + 1) as usize;
+/// Operations after which a thread folds its fragmentation delta into the shared counter.
+const WASTE_FLUSH_OPS: u32 = 256;
+
+static COUNTERS: GlobalCounters = GlobalCounters::new();
+/// Bytes lost to rounding up, summed over live blocks (folded from the threads' deltas).
+static WASTE: AtomicIsize = AtomicIsize::new(0);
+static ARENAS: [Lock<Arena>; NUM_ARENAS] = [
+    Lock::new(Arena::new(0)),
+    Lock::new(Arena::new(1)),
+    Lock::new(Arena::new(2)),
+    Lock::new(Arena::new(3)),
+];
+static NEXT_ARENA: AtomicUsize = AtomicUsize::new(0);
+static ATFORK: AtomicBool = AtomicBool::new(false);
+
+/// The buddy allocator; see the module documentation. A zero-sized handle onto one process-wide
+/// heap.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Buddy {
+    _private: (),
+}
+
+impl Buddy {
+    /// A handle onto the process-wide buddy heap. Nothing is mapped until the first allocation.
+    pub const fn new() -> Self {
+        Buddy { _private: () }
+    }
+
+    /// Bytes lost to rounding requests up to a power of two: the sum over live blocks of block
+    /// size minus requested size (blocks served by [`crate::large`] are not counted). Accurate to
+    /// within a few hundred operations' worth per running thread, like [`Introspect::stats`].
+    pub fn internal_fragmentation_bytes(&self) -> usize {
+        WASTE.load(Ordering::Relaxed).max(0) as usize
+    }
+}
+
+/// The block order serving `size` bytes aligned to `align`; above [`MAX_ORDER`] means `large`.
+#[inline(always)]
+fn order_for(size: usize, align: usize) -> u32 {
+    let s = size.max(align).max(1 << MIN_ORDER);
+    usize::BITS - (s - 1).leading_zeros()
+}
+
+/// Takes arena `index`'s lock (registering the fork handlers on first use).
+#[inline]
+fn lock_arena(index: usize) -> LockGuard<'static, Arena> {
+    sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+    debug_assert!(index < NUM_ARENAS);
+    ARENAS[index % NUM_ARENAS].lock()
+}
+
+/// The arena owning the region of `addr`.
+///
+/// # Safety
+/// `addr` must lie in a live buddy region.
+#[inline]
+unsafe fn arena_of(addr: usize) -> usize {
+    // SAFETY: the header of a live region; its `arena` field never changes.
+    unsafe { (*region::header_of(addr)).arena }
+}
+
+unsafe extern "C" fn atfork_prepare() {
+    for arena in &ARENAS {
+        arena.force_lock();
+    }
+}
+
+unsafe extern "C" fn atfork_release() {
+    for arena in ARENAS.iter().rev() {
+        // SAFETY: atfork_prepare took every arena lock in this thread.
+        unsafe { arena.force_unlock() };
+    }
+}
+
+/// The most blocks any bin holds.
+const BIN_CAPACITY: usize = 64;
+
+/// A stack of cached blocks of one order: an array of addresses (a magazine), so caching a
+/// block never touches its memory.
+///
+/// Invariant: `slots[..count]` are the cached blocks, `count <= BIN_CAPACITY`.
+#[derive(Clone, Copy)]
+struct Bin {
+    count: usize,
+    slots: [*mut u8; BIN_CAPACITY],
+}
+
+/// The most blocks of `order` a thread caches (at most [`BIN_CAPACITY`]).
+#[inline(always)]
+const fn bin_limit(order: u32) -> usize {
+    let n = CACHE_BYTES_PER_ORDER >> order;
+    if n < 4 {
+        4
+    } else if n > BIN_CAPACITY {
+        BIN_CAPACITY
+    } else {
+        n
+    }
+}
+
+/// A thread's caches and counters.
+///
+/// Invariants: every block in `bins[k]` is a block of order `MIN_ORDER + k`, tagged used, that no
+/// one else references; `arena < NUM_ARENAS` once assigned.
+struct ThreadCache {
+    bins: [Bin; NUM_BINS],
+    arena: usize,
+    counters: LocalCounters,
+    waste: Cell<isize>,
+    waste_ops: Cell<u32>,
+}
+
+impl ThreadCache {
+    const fn new() -> Self {
+        ThreadCache {
+            bins: [Bin {
+                count: 0,
+                slots: [ptr::null_mut(); BIN_CAPACITY],
+            }; NUM_BINS],
+            arena: usize::MAX,
+            counters: LocalCounters::new(),
+            waste: Cell::new(0),
+            waste_ops: Cell::new(0),
+        }
+    }
+
+    /// The fast path: pop a cached block of `order`, or go to the arena. Also tells whether the
+    /// block is clean (see [`Arena::alloc_block_clean`]); cached blocks never are.
+    #[inline(always)]
+    fn alloc(&mut self, order: u32, size: usize) -> (*mut u8, bool) {
+        let (p, clean) = if order <= MAX_CACHED_ORDER {
+            // SAFETY: MIN_ORDER <= order <= MAX_CACHED_ORDER, so the index is in bounds.
+            let bin = unsafe { self.bins.get_unchecked_mut((order - MIN_ORDER) as usize) };
+            if bin.count == 0 {
+                (self.refill(order), false)
+            } else {
+                bin.count -= 1;
+                // SAFETY: count < BIN_CAPACITY after the decrement (bin invariant).
+                let p = unsafe { *bin.slots.get_unchecked(bin.count) };
+                mark_cached(p as usize, order, false);
+                (p, false)
+            }
+        } else {
+            self.alloc_uncached(order)
+        };
+        if !p.is_null() {
+            self.counters.on_alloc(size, &COUNTERS);
+            self.note_waste(((1usize << order) - size) as isize);
+        }
+        (p, clean)
+    }
+
+    /// The fast path of free: push onto the cache of `order`, or give back to the arena.
+    ///
+    /// # Safety
+    /// `addr` must be a live block of `order` from this allocator, not used afterwards.
+    #[inline(always)]
+    unsafe fn free(&mut self, addr: usize, order: u32, size: usize) {
+        if order <= MAX_CACHED_ORDER {
+            // SAFETY: MIN_ORDER <= order <= MAX_CACHED_ORDER.
+            let mut bin = unsafe { self.bins.get_unchecked_mut((order - MIN_ORDER) as usize) };
+            if bin.count >= bin_limit(order) {
+                self.flush_bin(order, bin_limit(order) / 2);
+                // SAFETY: as above.
+                bin = unsafe { self.bins.get_unchecked_mut((order - MIN_ORDER) as usize) };
+            }
+            mark_cached(addr, order, true);
+            // SAFETY: count < bin_limit <= BIN_CAPACITY here; the dead block now belongs to
+            // the cache.
+            unsafe { *bin.slots.get_unchecked_mut(bin.count) = addr as *mut u8 };
+            bin.count += 1;
+        } else {
+            // SAFETY: forwarded contract.
+            unsafe { free_to_arena(addr, order) };
+        }
+        self.counters.on_free(size, &COUNTERS);
+        self.note_waste(size as isize - (1isize << order));
+    }
+
+    #[inline(always)]
+    fn note_waste(&self, delta: isize) {
+        self.waste.set(self.waste.get() + delta);
+        let ops = self.waste_ops.get() + 1;
+        self.waste_ops.set(ops);
+        if ops >= WASTE_FLUSH_OPS {
+            self.flush_waste();
+        }
+    }
+
+    #[cold]
+    fn flush_waste(&self) {
+        WASTE.fetch_add(self.waste.replace(0), Ordering::Relaxed);
+        self.waste_ops.set(0);
+    }
+
+    /// The thread's arena, assigned round-robin on first use.
+    #[inline]
+    fn arena(&mut self) -> usize {
+        if self.arena >= NUM_ARENAS {
+            self.arena = NEXT_ARENA.fetch_add(1, Ordering::Relaxed) % NUM_ARENAS;
+        }
+        self.arena
+    }
+
+    #[cold]
+    fn alloc_uncached(&mut self, order: u32) -> (*mut u8, bool) {
+        let index = self.arena();
+        lock_arena(index).alloc_block_clean(order, &COUNTERS)
+    }
+
+    /// Takes half a cache's worth of blocks of `order` from the arena; returns one of them.
+    #[cold]
+    fn refill(&mut self, order: u32) -> *mut u8 {
+        let index = self.arena();
+        let batch = bin_limit(order) / 2;
+        let mut arena = lock_arena(index);
+        let first = arena.alloc_block(order, &COUNTERS);
+        if first.is_null() {
+            return first;
+        }
+        // SAFETY: in bounds (order <= MAX_CACHED_ORDER, checked by the caller).
+        let bin = unsafe { self.bins.get_unchecked_mut((order - MIN_ORDER) as usize) };
+        debug_assert_eq!(bin.count, 0);
+        for slot in bin.slots.iter_mut().take(batch).skip(1) {
+            let p = arena.alloc_block(order, &COUNTERS);
+            if p.is_null() {
+                break;
+            }
+            *slot = p;
+            bin.count += 1;
+        }
+        // The blocks went to slots 1.., keep them at the bottom of the stack.
+        bin.slots.copy_within(1..=bin.count, 0);
+        first
+    }
+
+    /// Gives the `n` oldest blocks of the cache of `order` back to their arenas (the most
+    /// recently freed, likeliest still in the CPU cache, stay).
+    #[cold]
+    fn flush_bin(&mut self, order: u32, n: usize) {
+        // SAFETY: in bounds (order <= MAX_CACHED_ORDER).
+        let bin = unsafe { self.bins.get_unchecked_mut((order - MIN_ORDER) as usize) };
+        let n = n.min(bin.count);
+        let mut held: Option<(usize, LockGuard<'static, Arena>)> = None;
+        for &block in &bin.slots[..n] {
+            let addr = block as usize;
+            // SAFETY: cached blocks lie in live regions.
+            let index = unsafe { arena_of(addr) };
+            let arena = match &mut held {
+                Some((i, guard)) if *i == index => guard,
+                _ => {
+                    held = None;
+                    &mut held.insert((index, lock_arena(index))).1
+                }
+            };
+            mark_cached(addr, order, false);
+            // SAFETY: a cached block is a used block of `order` that nobody references.
+            unsafe { arena.free_block(addr, order, &COUNTERS) };
+        }
+        drop(held);
+        bin.slots.copy_within(n..bin.count, 0);
+        bin.count -= n;
+    }
+
+    /// Empties every cache and folds the counters (thread exit).
+    fn release_all(&mut self) {
+        for order in MIN_ORDER..=MAX_CACHED_ORDER {
+            self.flush_bin(order, usize::MAX);
+        }
+        self.counters.flush(&COUNTERS);
+        self.flush_waste();
+    }
+}
+
+/// Frees a block straight to the arena owning its region.
+///
+/// # Safety
+/// `addr` must be a live block of `order` from this allocator, not used afterwards.
+#[cold]
+unsafe fn free_to_arena(addr: usize, order: u32) {
+    // SAFETY: the block lies in a live region (caller).
+    let index = unsafe { arena_of(addr) };
+    // SAFETY: forwarded contract.
+    unsafe { lock_arena(index).free_block(addr, order, &COUNTERS) };
+}
+
+/// A thread's cache, emptied when the thread exits.
+struct ThreadSlot(UnsafeCell<ThreadCache>);
+
+impl Drop for ThreadSlot {
+    fn drop(&mut self) {
+        self.0.get_mut().release_all();
+    }
+}
+
+thread_local! {
+    static THREAD: ThreadSlot = const { ThreadSlot(UnsafeCell::new(ThreadCache::new())) };
+}
+
+/// Runs `f` on the calling thread's cache, or `fallback` once the cache has been destroyed at
+/// thread exit.
+#[inline(always)]
+fn with_cache<R>(f: impl FnOnce(&mut ThreadCache) -> R, fallback: impl FnOnce() -> R) -> R {
+    let mut f = Some(f);
+    let r = THREAD.try_with(|t| {
+        // SAFETY: the cache is only reached through this function, which never re-enters itself
+        // on one thread (nothing inside allocates through the global allocator), so this is the
+        // only live reference.
+        let cache = unsafe { &mut *t.0.get() };
+        (f.take().unwrap_or_else(|| unreachable!()))(cache)
+    });
+    match r {
+        Ok(r) => r,
+        Err(_) => fallback(),
+    }
+}
+
+/// Allocation without a thread cache (after the thread's cache was destroyed).
+#[cold]
+fn alloc_shared(order: u32, size: usize) -> (*mut u8, bool) {
+    let (p, clean) = lock_arena(0).alloc_block_clean(order, &COUNTERS);
+    if !p.is_null() {
+        COUNTERS.record_alloc(size);
+        WASTE.fetch_add(((1usize << order) - size) as isize, Ordering::Relaxed);
+    }
+    (p, clean)
+}
+
+/// Free without a thread cache.
+///
+/// # Safety
+/// As for [`free_to_arena`].
+#[cold]
+unsafe fn free_shared(addr: usize, order: u32, size: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { free_to_arena(addr, order) };
+    COUNTERS.record_free(size);
+    WASTE.fetch_add(size as isize - (1isize << order), Ordering::Relaxed);
+}
+
+/// In hardened builds a block sitting in a thread cache is tagged `TAG_USED | TAG_FREE` (a state
+/// no other block has), so freeing it again is caught as a double free by [`check_live`]; the
+/// mark is cleared when the block leaves the cache. Compiles to nothing otherwise.
+#[inline(always)]
+fn mark_cached(addr: usize, order: u32, cached: bool) {
+    if hardened::ENABLED {
+        let tag = TAG_USED | order as u8 | if cached { region::TAG_FREE } else { 0 };
+        // SAFETY: addr is a block of a live buddy region owned by the calling thread's cache (or
+        // just leaving it), so its tag byte is mapped and no other thread writes it now.
+        unsafe { region::set_tag(addr, tag) };
+    }
+}
+
+/// Checks that `addr` starts a live block of `order` (debug builds and the `hardened` feature):
+/// the caller's layout gives the order, which realloc keeps in step with the tag. A block freed
+/// to its arena reads as free (double free); in hardened builds so does one sitting in a thread
+/// cache (see [`mark_cached`]); in plain debug builds a cached block still reads as used.
+#[inline(always)]
+fn check_live(addr: usize, order: u32) {
+    if hardened::ENABLED || cfg!(debug_assertions) {
+        // SAFETY: the region map says addr lies in a live buddy region.
+        let tag = unsafe { region::get_tag(addr) };
+        let misaligned = !addr.is_multiple_of(region::GRANULE)
+            || addr - region::base_of(addr) < region::META_SIZE;
+        if misaligned || tag != TAG_USED | order as u8 {
+            let kind = if !misaligned && tag & region::TAG_FREE != 0 {
+                Misuse::DoubleFree
+            } else {
+                Misuse::InvalidFree
+            };
+            hardened::misuse("buddy", kind, addr as *const u8);
+        }
+    }
+}
+
+#[inline(always)]
+fn alloc_block(layout: Layout) -> *mut u8 {
+    let order = order_for(layout.size(), layout.align());
+    if order > MAX_ORDER {
+        return alloc_large(layout);
+    }
+    let size = layout.size();
+    with_cache(|c| c.alloc(order, size), || alloc_shared(order, size)).0
+}
+
+#[cold]
+fn alloc_large(layout: Layout) -> *mut u8 {
+    let p = large::alloc(layout.size(), layout.align(), Owner::Buddy, &COUNTERS);
+    if !p.is_null() {
+        COUNTERS.record_alloc(layout.size());
+    }
+    p
+}
+
+// SAFETY: every block handed out is a distinct buddy block (tagged used, off every free list and
+// out of every cache until freed) of at least the requested size, aligned to its own size and so
+// to any alignment up to it; larger or more aligned requests are large mappings.
+unsafe impl GlobalAlloc for Buddy {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        alloc_block(layout)
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let order = order_for(layout.size(), layout.align());
+        if order > MAX_ORDER {
+            // Large blocks are fresh kernel pages, zero already.
+            return alloc_large(layout);
+        }
+        let size = layout.size();
+        let (p, clean) = with_cache(|c| c.alloc(order, size), || alloc_shared(order, size));
+        if !p.is_null() {
+            // A clean block is zero but for the free-list links in its first granule; any other
+            // block may be recycled and is cleared whole.
+            let dirty = if clean {
+                size.min(region::GRANULE)
+            } else {
+                size
+            };
+            // SAFETY: p is a block of at least `size` bytes, ours alone.
+            unsafe { ptr::write_bytes(p, 0, dirty) };
+        }
+        p
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        match region_map::owner_of(ptr) {
+            Owner::Buddy => {
+                let order = order_for(layout.size(), layout.align());
+                let (addr, size) = (ptr as usize, layout.size());
+                check_live(addr, order);
+                with_cache(
+                    // SAFETY: as above.
+                    |c| unsafe { c.free(addr, order, size) },
+                    // SAFETY: as above.
+                    || unsafe { free_shared(addr, order, size) },
+                );
+            }
+            // SAFETY: the caller passes a live block of ours; in a Large window it is a large block.
+            Owner::Large => unsafe {
+                COUNTERS.record_free(layout.size());
+                large::dealloc(ptr, &COUNTERS);
+            },
+            _ if hardened::ENABLED => hardened::misuse("buddy", Misuse::InvalidFree, ptr),
+            _ => {}
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let old_size = layout.size();
+        let old = order_for(old_size, layout.align());
+        let new = order_for(new_size, layout.align());
+        match region_map::owner_of(ptr) {
+            Owner::Buddy if new <= MAX_ORDER => {
+                let addr = ptr as usize;
+                check_live(addr, old);
+                let resized = if new == old {
+                    true
+                } else {
+                    // SAFETY: a live block of ours of order `old` (caller); when shrinking, the
+                    // bytes past new_size are dead by realloc's contract.
+                    unsafe {
+                        let mut arena = lock_arena(arena_of(addr));
+                        if new < old {
+                            arena.shrink_in_place(addr, old, new, &COUNTERS);
+                            true
+                        } else {
+                            arena.grow_in_place(addr, old, new, &COUNTERS)
+                        }
+                    }
+                };
+                if resized {
+                    let waste = ((1isize << new) - new_size as isize)
+                        - ((1isize << old) - old_size as isize);
+                    with_cache(
+                        |c| {
+                            c.counters.on_free(old_size, &COUNTERS);
+                            c.counters.on_alloc(new_size, &COUNTERS);
+                            c.note_waste(waste);
+                        },
+                        || {
+                            COUNTERS.record_free(old_size);
+                            COUNTERS.record_alloc(new_size);
+                            WASTE.fetch_add(waste, Ordering::Relaxed);
+                        },
+                    );
+                    return ptr;
+                }
+            }
+            Owner::Large if new > MAX_ORDER => {
+                // SAFETY: a live large block of ours.
+                let q = unsafe { large::realloc(ptr, new_size, &COUNTERS) };
+                if !q.is_null() {
+                    COUNTERS.record_free(old_size);
+                    COUNTERS.record_alloc(new_size);
+                }
+                return q;
+            }
+            _ => {}
+        }
+        // SAFETY: a valid layout: the caller guarantees new_size rounded to align fits isize.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: forwarding to our own alloc/dealloc with the caller's guarantees.
+        unsafe {
+            let q = self.alloc(new_layout);
+            if !q.is_null() {
+                ptr::copy_nonoverlapping(ptr, q, old_size.min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            q
+        }
+    }
+}
+
+impl Introspect for Buddy {
+    const NAME: &'static str = "buddy";
+
+    fn stats(&self) -> Stats {
+        COUNTERS.snapshot()
+    }
+
+    unsafe fn usable_size(&self, ptr: *const u8) -> Option<usize> {
+        match region_map::owner_of(ptr) {
+            Owner::Buddy => {
+                let addr = ptr as usize;
+                if addr - region::base_of(addr) < region::META_SIZE
+                    || !addr.is_multiple_of(region::GRANULE)
+                {
+                    return None;
+                }
+                // SAFETY: addr lies in a live buddy region (the region map says so).
+                let tag = unsafe { region::get_tag(addr) };
+                let order = (tag & TAG_ORDER) as u32;
+                (tag & TAG_USED != 0 && addr.is_multiple_of(1 << order)).then_some(1 << order)
+            }
+            // SAFETY: the pointer lies in a Large window.
+            Owner::Large => match unsafe { large::owner(ptr) } {
+                // SAFETY: large::owner confirmed a live large block start.
+                Some(Owner::Buddy) => Some(unsafe { large::usable_size(ptr) }),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}

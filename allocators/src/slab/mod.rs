@@ -157,8 +157,6 @@ impl ThreadCache {
     #[cold]
     #[inline(never)]
     fn alloc_refill(&mut self, class: usize, size: usize) -> *mut u8 {
-        sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
-        reap_all_if_due();
         let limit = depot_limit(class);
         let magsize = magazine_rounds(class);
         let pair = self.pair(class);
@@ -166,6 +164,9 @@ impl ThreadCache {
             pair.swap();
             return self.alloc(class, size);
         }
+        // Going to the depot: the moment for the rare chores.
+        sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+        reap_all_if_due();
         // SAFETY: class < NUM_CLASSES (from class_for).
         let lock = unsafe { &CACHES.get_unchecked(class).0 };
         let mut spill = ptr::null_mut();
@@ -239,7 +240,6 @@ impl ThreadCache {
     #[cold]
     #[inline(never)]
     fn free_exchange(&mut self, class: usize, block: *mut u8, size: usize) {
-        reap_all_if_due();
         let limit = depot_limit(class);
         let magsize = magazine_rounds(class);
         let pair = self.pair(class);
@@ -247,6 +247,7 @@ impl ThreadCache {
             pair.swap();
             return self.free(class, block, size);
         }
+        reap_all_if_due();
         // SAFETY: class < NUM_CLASSES (from class_for).
         let lock = unsafe { &CACHES.get_unchecked(class).0 };
         let mut spill = ptr::null_mut();

@@ -30,10 +30,12 @@
 //! `Layout`, exactly as `alloc` chose it. A thread's magazines go back to the depot when it exits
 //! (a `thread_local!` with a `const` initialiser and a `Drop` type); code running after that
 //! (other TLS destructors) allocates and frees straight from the slab layer under the cache lock.
-//! Every lock is taken by a `pthread_atfork` handler, so a forked child can allocate.
+//! Every lock is taken by a `pthread_atfork` handler, so a forked child can allocate. With the
+//! `hardened` feature, frees are checked ([`hardening`]: invalid, foreign and double frees).
 
 mod cache;
 mod depot;
+mod hardening;
 mod magazine;
 mod region;
 mod size_classes;
@@ -392,10 +394,13 @@ fn alloc_small(class: usize, size: usize) -> *mut u8 {
         // the only live reference.
         unsafe { &mut *t.0.get() }.alloc(class, size)
     });
-    match r {
+    let p = match r {
         Ok(p) => p,
         Err(_) => alloc_shared(class, size),
-    }
+    };
+    // SAFETY: p is null or a fresh object of cache `class`, ours.
+    unsafe { hardening::on_alloc(p, class) };
+    p
 }
 
 #[inline(always)]
@@ -463,6 +468,9 @@ unsafe fn dealloc_other(ptr: *mut u8, layout: Layout) {
         COUNTERS.record_free(layout.size());
         // SAFETY: the caller passes a live block of ours; in a Large window it is a large block.
         unsafe { large::dealloc(ptr, &COUNTERS) };
+    } else {
+        // Foreign, or a slab object freed with a layout too big for any cache.
+        hardening::on_foreign_free(ptr);
     }
 }
 
@@ -540,6 +548,8 @@ unsafe impl GlobalAlloc for Slab {
                     unsafe { (*region::slab_of(ptr as usize)).cache } as usize,
                     class
                 );
+                // SAFETY: ptr lies in a Slab region.
+                unsafe { hardening::on_free(ptr, class) };
                 free_small(class, ptr, layout.size());
                 return;
             }

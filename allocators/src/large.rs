@@ -383,7 +383,8 @@ mod tests {
                 p.write_bytes(1, 100_000);
                 dealloc(p, &c);
             }
-            assert_eq!(region_map::owner_of(p), Owner::Foreign);
+            // (Whether the window reads Foreign now is racy: a test running in parallel may map
+            // the same addresses at once, so only the counters are checked.)
         }
         assert_eq!(c.snapshot().mapped_bytes, 0);
     }

@@ -47,11 +47,13 @@ pub mod sync;
 mod buddy;
 mod bump;
 mod size_class;
+mod slab;
 
 pub use buddy::Buddy;
 pub use bump::Bump;
 pub use region_map::Owner;
 pub use size_class::SizeClass;
+pub use slab::Slab;
 pub use stats::Stats;
 
 use core::alloc::GlobalAlloc;

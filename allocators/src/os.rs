@@ -60,6 +60,24 @@ fn page_size_slow() -> usize {
     size
 }
 
+/// Milliseconds of a monotonic clock with a resolution of a few milliseconds
+/// (`CLOCK_MONOTONIC_COARSE`, read from the vDSO without a system call): cheap enough for an
+/// allocator's slow paths to pace work such as returning cached memory. 0 if unavailable.
+pub fn coarse_millis() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; clock_gettime neither allocates nor blocks.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .wrapping_mul(1000)
+        .wrapping_add(ts.tv_nsec as u64 / 1_000_000)
+}
+
 /// Rounds `n` up to a multiple of `align` (a power of two); `None` on overflow.
 #[inline]
 pub const fn align_up(n: usize, align: usize) -> Option<usize> {

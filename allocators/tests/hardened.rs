@@ -48,6 +48,16 @@ const ALLOCATORS: &[(&str, &[Bug])] = &[
         ],
     ),
     (
+        "slab",
+        &[
+            Bug::DoubleFree,
+            Bug::InteriorFree,
+            Bug::ForeignFree,
+            Bug::LargeOverflow,
+            Bug::LargeDoubleFree,
+        ],
+    ),
+    (
         "bump",
         &[
             Bug::DoubleFree,
@@ -132,6 +142,7 @@ fn run_child(allocator: &str, bug: Bug) {
     match allocator {
         "bump" => commit(&allocators::Bump::new(), bug),
         "buddy" => commit(&allocators::Buddy::new(), bug),
+        "slab" => commit(&allocators::Slab::new(), bug),
         other => panic!("unknown allocator {other}"),
     }
 }

@@ -5,3 +5,4 @@ allocator_suites::conformance_tests!(system, std::alloc::System);
 allocator_suites::conformance_tests!(bump, allocators::Bump::new());
 allocator_suites::conformance_tests!(buddy, allocators::Buddy::new());
 allocator_suites::conformance_tests!(sizeclass, allocators::SizeClass::new());
+allocator_suites::conformance_tests!(slab, allocators::Slab::new());

@@ -125,7 +125,7 @@ impl Arena {
         // and the canary's bytes (hardened) were counted in new_cursor.
         unsafe { write_size_word(block, size) };
         if zeroed && block < self.clean_from {
-            let dirty_end = new_cursor.min(self.clean_from);
+            let dirty_end = (block + size).min(self.clean_from);
             // SAFETY: block..dirty_end is inside the chunk and now belongs to this block.
             unsafe { ptr::write_bytes(block as *mut u8, 0, dirty_end - block) };
         }

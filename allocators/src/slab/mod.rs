@@ -1,0 +1,632 @@
+//! The slab allocator: Bonwick's object caches (1994, as in Linux SLUB) with per-thread
+//! magazines (Bonwick & Adams 2001). This file holds the fast path.
+//!
+//! Structure, from the top:
+//!
+//! - **Thread layer** (here): per thread and per cache a *loaded* and a *previous* magazine
+//!   ([`magazine`]). `alloc` pops from the loaded magazine, `dealloc` pushes onto it: one
+//!   thread-local access, no lock, no atomic read-modify-write. When the loaded magazine is
+//!   empty (alloc) or full (free) the two are swapped if that helps; otherwise a full or empty
+//!   magazine is exchanged with the cache's depot, under the cache lock.
+//! - **Depot and slab layer** ([`cache`]): one cache per object size ([`size_classes`]: 44 sizes,
+//!   four per doubling, 8 B to 32 KiB), under one lock each. The depot ([`depot`]) holds full
+//!   and empty magazines: at most about 8 MiB of objects per cache, released once unused for a
+//!   reap interval (100 ms; Bonwick's working-set reaping) and trimmed when a thread using it
+//!   exits (the full policy is in [`cache`]); below it, slabs on partial, full and empty
+//!   lists, each slab a run of pages (64 KiB for objects up to 8 KiB, 256 KiB above) carved
+//!   into equal objects, with its free list threaded through the free objects.
+//! - **Page layer** ([`region`]): 4 MiB regions claimed as [`Owner::Slab`], each holding a header
+//!   and a descriptor per 64 KiB unit at its start, so a pointer finds its slab with one mask and
+//!   two loads (no per-object header). Empty slabs go back to the kernel (`MADV_DONTNEED`) once
+//!   unused for a reap interval (beyond a reserve of two per cache), and wholly free regions are
+//!   unmapped (one kept as a spare).
+//!
+//! Requests above 32 KiB, or aligned above 32 KiB, are mapped directly by [`crate::large`] (no
+//! page-level path in between). A power-of-two size is served by the cache of exactly that size,
+//! whose objects are aligned to it; other alignments up to 32 KiB take the smallest cache whose
+//! size is a multiple of the alignment.
+//!
+//! `dealloc` routes by the region map (Slab, Large or foreign) and finds the cache from the
+//! `Layout`, exactly as `alloc` chose it. A thread's magazines go back to the depot when it exits
+//! (a `thread_local!` with a `const` initialiser and a `Drop` type); code running after that
+//! (other TLS destructors) allocates and frees straight from the slab layer under the cache lock.
+//! Every lock is taken by a `pthread_atfork` handler, so a forked child can allocate. With the
+//! `hardened` feature, frees are checked ([`hardening`]: invalid, foreign and double frees).
+
+mod cache;
+mod depot;
+mod hardening;
+mod magazine;
+mod region;
+mod size_classes;
+#[cfg(test)]
+mod tests;
+mod thread_counters;
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use self::cache::Cache;
+use self::magazine::{free_magazines, new_magazine, Magazine};
+use self::size_classes::{class_for, depot_limit, magazine_rounds, slab_units, NUM_CLASSES, SIZES};
+use self::thread_counters::ThreadCounters;
+use crate::large;
+use crate::os;
+use crate::region_map::{self, Owner};
+use crate::stats::{GlobalCounters, Stats};
+use crate::sync::{self, Lock};
+use crate::Introspect;
+
+static COUNTERS: GlobalCounters = GlobalCounters::new();
+static ATFORK: AtomicBool = AtomicBool::new(false);
+
+/// A cache's lock on its own cache lines, so threads working on different sizes do not share
+/// lines.
+#[repr(align(128))]
+struct PaddedCache(Lock<Cache>);
+
+/// The user caches (`0..NUM_CLASSES`, one per size in [`SIZES`]) and the magazine cache
+/// ([`magazine::MAGAZINE_CACHE`]).
+static CACHES: [PaddedCache; NUM_CLASSES + 1] =
+    [const { PaddedCache(Lock::new(Cache::new())) }; NUM_CLASSES + 1];
+
+/// The slab allocator; see the module documentation. A zero-sized handle onto one process-wide
+/// heap.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Slab {
+    _private: (),
+}
+
+impl Slab {
+    /// A handle onto the process-wide slab heap. Nothing is mapped until the first allocation.
+    pub const fn new() -> Self {
+        Slab { _private: () }
+    }
+}
+
+/// A thread's two magazines of one cache and their round counts (Bonwick's per-CPU cache:
+/// `cc_loaded`, `cc_prev`, `cc_rounds`, `cc_prounds`, `cc_magsize`).
+///
+/// Invariants: `loaded` and `previous` are null or live magazines of that cache held by this
+/// thread alone; `rounds[..rounds]` of `loaded` and `rounds[..prev_rounds]` of `previous` are free
+/// objects; `cap` is 0 while `loaded` is null and `magazine_rounds(class)` otherwise; `previous`
+/// is always null, empty or full (it only ever receives a magazine that just ran empty or full).
+#[derive(Clone, Copy)]
+struct MagazinePair {
+    loaded: *mut Magazine,
+    previous: *mut Magazine,
+    rounds: u32,
+    prev_rounds: u32,
+    cap: u32,
+}
+
+impl MagazinePair {
+    const EMPTY: MagazinePair = MagazinePair {
+        loaded: ptr::null_mut(),
+        previous: ptr::null_mut(),
+        rounds: 0,
+        prev_rounds: 0,
+        cap: 0,
+    };
+
+    fn swap(&mut self) {
+        core::mem::swap(&mut self.loaded, &mut self.previous);
+        core::mem::swap(&mut self.rounds, &mut self.prev_rounds);
+    }
+}
+
+/// A thread's magazines, one pair per user cache, and its unflushed counters.
+struct ThreadCache {
+    pairs: [MagazinePair; NUM_CLASSES],
+    counters: ThreadCounters,
+}
+
+impl ThreadCache {
+    const fn new() -> Self {
+        ThreadCache {
+            pairs: [MagazinePair::EMPTY; NUM_CLASSES],
+            counters: ThreadCounters::new(),
+        }
+    }
+
+    #[inline(always)]
+    fn pair(&mut self, class: usize) -> &mut MagazinePair {
+        debug_assert!(class < NUM_CLASSES);
+        // SAFETY: every caller passes a class from `class_for`, which is < NUM_CLASSES.
+        unsafe { self.pairs.get_unchecked_mut(class) }
+    }
+
+    /// The fast path of `alloc`: pop a round from the loaded magazine.
+    #[inline(always)]
+    fn alloc(&mut self, class: usize, size: usize) -> *mut u8 {
+        let p = self.pair(class);
+        let n = p.rounds;
+        if n > 0 {
+            p.rounds = n - 1;
+            // SAFETY: rounds > 0 means `loaded` is a live magazine holding `n` rounds (pair
+            // invariant), n <= MAG_MAX.
+            let block = unsafe { *(*p.loaded).rounds.get_unchecked(n as usize - 1) };
+            self.counters.on_alloc(size, &COUNTERS);
+            return block;
+        }
+        self.alloc_refill(class, size)
+    }
+
+    /// The loaded magazine is empty (or missing): swap with the previous one if it has rounds,
+    /// else trade an empty magazine for a full one at the depot, else fill one from the slabs.
+    #[cold]
+    #[inline(never)]
+    fn alloc_refill(&mut self, class: usize, size: usize) -> *mut u8 {
+        let limit = depot_limit(class);
+        let magsize = magazine_rounds(class);
+        let pair = self.pair(class);
+        if pair.prev_rounds > 0 {
+            pair.swap();
+            return self.alloc(class, size);
+        }
+        // Going to the depot: the moment for the rare chores.
+        sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+        reap_all_if_due();
+        // SAFETY: class < NUM_CLASSES (from class_for).
+        let lock = unsafe { &CACHES.get_unchecked(class).0 };
+        let mut spill = ptr::null_mut();
+        let mut cache = lock.lock();
+        let full = cache.depot.pop_full();
+        if !full.is_null() {
+            if !pair.previous.is_null() {
+                // SAFETY: `previous` is empty here (prev_rounds == 0) and ours to give up.
+                unsafe { cache.push_empty(pair.previous, limit, &mut spill) };
+            }
+            drop(cache);
+            // SAFETY: magazines the depot could not keep, empty and now ours alone.
+            unsafe { free_magazines(spill) };
+            pair.previous = pair.loaded;
+            pair.prev_rounds = 0;
+            pair.loaded = full;
+            pair.rounds = magsize;
+            pair.cap = magsize;
+            return self.alloc(class, size);
+        }
+        // No full magazine anywhere: fill the loaded one from the slabs.
+        if pair.loaded.is_null() {
+            let mut m = cache.depot.pop_empty();
+            if m.is_null() {
+                drop(cache);
+                m = new_magazine();
+                if m.is_null() {
+                    // SAFETY: magazines the depot released, empty and now ours alone.
+                    unsafe { free_magazines(spill) };
+                    return ptr::null_mut();
+                }
+                cache = lock.lock();
+            }
+            pair.loaded = m;
+            pair.rounds = 0;
+            pair.cap = magsize;
+        }
+        // SAFETY: `loaded` is a live empty magazine held by this thread; magsize <= MAG_MAX.
+        let got = unsafe {
+            let rounds = (*pair.loaded).rounds.get_unchecked_mut(..magsize as usize);
+            cache.alloc_objects(class as u8, SIZES[class], slab_units(class), rounds)
+        };
+        drop(cache);
+        // SAFETY: magazines the depot released, empty and now ours alone.
+        unsafe { free_magazines(spill) };
+        pair.rounds = got as u32;
+        if got == 0 {
+            return ptr::null_mut();
+        }
+        self.alloc(class, size)
+    }
+
+    /// The fast path of `dealloc`: push the block onto the loaded magazine.
+    #[inline(always)]
+    fn free(&mut self, class: usize, block: *mut u8, size: usize) {
+        let p = self.pair(class);
+        let n = p.rounds;
+        if n < p.cap {
+            // SAFETY: cap > 0 means `loaded` is a live magazine (pair invariant); n < cap <=
+            // MAG_MAX.
+            unsafe { *(*p.loaded).rounds.get_unchecked_mut(n as usize) = block };
+            p.rounds = n + 1;
+            self.counters.on_free(size, &COUNTERS);
+            return;
+        }
+        self.free_exchange(class, block, size);
+    }
+
+    /// The loaded magazine is full (or missing): swap with the previous one if it is empty, else
+    /// trade the previous (full) one for an empty magazine at the depot.
+    #[cold]
+    #[inline(never)]
+    fn free_exchange(&mut self, class: usize, block: *mut u8, size: usize) {
+        let limit = depot_limit(class);
+        let magsize = magazine_rounds(class);
+        let pair = self.pair(class);
+        if !pair.previous.is_null() && pair.prev_rounds == 0 {
+            pair.swap();
+            return self.free(class, block, size);
+        }
+        reap_all_if_due();
+        // SAFETY: class < NUM_CLASSES (from class_for).
+        let lock = unsafe { &CACHES.get_unchecked(class).0 };
+        let mut spill = ptr::null_mut();
+        let mut cache = lock.lock();
+        let mut empty = cache.depot.pop_empty();
+        if empty.is_null() {
+            drop(cache);
+            empty = new_magazine();
+            cache = lock.lock();
+            if empty.is_null() {
+                // No memory for a magazine: give the block straight back to its slab.
+                // SAFETY: the caller frees a live block of this cache.
+                unsafe { cache.free_object(block) };
+                drop(cache);
+                // SAFETY: magazines the depot released, empty and now ours alone.
+                unsafe { free_magazines(spill) };
+                self.counters.on_free(size, &COUNTERS);
+                return;
+            }
+        }
+        if !pair.previous.is_null() {
+            // SAFETY: `previous` is non-empty (checked above), hence full (pair invariant).
+            unsafe {
+                (*pair.previous).count = pair.prev_rounds;
+                cache.push_full(pair.previous, limit, &mut spill);
+            }
+        }
+        drop(cache);
+        // SAFETY: magazines the depot could not keep, empty and now ours alone.
+        unsafe { free_magazines(spill) };
+        pair.previous = pair.loaded;
+        pair.prev_rounds = pair.rounds;
+        pair.loaded = empty;
+        pair.rounds = 0;
+        pair.cap = magsize;
+        self.free(class, block, size);
+    }
+
+    /// Hands every magazine back to its depot (thread exit): full ones as they are, partly
+    /// filled ones emptied into their slabs first; then trims those depots to
+    /// [`cache::DEPOT_KEEP_AFTER_EXIT`].
+    fn release_all(&mut self) {
+        for class in 0..NUM_CLASSES {
+            let pair = core::mem::replace(self.pair(class), MagazinePair::EMPTY);
+            if pair.loaded.is_null() && pair.previous.is_null() {
+                continue;
+            }
+            let magsize = magazine_rounds(class);
+            let limit = depot_limit(class);
+            let mut spill = ptr::null_mut();
+            // SAFETY: class < NUM_CLASSES.
+            let mut cache = unsafe { CACHES.get_unchecked(class) }.0.lock();
+            for (m, n) in [
+                (pair.loaded, pair.rounds),
+                (pair.previous, pair.prev_rounds),
+            ] {
+                if m.is_null() {
+                    continue;
+                }
+                // SAFETY: a live magazine of this cache holding `n` rounds, which this thread
+                // held and gives up.
+                unsafe {
+                    (*m).count = n;
+                    if n == magsize {
+                        cache.push_full(m, limit, &mut spill);
+                    } else {
+                        cache.flush_magazine(m);
+                        cache.push_empty(m, limit, &mut spill);
+                    }
+                }
+            }
+            cache.trim(
+                cache::DEPOT_KEEP_AFTER_EXIT,
+                cache::DEPOT_KEEP_AFTER_EXIT,
+                &mut spill,
+            );
+            cache.release_empty_slabs(cache::EMPTY_RESERVE);
+            drop(cache);
+            // SAFETY: magazines the depot could not keep, empty and now ours alone.
+            unsafe { free_magazines(spill) };
+        }
+        self.counters.flush(&COUNTERS);
+    }
+}
+
+/// When the last reap of all caches started (milliseconds of [`os::coarse_millis`]).
+static LAST_REAP_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs [`Cache::reap`] on every cache if a reap interval has passed since the last time; one
+/// thread wins the right to do it. Called from the slow paths (at most once per magazine
+/// exchange), so the reaping needs no thread of its own; a program that stops allocating
+/// altogether keeps what its caches hold (bounded per cache).
+#[inline]
+fn reap_all_if_due() {
+    let now = os::coarse_millis();
+    let last = LAST_REAP_MS.load(Ordering::Relaxed);
+    if now.wrapping_sub(last) < depot::REAP_INTERVAL_MS {
+        return;
+    }
+    if LAST_REAP_MS
+        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    reap_all();
+}
+
+#[cold]
+fn reap_all() {
+    for (index, padded) in CACHES.iter().enumerate() {
+        let limit = if index < NUM_CLASSES {
+            depot_limit(index)
+        } else {
+            0
+        };
+        let mut spill = ptr::null_mut();
+        padded.0.lock().reap(limit, &mut spill);
+        // SAFETY: magazines the depot released, empty and now ours alone.
+        unsafe { free_magazines(spill) };
+    }
+}
+
+/// A thread's cache; its magazines go back to the depots when the thread exits.
+struct ThreadSlot(UnsafeCell<ThreadCache>);
+
+impl Drop for ThreadSlot {
+    fn drop(&mut self) {
+        self.0.get_mut().release_all();
+    }
+}
+
+thread_local! {
+    static THREAD: ThreadSlot = const { ThreadSlot(UnsafeCell::new(ThreadCache::new())) };
+}
+
+#[inline(always)]
+fn alloc_small(class: usize, size: usize) -> *mut u8 {
+    let r = THREAD.try_with(|t| {
+        // SAFETY: the thread cache is reached only through these `try_with` calls, which never
+        // nest on one thread (nothing inside allocates through the global allocator), so this is
+        // the only live reference.
+        unsafe { &mut *t.0.get() }.alloc(class, size)
+    });
+    let p = match r {
+        Ok(p) => p,
+        Err(_) => alloc_shared(class, size),
+    };
+    // SAFETY: p is null or a fresh object of cache `class`, ours.
+    unsafe { hardening::on_alloc(p, class) };
+    p
+}
+
+#[inline(always)]
+fn free_small(class: usize, block: *mut u8, size: usize) {
+    let r = THREAD.try_with(|t| {
+        // SAFETY: as in `alloc_small`.
+        unsafe { &mut *t.0.get() }.free(class, block, size)
+    });
+    if r.is_err() {
+        // SAFETY: the caller frees a live block of this cache.
+        unsafe { free_shared(class, block, size) };
+    }
+}
+
+/// Allocation after the thread's cache is gone: straight from the slab layer.
+#[cold]
+fn alloc_shared(class: usize, size: usize) -> *mut u8 {
+    sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+    let mut out = [ptr::null_mut(); 1];
+    // SAFETY: class < NUM_CLASSES.
+    let got = unsafe { CACHES.get_unchecked(class) }
+        .0
+        .lock()
+        .alloc_objects(class as u8, SIZES[class], slab_units(class), &mut out);
+    if got == 0 {
+        return ptr::null_mut();
+    }
+    COUNTERS.record_alloc(size);
+    out[0]
+}
+
+/// A free after the thread's cache is gone: straight back to the slab.
+///
+/// # Safety
+/// `block` must be a live block of cache `class`, unused afterwards.
+#[cold]
+unsafe fn free_shared(class: usize, block: *mut u8, size: usize) {
+    // SAFETY: class < NUM_CLASSES; the caller's contract covers the block.
+    unsafe { CACHES.get_unchecked(class).0.lock().free_object(block) };
+    COUNTERS.record_free(size);
+}
+
+/// Counts a resize in place in the calling thread's counters (or the shared ones).
+fn count_resize(old: usize, new: usize) {
+    let r = THREAD.try_with(|t| {
+        // SAFETY: as in `alloc_small`.
+        let tc = unsafe { &*t.0.get() };
+        tc.counters.on_free(old, &COUNTERS);
+        tc.counters.on_alloc(new, &COUNTERS);
+    });
+    if r.is_err() {
+        COUNTERS.record_free(old);
+        COUNTERS.record_alloc(new);
+    }
+}
+
+/// `dealloc` of anything but a small block: a large block, or a pointer that is not ours.
+///
+/// # Safety
+/// As for `GlobalAlloc::dealloc`.
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_other(ptr: *mut u8, layout: Layout) {
+    if region_map::owner_of(ptr) == Owner::Large {
+        COUNTERS.record_free(layout.size());
+        // SAFETY: the caller passes a live block of ours; in a Large window it is a large block.
+        unsafe { large::dealloc(ptr, &COUNTERS) };
+    } else {
+        // Foreign, or a slab object freed with a layout too big for any cache.
+        hardening::on_foreign_free(ptr);
+    }
+}
+
+#[cold]
+fn alloc_large(layout: Layout) -> *mut u8 {
+    let p = large::alloc(layout.size(), layout.align(), Owner::Slab, &COUNTERS);
+    if !p.is_null() {
+        COUNTERS.record_alloc(layout.size());
+    }
+    p
+}
+
+/// `pthread_atfork` prepare handler: takes every cache lock (in index order), then the page
+/// layer's, so no lock is held by another thread across `fork()`.
+///
+/// # Safety
+/// Called by libc before `fork()`, paired with [`atfork_release`].
+unsafe extern "C" fn atfork_prepare() {
+    for c in CACHES.iter() {
+        c.0.force_lock();
+    }
+    region::lock_for_fork();
+}
+
+/// `pthread_atfork` parent and child handler: releases what [`atfork_prepare`] took.
+///
+/// # Safety
+/// Called by libc after `fork()`, in the thread that ran [`atfork_prepare`].
+unsafe extern "C" fn atfork_release() {
+    // SAFETY: atfork_prepare took every one of these locks in this thread, without guards.
+    unsafe {
+        region::unlock_after_fork();
+        for c in CACHES.iter() {
+            c.0.force_unlock();
+        }
+    }
+}
+
+// SAFETY: every small block is an object of one slab, handed out by exactly one magazine or slab
+// free list at a time (objects move between them under the cache lock or inside one thread's
+// cache); objects of a cache whose size is a multiple of the alignment start at multiples of
+// their size from a slab base aligned to at least 64 KiB, so they are aligned as asked. Large blocks come
+// from `large`, which aligns them itself.
+unsafe impl GlobalAlloc for Slab {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match class_for(layout.size(), layout.align()) {
+            Some(class) => alloc_small(class, layout.size()),
+            None => alloc_large(layout),
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        match class_for(layout.size(), layout.align()) {
+            Some(class) => {
+                let p = alloc_small(class, layout.size());
+                if !p.is_null() {
+                    // SAFETY: p is a fresh object of at least layout.size() bytes.
+                    unsafe { ptr::write_bytes(p, 0, layout.size()) };
+                }
+                p
+            }
+            // Fresh pages from the kernel are zero already.
+            None => alloc_large(layout),
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if region_map::owner_of(ptr) == Owner::Slab {
+            if let Some(class) = class_for(layout.size(), layout.align()) {
+                debug_assert_eq!(
+                    // SAFETY: a pointer in a Slab region.
+                    unsafe { (*region::slab_of(ptr as usize)).cache } as usize,
+                    class
+                );
+                // SAFETY: ptr lies in a Slab region.
+                unsafe { hardening::on_free(ptr, class) };
+                free_small(class, ptr, layout.size());
+                return;
+            }
+        }
+        // SAFETY: forwarded contract.
+        unsafe { dealloc_other(ptr, layout) };
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let (old, align) = (layout.size(), layout.align());
+        let new_class = class_for(new_size, align);
+        match region_map::owner_of(ptr) {
+            Owner::Slab if new_class.is_some() && new_class == class_for(old, align) => {
+                // Same cache: the object already has room.
+                count_resize(old, new_size);
+                return ptr;
+            }
+            Owner::Large if new_class.is_none() => {
+                // SAFETY: a live large block of ours; large::realloc keeps its alignment.
+                let q = unsafe { large::realloc(ptr, new_size, &COUNTERS) };
+                if !q.is_null() {
+                    COUNTERS.record_free(old);
+                    COUNTERS.record_alloc(new_size);
+                }
+                return q;
+            }
+            _ => {}
+        }
+        // SAFETY: the caller guarantees new_size rounded up to align fits isize.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
+        // SAFETY: forwarding to our own alloc/dealloc with the caller's guarantees; the old block
+        // is only freed once the copy succeeded.
+        unsafe {
+            let q = self.alloc(new_layout);
+            if !q.is_null() {
+                ptr::copy_nonoverlapping(ptr, q, old.min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            q
+        }
+    }
+}
+
+impl Introspect for Slab {
+    const NAME: &'static str = "slab";
+
+    fn stats(&self) -> Stats {
+        COUNTERS.snapshot()
+    }
+
+    unsafe fn usable_size(&self, ptr: *const u8) -> Option<usize> {
+        match region_map::owner_of(ptr) {
+            Owner::Slab => {
+                let addr = ptr as usize;
+                // SAFETY: a pointer in a Slab region: its header is mapped and initialised. Only
+                // the fields fixed while a slab is owned by a cache are read (`size` is non-zero
+                // exactly then); the slab of a live block cannot change owner meanwhile.
+                let slab = unsafe { region::slab_of(addr) };
+                if slab.is_null() {
+                    return None;
+                }
+                // SAFETY: a non-null head names a descriptor in the same mapped header.
+                let s = unsafe { &*slab };
+                if s.size == 0 || s.cache as usize >= NUM_CLASSES {
+                    return None;
+                }
+                let size = s.size as usize;
+                let inside = addr >= s.base && addr < s.carve_end;
+                (inside && (addr - s.base).is_multiple_of(size)).then_some(size)
+            }
+            // SAFETY: the pointer lies in a Large window.
+            Owner::Large => match unsafe { large::owner(ptr) } {
+                // SAFETY: large::owner confirmed a live large block start.
+                Some(Owner::Slab) => Some(unsafe { large::usable_size(ptr) }),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}

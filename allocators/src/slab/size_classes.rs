@@ -1,0 +1,163 @@
+//! The slab allocator's object sizes (one cache per size) and the lookup from a request to its
+//! cache: policy only, no memory is touched here.
+//!
+//! Four sizes per doubling above 64 bytes (steps of 12.5-25%, mean about 19%, as Bonwick's caches
+//! were spaced), every multiple of 8 below, up to [`MAX_SMALL`] (32 KiB). Every size is a multiple
+//! of 8 and every power of two up to 32 KiB is a size, so a power-of-two size is always served by
+//! an exact cache and (since slabs are aligned to their own size: one 64 KiB unit up to 8 KiB
+//! objects, four units above) aligned to itself.
+
+/// The object size of each cache, ascending.
+pub const SIZES: [usize; NUM_CLASSES] = [
+    8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640,
+    768, 896, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, 10240,
+    12288, 14336, 16384, 20480, 24576, 28672, 32768,
+];
+/// The number of object caches serving user requests.
+pub const NUM_CLASSES: usize = 44;
+/// The largest request served from slabs; larger ones go to [`crate::large`].
+pub const MAX_SMALL: usize = 32 * 1024;
+/// Objects above this size live in slabs of [`GROUP_UNITS`] units, smaller ones in one unit.
+const ONE_UNIT_MAX: usize = 8192;
+/// The most rounds a magazine can hold (its array length).
+pub const MAG_MAX: usize = 64;
+
+/// Index `(size + 7) / 8` for sizes up to 1024.
+const SMALL_LOOKUP: [u8; 129] = build_lookup::<129>(8);
+/// Index `(size + 127) / 128` for sizes up to [`MAX_SMALL`].
+const BIG_LOOKUP: [u8; 257] = build_lookup::<257>(128);
+
+const fn build_lookup<const N: usize>(step: usize) -> [u8; N] {
+    let mut table = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        let size = i * step;
+        let mut c = 0;
+        while c < NUM_CLASSES - 1 && SIZES[c] < size {
+            c += 1;
+        }
+        table[i] = c as u8;
+        i += 1;
+    }
+    table
+}
+
+/// The cache for a request of `size` bytes with alignment at most 8, or `None` if it is too big.
+#[inline(always)]
+pub fn class_of(size: usize) -> Option<usize> {
+    if size <= 1024 {
+        // SAFETY: (size + 7) >> 3 <= 128 < SMALL_LOOKUP.len().
+        Some(unsafe { *SMALL_LOOKUP.get_unchecked((size + 7) >> 3) } as usize)
+    } else if size <= MAX_SMALL {
+        // SAFETY: (size + 127) >> 7 <= 256 < BIG_LOOKUP.len().
+        Some(unsafe { *BIG_LOOKUP.get_unchecked((size + 127) >> 7) } as usize)
+    } else {
+        None
+    }
+}
+
+/// The cache for `size` bytes aligned to `align` (a power of two): the smallest size that holds
+/// `size` and is a multiple of `align`, so every object of it is aligned (slabs start on a
+/// boundary of its own size, at least 64 KiB). `None` if the request must go to [`crate::large`].
+#[inline(always)]
+pub fn class_for(size: usize, align: usize) -> Option<usize> {
+    if align <= 8 {
+        return class_of(size);
+    }
+    class_for_aligned(size, align)
+}
+
+#[inline(never)]
+fn class_for_aligned(size: usize, align: usize) -> Option<usize> {
+    if align > MAX_SMALL {
+        return None;
+    }
+    let mut c = class_of(size.max(align))?;
+    while c < NUM_CLASSES {
+        // SAFETY: c < NUM_CLASSES.
+        let s = unsafe { *SIZES.get_unchecked(c) };
+        if s % align == 0 {
+            return Some(c);
+        }
+        c += 1;
+    }
+    None
+}
+
+/// Units in a slab of cache `class`: one up to 8 KiB objects (at least 8 per slab), else
+/// [`GROUP_UNITS`] (at least 8 objects of up to 32 KiB).
+#[inline]
+pub const fn slab_units(class: usize) -> usize {
+    if SIZES[class] <= ONE_UNIT_MAX {
+        1
+    } else {
+        GROUP_UNITS
+    }
+}
+
+/// How many rounds a magazine of cache `class` holds: about 64 KiB of objects, 4 to 64 of them.
+#[inline]
+pub const fn magazine_rounds(class: usize) -> u32 {
+    let n = 64 * 1024 / SIZES[class];
+    if n < 4 {
+        4
+    } else if n > MAG_MAX {
+        MAG_MAX as u32
+    } else {
+        n as u32
+    }
+}
+
+/// Full magazines (and empty ones) a cache's depot keeps: about
+/// [`super::cache::DEPOT_BYTES`] of objects, at least 16 magazines.
+pub const fn depot_limit(class: usize) -> u32 {
+    let per_mag = magazine_rounds(class) as usize * SIZES[class];
+    let n = super::cache::DEPOT_BYTES / per_mag;
+    if n < 16 {
+        16
+    } else {
+        n as u32
+    }
+}
+
+use super::region::GROUP_UNITS;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_finds_the_smallest_fitting_size() {
+        for size in 0..=MAX_SMALL {
+            let c = class_of(size).unwrap();
+            assert!(SIZES[c] >= size, "size {size}");
+            assert!(c == 0 || SIZES[c - 1] < size, "size {size}");
+        }
+        assert_eq!(class_of(MAX_SMALL + 1), None);
+    }
+
+    #[test]
+    fn aligned_lookup_gives_multiples_of_the_alignment() {
+        for shift in 3..=15 {
+            let align = 1usize << shift;
+            for size in (1..=MAX_SMALL).step_by(7) {
+                let c = class_for(size, align).unwrap();
+                assert!(SIZES[c] >= size && SIZES[c].is_multiple_of(align));
+            }
+        }
+        assert_eq!(class_for(8, 65536), None);
+        assert_eq!(class_for(MAX_SMALL + 1, 8), None);
+    }
+
+    #[test]
+    fn sizes_are_ascending_multiples_of_eight() {
+        for w in SIZES.windows(2) {
+            assert!(w[0] < w[1]);
+            assert!((w[1] - w[0]) * 4 <= w[0].max(32));
+        }
+        assert!(SIZES.iter().all(|s| s % 8 == 0));
+        assert!((0..NUM_CLASSES).all(|c| (4..=64).contains(&magazine_rounds(c))));
+        assert!((0..NUM_CLASSES)
+            .all(|c| slab_units(c) * super::super::region::UNIT_SIZE / SIZES[c] >= 8));
+    }
+}

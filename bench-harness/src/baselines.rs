@@ -4,10 +4,12 @@
 //! if a workload needs more, the allocator returns null and the cell is reported as skipped.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use buddy_system_allocator::LockedHeap;
 use talc::{ErrOnOom, Span, Talc, Talck};
 
+use crate::micro::{self, Micro};
 use crate::registry::RunFn;
 use crate::workloads;
 
@@ -41,8 +43,8 @@ fn reserve_region() -> Result<usize, String> {
 static BUDDY_SYSTEM: LockedHeap<32> = LockedHeap::<32>::new();
 static BUDDY_SYSTEM_READY: OnceLock<Result<(), String>> = OnceLock::new();
 
-/// Runs a workload on `buddy_system_allocator::LockedHeap` over a reserved region.
-pub const BUDDY_SYSTEM_RUN: RunFn = |workload, shared, params, recorders| {
+/// `buddy_system_allocator::LockedHeap` over a reserved region (set up on first call).
+pub fn buddy_system() -> Result<&'static LockedHeap<32>, String> {
     BUDDY_SYSTEM_READY
         .get_or_init(|| {
             let base = reserve_region()?;
@@ -52,20 +54,14 @@ pub const BUDDY_SYSTEM_RUN: RunFn = |workload, shared, params, recorders| {
             Ok(())
         })
         .clone()?;
-    Ok(workloads::run(
-        workload,
-        &BUDDY_SYSTEM,
-        shared,
-        params,
-        recorders,
-    ))
-};
+    Ok(&BUDDY_SYSTEM)
+}
 
 static TALC: Talck<spin::Mutex<()>, ErrOnOom> = Talc::new(ErrOnOom).lock();
 static TALC_READY: OnceLock<Result<(), String>> = OnceLock::new();
 
-/// Runs a workload on `talc::Talck<spin::Mutex<()>, ErrOnOom>` over a reserved region.
-pub const TALC_RUN: RunFn = |workload, shared, params, recorders| {
+/// `talc::Talck<spin::Mutex<()>, ErrOnOom>` over a reserved region (set up on first call).
+pub fn talc() -> Result<&'static Talck<spin::Mutex<()>, ErrOnOom>, String> {
     TALC_READY
         .get_or_init(|| {
             let base = reserve_region()?;
@@ -78,5 +74,33 @@ pub const TALC_RUN: RunFn = |workload, shared, params, recorders| {
             }
         })
         .clone()?;
-    Ok(workloads::run(workload, &TALC, shared, params, recorders))
+    Ok(&TALC)
+}
+
+/// Runs a workload on [`buddy_system`].
+pub const BUDDY_SYSTEM_RUN: RunFn = |workload, shared, params, recorders| {
+    Ok(workloads::run(
+        workload,
+        buddy_system()?,
+        shared,
+        params,
+        recorders,
+    ))
+};
+
+/// Runs a workload on [`talc()`].
+pub const TALC_RUN: RunFn = |workload, shared, params, recorders| {
+    Ok(workloads::run(workload, talc()?, shared, params, recorders))
+};
+
+/// Micro-benchmarks on [`buddy_system`].
+pub const BUDDY_SYSTEM_MICRO: Micro = Micro {
+    pairs: |l, n| buddy_system().map_or(Duration::ZERO, |h| micro::pairs(h, l, n)),
+    growth: |m, n| buddy_system().map_or(Duration::ZERO, |h| micro::growth(h, m, n)),
+};
+
+/// Micro-benchmarks on [`talc()`].
+pub const TALC_MICRO: Micro = Micro {
+    pairs: |l, n| talc().map_or(Duration::ZERO, |h| micro::pairs(h, l, n)),
+    growth: |m, n| talc().map_or(Duration::ZERO, |h| micro::growth(h, m, n)),
 };

@@ -18,6 +18,7 @@
 //! | [`summary`] | median, spread, percentiles, geometric means, ratios |
 //! | [`results_io`] | `results.csv` / `results.json` writing and reading |
 //! | [`machine`] | the machine description recorded with the results |
+//! | [`micro`] | the loops behind the criterion micro-benchmarks |
 //! | [`selection`] | parsing of `--allocators`, `--workloads`, `--threads` |
 //! | [`report`] | `REPORT.md` |
 //! | [`charts`] | the SVG charts |
@@ -29,6 +30,7 @@ pub mod baselines;
 pub mod cell;
 pub mod charts;
 pub mod machine;
+pub mod micro;
 pub mod proc_mem;
 pub mod registry;
 pub mod report;

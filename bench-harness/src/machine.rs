@@ -47,10 +47,14 @@ impl Machine {
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
         let rustc = command_line("rustc", &["--version"]).unwrap_or_else(|| "unknown".into());
-        let git_commit = match command_line("git", &["rev-parse", "--short", "HEAD"]) {
+        let repo = env!("CARGO_MANIFEST_DIR");
+        let git_commit = match command_line("git", &["-C", repo, "rev-parse", "--short", "HEAD"]) {
             Some(c) => {
-                let dirty = command_line("git", &["status", "--porcelain", "--untracked-files=no"])
-                    .is_some_and(|s| !s.is_empty());
+                let dirty = command_line(
+                    "git",
+                    &["-C", repo, "status", "--porcelain", "--untracked-files=no"],
+                )
+                .is_some_and(|s| !s.is_empty());
                 if dirty {
                     format!("{c}-dirty")
                 } else {

@@ -6,8 +6,10 @@
 //! ```
 //!
 //! Each entry's `run` function places the allocator in a `static` of its own type and runs the
-//! workload on it through `GlobalAlloc` (monomorphised per allocator: no `dyn` on the hot path).
+//! workload on it through `GlobalAlloc` (monomorphised per allocator: no `dyn` on the hot path);
+//! its `micro` functions do the same for the criterion micro-benchmarks.
 
+use crate::micro::{self, Micro};
 use crate::worker::{Recorder, Shared};
 use crate::workloads::{self, Params};
 
@@ -38,6 +40,8 @@ pub struct AllocatorEntry {
     pub reuses_freed: bool,
     /// Runs a workload on it.
     pub run: RunFn,
+    /// Its criterion micro-benchmarks (`benches/alloc_pairs.rs`).
+    pub micro: Micro,
 }
 
 /// Total bytes an allocator that never reuses memory may allocate in one cell.
@@ -56,6 +60,16 @@ macro_rules! entry {
             run: |workload, shared, params, recorders| {
                 static HEAP: $ty = $init;
                 Ok(workloads::run(workload, &HEAP, shared, params, recorders))
+            },
+            micro: Micro {
+                pairs: |layout, iters| {
+                    static HEAP: $ty = $init;
+                    micro::pairs(&HEAP, layout, iters)
+                },
+                growth: |max, iters| {
+                    static HEAP: $ty = $init;
+                    micro::growth(&HEAP, max, iters)
+                },
             },
         }
     };
@@ -77,6 +91,7 @@ pub const ALLOCATORS: &[AllocatorEntry] = &[
         description: "crate `buddy_system_allocator`: LockedHeap<32> over a 2 GiB reserved region",
         reuses_freed: true,
         run: crate::baselines::BUDDY_SYSTEM_RUN,
+        micro: crate::baselines::BUDDY_SYSTEM_MICRO,
     },
     AllocatorEntry {
         name: "talc",
@@ -84,6 +99,7 @@ pub const ALLOCATORS: &[AllocatorEntry] = &[
         description: "crate `talc` 4: Talck<spin::Mutex, ErrOnOom> over a 2 GiB reserved region",
         reuses_freed: true,
         run: crate::baselines::TALC_RUN,
+        micro: crate::baselines::TALC_MICRO,
     },
 ];
 

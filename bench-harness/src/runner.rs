@@ -45,10 +45,15 @@ impl RunOptions {
     /// Workload duration per cell, ms.
     pub fn duration_ms(&self) -> u64 {
         if self.quick {
-            60
+            150
         } else {
-            700
+            800
         }
+    }
+
+    /// How long a cell may take before it is killed (slow allocators finishing a round).
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis((self.duration_ms() * 15).max(10_000))
     }
 
     /// Size factor of the live sets.
@@ -190,8 +195,10 @@ pub fn run(opts: &RunOptions) -> ResultsFile {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let timeout = Duration::from_millis(opts.duration_ms() * 40 + 60_000);
+    let timeout = opts.timeout();
     let mut results = Vec::with_capacity(cells.len());
+    // Cells that timed out once are not repeated: their other repetitions would cost as much.
+    let mut timed_out: Vec<(String, String, usize)> = Vec::new();
     for spec in &cells {
         bar.set_message(format!(
             "{} / {} / {}t / rep {}",
@@ -200,9 +207,24 @@ pub fn run(opts: &RunOptions) -> ResultsFile {
             spec.threads,
             spec.rep + 1
         ));
-        let r = match skip_before_running(spec) {
-            Some(reason) => CellResult::not_run(spec, Status::Skipped, reason),
-            None => run_child(&opts.exe, spec, timeout),
+        let key = (spec.allocator.clone(), spec.workload.clone(), spec.threads);
+        let r = if let Some(reason) = skip_before_running(spec) {
+            CellResult::not_run(spec, Status::Skipped, reason)
+        } else if timed_out.contains(&key) {
+            CellResult::not_run(
+                spec,
+                Status::Failed,
+                format!(
+                    "not repeated: an earlier repetition timed out after {} s",
+                    timeout.as_secs()
+                ),
+            )
+        } else {
+            let r = run_child(&opts.exe, spec, timeout);
+            if r.reason.starts_with("timed out") {
+                timed_out.push(key);
+            }
+            r
         };
         if r.status == Status::Failed {
             bar.println(format!(

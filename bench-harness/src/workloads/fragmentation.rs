@@ -15,7 +15,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
     workers: Vec<Worker<'a, A>>,
     p: &Params,
 ) -> Vec<Worker<'a, A>> {
-    let n = p.scaled(200_000, 64);
+    let n = p.scaled(50_000, 64);
     let m = n / 10;
     on_threads(workers, |lane, w| {
         let mut rng = p.rng(lane, 0);

@@ -99,6 +99,9 @@ pub struct CellResult {
     pub p999_ns: f64,
     /// Latency samples behind the percentiles.
     pub latency_samples: u64,
+    /// The timer's effective resolution, ns (latencies below it are not resolved).
+    #[serde(default)]
+    pub timer_resolution_ns: f64,
     /// RSS before the workload started (harness bookkeeping already resident).
     pub idle_rss_bytes: u64,
     /// Peak RSS of the process (`VmHWM`).
@@ -259,6 +262,7 @@ pub fn run_cell(spec: &CellSpec) -> CellResult {
         p99_ns: percentile(&lat, 0.99).unwrap_or(0.0),
         p999_ns: percentile(&lat, 0.999).unwrap_or(0.0),
         latency_samples: lat.len() as u64,
+        timer_resolution_ns: calibration.resolution_ns(),
         idle_rss_bytes: idle_rss,
         peak_rss_bytes: peak_rss,
         peak_live_bytes: peak_live,

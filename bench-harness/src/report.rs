@@ -81,6 +81,15 @@ impl<'a> View<'a> {
     }
 }
 
+/// A ratio with two decimals, or three significant digits when small.
+fn fmt_ratio(x: f64) -> String {
+    if x >= 0.1 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
 fn mib(b: u64) -> String {
     format!("{:.1}", b as f64 / (1 << 20) as f64)
 }
@@ -174,13 +183,13 @@ pub fn render(results: &ResultsFile, hand: &str, charts: &[(String, String)]) ->
         let _ = writeln!(o, "### {t} thread{}\n", if t == 1 { "" } else { "s" });
         workload_table(&v, t, &mut o, |r| {
             v.ratio(&r.allocator, &r.workload, t)
-                .map_or("-".into(), |x| format!("{x:.2}"))
+                .map_or("-".into(), fmt_ratio)
         });
         let gm: Vec<String> = v
             .allocators()
             .iter()
             .map(|a| match v.geomean_ratio(a, t) {
-                (Some(g), n) => format!("**{g:.2}** ({n})"),
+                (Some(g), n) => format!("**{}** ({n})", fmt_ratio(g)),
                 _ => "-".into(),
             })
             .collect();
@@ -215,11 +224,18 @@ pub fn render(results: &ResultsFile, hand: &str, charts: &[(String, String)]) ->
     }
 
     // Latency.
+    let resolution = results
+        .cells
+        .iter()
+        .map(|c| c.timer_resolution_ns)
+        .fold(0.0f64, f64::max);
     let _ = writeln!(
         o,
         "## Latency of single operations\n\np50 / p99 / p99.9 in nanoseconds, from one operation in {} timed with the cycle counter \
-         (timer overhead subtracted).\n",
-        crate::worker::SAMPLE_EVERY
+         (timer overhead subtracted). The counter's effective resolution on this machine was {:.1} ns: latencies below \
+         that are not resolved, so equal small p50s mean \"at most one tick\", not equal speed.\n",
+        crate::worker::SAMPLE_EVERY,
+        resolution
     );
     for &t in v.threads() {
         let _ = writeln!(o, "### {t} thread{}\n", if t == 1 { "" } else { "s" });

@@ -47,7 +47,7 @@ impl RunOptions {
         if self.quick {
             150
         } else {
-            800
+            1000
         }
     }
 

@@ -27,6 +27,9 @@ pub struct Calibration {
     pub ticks_per_ns: f64,
     /// The smallest tick difference seen between two consecutive reads (subtracted from samples).
     pub overhead_ticks: u64,
+    /// The median difference between two consecutive reads: the timer's effective resolution
+    /// (virtual machines often advance the counter in coarse steps).
+    pub resolution_ticks: u64,
 }
 
 impl Calibration {
@@ -40,16 +43,23 @@ impl Calibration {
         let c1 = ticks();
         let ns = t0.elapsed().as_nanos().max(1) as f64;
         let ticks_per_ns = ((c1.wrapping_sub(c0)) as f64 / ns).max(1e-9);
-        let mut overhead_ticks = u64::MAX;
-        for _ in 0..1000 {
+        let mut diffs = [0u64; 1001];
+        for d in diffs.iter_mut() {
             let a = ticks();
             let b = ticks();
-            overhead_ticks = overhead_ticks.min(b.wrapping_sub(a));
+            *d = b.wrapping_sub(a);
         }
+        diffs.sort_unstable();
         Calibration {
             ticks_per_ns,
-            overhead_ticks,
+            overhead_ticks: diffs[0],
+            resolution_ticks: diffs[diffs.len() / 2],
         }
+    }
+
+    /// The effective resolution in nanoseconds.
+    pub fn resolution_ns(&self) -> f64 {
+        self.resolution_ticks.max(1) as f64 / self.ticks_per_ns
     }
 
     /// Converts a raw sample (ticks, timer overhead included) to nanoseconds.

@@ -570,17 +570,40 @@ fn draw_charts(out: &Path, results: &ResultsFile) -> Result<Vec<(String, String)
                         .unwrap_or_default();
                     (a.clone(), pts)
                 })
+                .chain(live_line(results, &v.reference, t))
                 .collect(),
         })
         .filter(|p| p.lines.iter().any(|(_, pts)| !pts.is_empty()))
         .collect();
     if !panels.is_empty() {
         let file = "fragmentation_rss.svg".to_string();
-        let title = "RSS over time, fragmentation workload".to_string();
+        let title = "RSS (and live requested bytes) over time, fragmentation workload".to_string();
         charts::line_panels(&out.join(&file), &title, "ms", "RSS MiB", &panels, 2)?;
         made.push((title, file));
     }
     Ok(made)
+}
+
+/// The live requested bytes over time (MiB) in the reference allocator's fragmentation cell:
+/// the floor every RSS line should be compared with.
+fn live_line(
+    results: &ResultsFile,
+    reference: &str,
+    t: usize,
+) -> Option<(String, Vec<(f64, f64)>)> {
+    let cell = results.cells.iter().find(|c| {
+        c.allocator == reference
+            && c.workload == "fragmentation"
+            && c.threads == t
+            && c.status == Status::Ok
+            && !c.series.is_empty()
+    })?;
+    let pts = cell
+        .series
+        .iter()
+        .map(|p| (p.t_ms, p.live_bytes as f64 / (1 << 20) as f64))
+        .collect();
+    Some((format!("live bytes ({reference} run)"), pts))
 }
 
 /// Writes REPORT.md and the charts into `out`, keeping an existing hand-written section.

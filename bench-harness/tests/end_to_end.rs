@@ -24,7 +24,7 @@ fn a_tiny_cell_runs_in_a_child_process() {
 #[test]
 fn a_tiny_run_writes_every_file() {
     let dir = tempfile::tempdir().unwrap();
-    let status = Command::new(EXE)
+    let out = Command::new(EXE)
         .args([
             "run",
             "--quick",
@@ -38,9 +38,13 @@ fn a_tiny_run_writes_every_file() {
             "--out",
         ])
         .arg(dir.path())
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for f in [
         "results.csv",
         "results.json",

@@ -149,7 +149,10 @@ pub fn run_child(exe: &PathBuf, spec: &CellSpec, timeout: Duration) -> CellResul
         return CellResult::not_run(
             spec,
             Status::Failed,
-            format!("timed out after {} s", timeout.as_secs()),
+            format!(
+                "timed out after {} s (the allocator could not finish the workload's last round in time)",
+                timeout.as_secs()
+            ),
         );
     };
     let parsed = stdout

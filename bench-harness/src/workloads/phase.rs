@@ -9,6 +9,9 @@ use rand::Rng;
 use super::{layout, on_threads, touch, Params};
 use crate::worker::{Block, Worker};
 
+/// Objects between two deadline checks in the allocation phase.
+const CHECK_EVERY: usize = 4096;
+
 /// Runs the workload; see the module documentation.
 pub fn run<'a, A: GlobalAlloc + Sync>(
     workers: Vec<Worker<'a, A>>,
@@ -19,7 +22,14 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
         let mut rng = p.rng(lane, 0);
         let mut set = vec![Block::EMPTY; n];
         while w.keep_going() {
-            for s in set.iter_mut() {
+            // The allocation phase stops early at the deadline (checked every CHECK_EVERY
+            // objects), so a slow allocator's last round cannot run far past it.
+            let mut filled = set.len();
+            for (i, s) in set.iter_mut().enumerate() {
+                if i % CHECK_EVERY == CHECK_EVERY - 1 && !w.keep_going() {
+                    filled = i;
+                    break;
+                }
                 let size = rng.gen_range(16..=256);
                 let ptr = w.alloc(layout(size));
                 // SAFETY: `ptr` was just allocated with `size` bytes.
@@ -29,8 +39,8 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
                     size,
                 };
             }
-            for s in set.iter() {
-                // SAFETY: every entry is a live block of its size, freed once per round.
+            for s in set[..filled].iter() {
+                // SAFETY: every entry below `filled` is a live block of its size, freed once per round.
                 unsafe { w.free(s.addr as *mut u8, layout(s.size)) };
             }
         }

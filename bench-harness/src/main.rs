@@ -1,0 +1,195 @@
+//! `bench-harness`: the command line. `run` measures and writes the report, `list` names the
+//! allocators and workloads, `report` rewrites the report from saved results; the hidden `cell`
+//! subcommand is what `run` re-executes for each cell.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use bench_harness::cell::{self, CellSpec};
+use bench_harness::registry::ALLOCATORS;
+use bench_harness::runner::{self, RunOptions, DEFAULT_SEED};
+use bench_harness::workloads::WORKLOADS;
+use bench_harness::{report, results_io, selection};
+
+#[derive(Parser)]
+#[command(
+    name = "bench-harness",
+    version,
+    about = "Measures the suite's allocators against the baselines and writes the comparative report"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs the comparison and writes results.csv, results.json, REPORT.md and the charts.
+    Run {
+        /// Allocators, comma-separated (default: all).
+        #[arg(long)]
+        allocators: Option<String>,
+        /// Workloads, comma-separated (default: all).
+        #[arg(long)]
+        workloads: Option<String>,
+        /// Thread counts, comma-separated.
+        #[arg(long, default_value = "1,2")]
+        threads: String,
+        /// Repetitions per cell (default 3; 1 with --quick).
+        #[arg(long)]
+        reps: Option<usize>,
+        /// A smoke run: short cells, small live sets, one repetition.
+        #[arg(long)]
+        quick: bool,
+        /// Output directory.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Seed of the workloads' random choices.
+        #[arg(long, default_value_t = DEFAULT_SEED)]
+        seed: u64,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Lists the allocators and workloads.
+    List,
+    /// Rewrites REPORT.md and the charts from OUT/results.json.
+    Report {
+        /// Directory holding results.json.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+    },
+    /// Runs one cell in this process and prints its result as JSON (used by `run`).
+    #[command(hide = true)]
+    Cell {
+        /// The cell, as JSON.
+        #[arg(long)]
+        spec: String,
+    },
+}
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+fn write_all(out: &Path, results: &results_io::ResultsFile) -> Result<(), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    results_io::write_csv(&out.join("results.csv"), &results.rows)?;
+    results_io::write_json(&out.join("results.json"), results)?;
+    report::write(out, results)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::List => {
+            println!("allocators:");
+            for a in ALLOCATORS {
+                println!("  {:<24} {:?}: {}", a.name, a.family, a.description);
+            }
+            println!("workloads:");
+            for w in WORKLOADS {
+                println!("  {:<16} {} (stresses: {})", w.name, w.pattern, w.stresses);
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::Cell { spec } => {
+            let spec: CellSpec = match serde_json::from_str(&spec) {
+                Ok(s) => s,
+                Err(e) => return usage_error(&format!("bad cell spec: {e}")),
+            };
+            let r = cell::run_cell(&spec);
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Cmd::Report { out } => {
+            let results = match results_io::read_json(&out.join("results.json")) {
+                Ok(r) => r,
+                Err(e) => return usage_error(&e),
+            };
+            match report::write(&out, &results) {
+                Ok(()) => {
+                    println!("wrote {}", out.join("REPORT.md").display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Run {
+            allocators,
+            workloads,
+            threads,
+            reps,
+            quick,
+            out,
+            seed,
+            no_progress,
+        } => {
+            let names: Vec<&str> = ALLOCATORS.iter().map(|a| a.name).collect();
+            let allocators =
+                match selection::parse_names(allocators.as_deref(), &names, "allocator") {
+                    Ok(v) => v,
+                    Err(e) => return usage_error(&e),
+                };
+            let names: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
+            let workloads = match selection::parse_names(workloads.as_deref(), &names, "workload") {
+                Ok(v) => v,
+                Err(e) => return usage_error(&e),
+            };
+            let threads = match selection::parse_threads(&threads) {
+                Ok(v) => v,
+                Err(e) => return usage_error(&e),
+            };
+            let reps = reps.unwrap_or(if quick { 1 } else { 3 });
+            if reps == 0 {
+                return usage_error("--reps must be at least 1");
+            }
+            let exe = match std::env::current_exe() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: cannot find this binary to re-execute: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let opts = RunOptions {
+                allocators,
+                workloads,
+                threads,
+                reps,
+                quick,
+                seed,
+                progress: !no_progress,
+                exe,
+            };
+            let results = runner::run(&opts);
+            if let Err(e) = write_all(&out, &results) {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+            let ok = results
+                .cells
+                .iter()
+                .filter(|c| c.status == cell::Status::Ok)
+                .count();
+            let skipped = results
+                .cells
+                .iter()
+                .filter(|c| c.status == cell::Status::Skipped)
+                .count();
+            let failed = results.cells.len() - ok - skipped;
+            println!(
+                "{} cells in {:.0} s: {ok} ok, {skipped} skipped, {failed} failed; wrote {}",
+                results.cells.len(),
+                results.config.total_seconds,
+                out.join("REPORT.md").display()
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! What a workload thread calls instead of the allocator: [`Worker::alloc`], [`Worker::free`] and
+//! [`Worker::realloc`] go straight to the allocator under test through `GlobalAlloc` (generic,
+//! no `dyn`), count the operation, time one in [`SAMPLE_EVERY`] of them with the cycle counter,
+//! and track the live requested bytes in a shared counter (folded in batches so the tracking does
+//! not become a point of contention). All bookkeeping memory is sized before the timed phase.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use crate::timer::ticks;
+
+/// One operation in this many is timed (a prime, so it does not beat with workload periods).
+pub const SAMPLE_EVERY: u32 = 61;
+/// Operations between two folds of a thread's live-byte delta into the shared counter.
+const FOLD_EVERY_OPS: u32 = 64;
+/// Byte delta (either sign) after which a thread folds early.
+const FOLD_EVERY_BYTES: isize = 64 * 1024;
+
+/// A block handed between threads: its address and requested size (plain integers, so `Send`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Block {
+    /// The block's address (0 for an empty slot).
+    pub addr: usize,
+    /// The size it was allocated with.
+    pub size: usize,
+}
+
+impl Block {
+    /// An empty slot.
+    pub const EMPTY: Block = Block { addr: 0, size: 0 };
+
+    /// Whether this slot holds no block.
+    pub fn is_empty(&self) -> bool {
+        self.addr == 0
+    }
+}
+
+/// State shared by all threads of one cell.
+#[derive(Debug)]
+pub struct Shared {
+    deadline: Instant,
+    budget_bytes: u64,
+    live: AtomicIsize,
+    peak_live: AtomicUsize,
+    allocated_total: AtomicU64,
+    budget_hit: AtomicBool,
+}
+
+impl Shared {
+    /// Work stops at `deadline`, or once `budget_bytes` have been allocated in total (a cap for
+    /// allocators that never reuse memory; `u64::MAX` for none).
+    pub fn new(deadline: Instant, budget_bytes: u64) -> Self {
+        Shared {
+            deadline,
+            budget_bytes,
+            live: AtomicIsize::new(0),
+            peak_live: AtomicUsize::new(0),
+            allocated_total: AtomicU64::new(0),
+            budget_hit: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the workload should start another round.
+    pub fn keep_going(&self) -> bool {
+        !self.budget_hit.load(Ordering::Relaxed) && Instant::now() < self.deadline
+    }
+
+    /// The live requested bytes as last folded.
+    pub fn live_bytes(&self) -> usize {
+        self.live.load(Ordering::Relaxed).max(0) as usize
+    }
+
+    /// The highest live requested bytes seen at a fold.
+    pub fn peak_live_bytes(&self) -> usize {
+        self.peak_live.load(Ordering::Relaxed)
+    }
+
+    /// Whether the allocation budget ended the work early.
+    pub fn budget_hit(&self) -> bool {
+        self.budget_hit.load(Ordering::Relaxed)
+    }
+
+    /// Adds a thread's unfolded delta; `max_delta` is the highest the delta reached since the
+    /// last fold, so a peak between two folds is seen too (exactly for one thread).
+    fn fold(&self, live_delta: isize, max_delta: isize, allocated: u64) {
+        let before = self.live.fetch_add(live_delta, Ordering::Relaxed);
+        let peak = before + max_delta.max(live_delta);
+        if peak > 0 {
+            self.peak_live.fetch_max(peak as usize, Ordering::Relaxed);
+        }
+        let total = self.allocated_total.fetch_add(allocated, Ordering::Relaxed) + allocated;
+        if total >= self.budget_bytes {
+            self.budget_hit.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One thread's counts and latency samples; sized (and its pages touched) before timing starts.
+#[derive(Debug)]
+pub struct Recorder {
+    /// Operations performed.
+    pub ops: u64,
+    /// Raw tick counts of sampled operations (a ring: the newest overwrite the oldest when full).
+    pub samples: Vec<u32>,
+    /// Samples written in total (may exceed `samples.len()`).
+    pub samples_taken: u64,
+}
+
+impl Recorder {
+    /// A recorder holding up to `capacity` samples, its memory already resident.
+    pub fn new(capacity: usize) -> Self {
+        // Zeroed pages may not be resident yet: write every element so they are, before the
+        // idle RSS is read.
+        let mut samples = vec![0u32; capacity.max(1)];
+        for s in samples.iter_mut() {
+            *s = std::hint::black_box(1);
+        }
+        Recorder {
+            ops: 0,
+            samples,
+            samples_taken: 0,
+        }
+    }
+
+    /// The samples actually written.
+    pub fn taken(&self) -> &[u32] {
+        let n = (self.samples_taken as usize).min(self.samples.len());
+        &self.samples[..n]
+    }
+
+    #[inline]
+    fn push(&mut self, raw: u64) {
+        let len = self.samples.len() as u64;
+        let slot = (self.samples_taken % len) as usize;
+        if let Some(s) = self.samples.get_mut(slot) {
+            *s = raw.min(u32::MAX as u64) as u32;
+        }
+        self.samples_taken += 1;
+    }
+}
+
+/// A workload thread's handle onto the allocator under test.
+pub struct Worker<'a, A: GlobalAlloc> {
+    heap: &'a A,
+    shared: &'a Shared,
+    rec: Recorder,
+    until_sample: u32,
+    until_fold: u32,
+    live_delta: isize,
+    max_delta: isize,
+    allocated: u64,
+}
+
+impl<'a, A: GlobalAlloc> Worker<'a, A> {
+    /// A worker recording into `rec`.
+    pub fn new(heap: &'a A, shared: &'a Shared, rec: Recorder) -> Self {
+        Worker {
+            heap,
+            shared,
+            rec,
+            until_sample: SAMPLE_EVERY,
+            until_fold: FOLD_EVERY_OPS,
+            live_delta: 0,
+            max_delta: 0,
+            allocated: 0,
+        }
+    }
+
+    /// The cell's shared state.
+    pub fn shared(&self) -> &'a Shared {
+        self.shared
+    }
+
+    /// Whether the workload should start another round.
+    pub fn keep_going(&self) -> bool {
+        self.shared.keep_going()
+    }
+
+    /// Folds the counters and hands the recorder back.
+    pub fn finish(mut self) -> Recorder {
+        self.fold();
+        self.rec
+    }
+
+    #[inline(always)]
+    fn sampled(&mut self) -> bool {
+        self.until_sample -= 1;
+        if self.until_sample == 0 {
+            self.until_sample = SAMPLE_EVERY;
+            true
+        } else {
+            false
+        }
+    }
+
+    #[inline(always)]
+    fn count(&mut self, live_delta: isize, allocated: usize) {
+        self.rec.ops += 1;
+        self.live_delta += live_delta;
+        self.max_delta = self.max_delta.max(self.live_delta);
+        self.allocated += allocated as u64;
+        self.until_fold -= 1;
+        if self.until_fold == 0 || self.live_delta.abs() > FOLD_EVERY_BYTES {
+            self.fold();
+        }
+    }
+
+    #[cold]
+    fn fold(&mut self) {
+        self.shared
+            .fold(self.live_delta, self.max_delta, self.allocated);
+        self.live_delta = 0;
+        self.max_delta = 0;
+        self.allocated = 0;
+        self.until_fold = FOLD_EVERY_OPS;
+    }
+
+    /// Allocates `layout` (its size must be non-zero). If the allocator returns null, the cell
+    /// ends here and is reported as skipped (out of memory); this never returns null.
+    #[inline]
+    pub fn alloc(&mut self, layout: Layout) -> *mut u8 {
+        assert!(layout.size() != 0, "workloads never allocate zero bytes");
+        let p = if self.sampled() {
+            let t0 = ticks();
+            // SAFETY: the layout's size is non-zero (checked above).
+            let p = unsafe { self.heap.alloc(layout) };
+            let t1 = ticks();
+            self.rec.push(t1.wrapping_sub(t0));
+            p
+        } else {
+            // SAFETY: the layout's size is non-zero (checked above).
+            unsafe { self.heap.alloc(layout) }
+        };
+        if p.is_null() {
+            crate::cell::exit_out_of_memory(layout.size());
+        }
+        self.count(layout.size() as isize, layout.size());
+        std::hint::black_box(p)
+    }
+
+    /// Frees `ptr`.
+    ///
+    /// # Safety
+    /// `ptr` must have been returned by this cell's allocator for `layout` (by [`Worker::alloc`]
+    /// or [`Worker::realloc`] of any worker of the cell) and not freed since.
+    #[inline]
+    pub unsafe fn free(&mut self, ptr: *mut u8, layout: Layout) {
+        if self.sampled() {
+            let t0 = ticks();
+            // SAFETY: the caller guarantees `ptr` is a live block of this allocator with `layout`.
+            unsafe { self.heap.dealloc(ptr, layout) };
+            let t1 = ticks();
+            self.rec.push(t1.wrapping_sub(t0));
+        } else {
+            // SAFETY: as above.
+            unsafe { self.heap.dealloc(ptr, layout) };
+        }
+        self.count(-(layout.size() as isize), 0);
+    }
+
+    /// Resizes `ptr` to `new_size` bytes (non-zero); never returns null (see [`Worker::alloc`]).
+    ///
+    /// # Safety
+    /// As for [`Worker::free`]; afterwards the block is described by `layout` with `new_size`.
+    #[inline]
+    pub unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        assert!(new_size != 0, "workloads never reallocate to zero bytes");
+        let p = if self.sampled() {
+            let t0 = ticks();
+            // SAFETY: the caller guarantees `ptr` is a live block with `layout`; size non-zero.
+            let p = unsafe { self.heap.realloc(ptr, layout, new_size) };
+            let t1 = ticks();
+            self.rec.push(t1.wrapping_sub(t0));
+            p
+        } else {
+            // SAFETY: as above.
+            unsafe { self.heap.realloc(ptr, layout, new_size) }
+        };
+        if p.is_null() {
+            crate::cell::exit_out_of_memory(new_size);
+        }
+        self.count(
+            new_size as isize - layout.size() as isize,
+            new_size.saturating_sub(layout.size()),
+        );
+        std::hint::black_box(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::alloc::System;
+    use std::time::Duration;
+
+    #[test]
+    fn counts_ops_and_tracks_live_bytes() {
+        let shared = Shared::new(Instant::now() + Duration::from_secs(5), u64::MAX);
+        let mut w = Worker::new(&System, &shared, Recorder::new(16));
+        let l = Layout::from_size_align(100, 8).unwrap();
+        let ps: Vec<_> = (0..200).map(|_| w.alloc(l)).collect();
+        for p in ps {
+            // SAFETY: allocated just above with `l`.
+            unsafe { w.free(p, l) };
+        }
+        let rec = w.finish();
+        assert_eq!(rec.ops, 400);
+        assert_eq!(shared.live_bytes(), 0);
+        assert!(shared.peak_live_bytes() >= 100 * 150);
+        assert_eq!(rec.samples_taken, 400 / SAMPLE_EVERY as u64);
+    }
+
+    #[test]
+    fn budget_stops_work() {
+        let shared = Shared::new(Instant::now() + Duration::from_secs(5), 1000);
+        let mut w = Worker::new(&System, &shared, Recorder::new(4));
+        let l = Layout::from_size_align(100, 8).unwrap();
+        for _ in 0..20 {
+            let p = w.alloc(l);
+            // SAFETY: allocated just above with `l`.
+            unsafe { w.free(p, l) };
+        }
+        let _ = w.finish();
+        assert!(!shared.keep_going());
+        assert!(shared.budget_hit());
+    }
+}

@@ -1,0 +1,228 @@
+//! The twelve workloads, written here from the published descriptions of well-known allocator
+//! benchmarks (mimalloc-bench, the rpmalloc benchmark, Bonwick's papers), never copied.
+//!
+//! Every workload is generic over `A: GlobalAlloc` and calls the allocator under test only through
+//! a [`Worker`]. Each runs in rounds until the cell's deadline (see [`Shared::keep_going`]), so a
+//! cell's duration is the same for a fast and a slow allocator, and is seeded, so every allocator
+//! sees the same sequence of requests. `threads` is the number of worker threads (for `xmalloc`:
+//! producer/consumer pairs).
+
+use std::alloc::{GlobalAlloc, Layout};
+
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use crate::worker::{Recorder, Shared, Worker};
+
+mod alloc_test;
+mod cache_scratch;
+mod fixed_size;
+mod fragmentation;
+mod larson;
+mod mstress;
+mod phase;
+mod power_of_two;
+mod realloc_growth;
+mod rptest;
+mod thread_churn;
+mod xmalloc;
+
+/// A workload's entry in the table.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkloadInfo {
+    /// The name used on the command line and in the results.
+    pub name: &'static str,
+    /// The allocation pattern.
+    pub pattern: &'static str,
+    /// What it stresses.
+    pub stresses: &'static str,
+    /// Whether the total bytes allocated stay near the live bytes (no churn), so an allocator that
+    /// never reuses freed memory can serve it.
+    pub bounded_total: bool,
+    /// Whether RSS and live bytes are sampled over time during the cell.
+    pub samples_over_time: bool,
+    /// Threads used per requested thread (2 for producer/consumer pairs).
+    pub lanes_per_thread: usize,
+}
+
+/// Every workload, in report order.
+pub const WORKLOADS: &[WorkloadInfo] = &[
+    info("larson", "each thread frees and re-allocates random slots (8-1000 B); slots handed to new threads", "server churn, cross-thread frees", false, 1),
+    info("xmalloc", "producers allocate 64 B objects in batches, consumers free them (threads = pairs)", "remote frees at full speed", false, 2),
+    info("cache-scratch", "objects handed to threads, which then allocate, write, free in a loop", "false sharing", false, 1),
+    info("mstress", "power-of-two sizes, rare huge ones, pointers swapped through a shared array, threads recreated", "mixed lifetimes, thread churn", false, 1),
+    info("rptest", "random sizes 8 B-16 KiB, 1000 live per thread, cross-thread handoff", "general throughput", false, 1),
+    info("alloc-test", "Pareto-distributed sizes up to 1 KiB", "common small sizes", false, 1),
+    info("fixed-size", "one object size (64 B), LIFO and random order", "the slab's case", false, 1),
+    info("power-of-two", "sizes 2^k only (8 B-4 KiB, rarely up to 64 KiB)", "the buddy's case", false, 1),
+    info("phase", "allocate a large set, then free everything", "the bump's case", true, 1),
+    info("realloc-growth", "vectors and strings that grow by doubling", "realloc in place", false, 1),
+    WorkloadInfo {
+        samples_over_time: true,
+        ..info("fragmentation", "fill with small objects, free 90% at random, then allocate other sizes; RSS sampled over time", "memory returned, reuse", false, 1)
+    },
+    info("thread-churn", "thousands of short-lived threads allocating", "cache hand-back on exit", false, 1),
+];
+
+const fn info(
+    name: &'static str,
+    pattern: &'static str,
+    stresses: &'static str,
+    bounded_total: bool,
+    lanes_per_thread: usize,
+) -> WorkloadInfo {
+    WorkloadInfo {
+        name,
+        pattern,
+        stresses,
+        bounded_total,
+        samples_over_time: false,
+        lanes_per_thread,
+    }
+}
+
+/// Looks a workload up by name.
+pub fn find(name: &str) -> Option<&'static WorkloadInfo> {
+    WORKLOADS.iter().find(|w| w.name == name)
+}
+
+/// What a workload needs besides the allocator.
+#[derive(Clone, Copy, Debug)]
+pub struct Params {
+    /// Worker threads requested.
+    pub threads: usize,
+    /// The seed every random choice derives from.
+    pub seed: u64,
+    /// Size factor of the live sets (1.0 at default scale, smaller for `--quick`).
+    pub size_factor: f64,
+}
+
+impl Params {
+    /// A reproducible generator for lane `lane`, round `round`.
+    pub fn rng(&self, lane: usize, round: u64) -> SmallRng {
+        SmallRng::seed_from_u64(
+            self.seed ^ (lane as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ round.rotate_left(32),
+        )
+    }
+
+    /// `n` scaled by the size factor (at least `min`).
+    pub fn scaled(&self, n: usize, min: usize) -> usize {
+        ((n as f64 * self.size_factor) as usize).max(min)
+    }
+}
+
+/// Runs workload `name` on `heap` with one recorder per lane; returns the recorders filled.
+/// Unknown names run nothing.
+pub fn run<A: GlobalAlloc + Sync>(
+    name: &str,
+    heap: &A,
+    shared: &Shared,
+    params: &Params,
+    recorders: Vec<Recorder>,
+) -> Vec<Recorder> {
+    let workers: Vec<Worker<'_, A>> = recorders
+        .into_iter()
+        .map(|r| Worker::new(heap, shared, r))
+        .collect();
+    let done = match name {
+        "larson" => larson::run(workers, params),
+        "xmalloc" => xmalloc::run(workers, params),
+        "cache-scratch" => cache_scratch::run(workers, params),
+        "mstress" => mstress::run(workers, params),
+        "rptest" => rptest::run(workers, params),
+        "alloc-test" => alloc_test::run(workers, params),
+        "fixed-size" => fixed_size::run(workers, params),
+        "power-of-two" => power_of_two::run(workers, params),
+        "phase" => phase::run(workers, params),
+        "realloc-growth" => realloc_growth::run(workers, params),
+        "fragmentation" => fragmentation::run(workers, params),
+        "thread-churn" => thread_churn::run(workers, params),
+        _ => workers,
+    };
+    done.into_iter().map(Worker::finish).collect()
+}
+
+/// The layout every workload uses for `size` bytes: 16-byte alignment like `malloc`'s (8 for
+/// blocks under 16 bytes).
+#[inline]
+pub fn layout(size: usize) -> Layout {
+    let size = size.max(1);
+    let align = if size >= 16 { 16 } else { 8 };
+    Layout::from_size_align(size, align).unwrap_or(Layout::new::<u64>())
+}
+
+/// Writes the first and last byte of a block, as a program initialising it would.
+///
+/// # Safety
+/// `p` must point to at least `size >= 1` writable bytes.
+#[inline]
+pub unsafe fn touch(p: *mut u8, size: usize, value: u8) {
+    // SAFETY: the caller guarantees `p..p+size` is writable and size >= 1.
+    unsafe {
+        p.write_volatile(value);
+        p.add(size - 1).write_volatile(value);
+    }
+}
+
+/// Runs `body` for each worker on its own scoped thread and returns the workers in order.
+pub fn on_threads<'a, A, F>(workers: Vec<Worker<'a, A>>, body: F) -> Vec<Worker<'a, A>>
+where
+    A: GlobalAlloc + Sync,
+    F: Fn(usize, &mut Worker<'a, A>) + Sync,
+{
+    let body = &body;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = workers
+            .into_iter()
+            .enumerate()
+            .map(|(lane, mut w)| {
+                s.spawn(move || {
+                    body(lane, &mut w);
+                    w
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| std::process::exit(3)))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::alloc::System;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn table_names_are_unique_and_dispatch() {
+        for (i, w) in WORKLOADS.iter().enumerate() {
+            assert!(WORKLOADS[i + 1..].iter().all(|o| o.name != w.name));
+            assert_eq!(find(w.name).map(|f| f.name), Some(w.name));
+        }
+        assert_eq!(WORKLOADS.len(), 12);
+    }
+
+    #[test]
+    fn every_workload_runs_briefly_and_frees_everything() {
+        for w in WORKLOADS {
+            for threads in [1, 2] {
+                let shared = Shared::new(Instant::now() + Duration::from_millis(20), u64::MAX);
+                let params = Params {
+                    threads,
+                    seed: 7,
+                    size_factor: 0.05,
+                };
+                let recs = (0..threads * w.lanes_per_thread)
+                    .map(|_| Recorder::new(1024))
+                    .collect();
+                let recs = run(w.name, &System, &shared, &params, recs);
+                let ops: u64 = recs.iter().map(|r| r.ops).sum();
+                assert!(ops > 0, "{} ran no operation", w.name);
+                assert_eq!(shared.live_bytes(), 0, "{} leaked", w.name);
+                assert!(shared.peak_live_bytes() > 0, "{}", w.name);
+            }
+        }
+    }
+}

@@ -58,6 +58,7 @@ const ALLOCATORS: &[(&str, &[Bug])] = &[
             Bug::LargeDoubleFree,
         ],
     ),
+    ("sizeclass", &ALL_BUGS),
 ];
 
 /// What stderr must contain and which signal must end the child.
@@ -132,6 +133,7 @@ fn run_child(allocator: &str, bug: Bug) {
     match allocator {
         "bump" => commit(&allocators::Bump::new(), bug),
         "buddy" => commit(&allocators::Buddy::new(), bug),
+        "sizeclass" => commit(&allocators::SizeClass::new(), bug),
         other => panic!("unknown allocator {other}"),
     }
 }

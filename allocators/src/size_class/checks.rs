@@ -1,0 +1,187 @@
+//! The `hardened` feature's checks for the size-class allocator (see [`crate::hardened`]). Every
+//! caller reaches them through an `if hardened::ENABLED` branch, so without the feature none of
+//! this code is reached and the fast paths are those of the normal build.
+//!
+//! Block layout in hardened builds (blocks are at least 16 bytes): word 0 holds the free-list link
+//! while the block is free, encoded with [`hardened::encode_link`]; the last word of the block
+//! (`block + block_size - 8`) is its *state word*: the canary [`hardened::canary_for`] while the
+//! block is handed out, the freed tag (the canary's complement) once it is freed. The usable size
+//! is `block_size - 8`, so no legitimate write reaches the state word. A free then tells apart, with
+//! one load: canary (live: fine), freed tag (double free), anything else (heap overflow).
+//!
+//! The state word lives in the block, not in shared metadata, so a remote free needs no atomic
+//! operation beyond its push: the freeing thread owns the block until the push publishes it.
+//! Two threads freeing the same block at the very same instant may both see the canary (a race
+//! a bitmap would need an atomic read-modify-write on every free to close); any later free of it
+//! is caught.
+
+use super::classes::{class_size_const, NUM_CLASSES};
+use super::page::{Block, Page};
+use crate::hardened::{self, Misuse};
+use crate::large;
+use crate::region_map::{self, Owner};
+
+/// The name the misuse reports carry.
+const NAME: &str = "sizeclass";
+
+/// `u64::MAX / d + 1` for each class size `d`: `n` (< 2^32) is a multiple of `d` exactly when
+/// `n * magic` (mod 2^64) is below `magic` (Lemire, Kaser and Kurz, "Faster remainder by direct
+/// computation", 2019), a multiplication instead of a division.
+static DIVISIBILITY_MAGIC: [u64; NUM_CLASSES] = build_magic();
+
+const fn build_magic() -> [u64; NUM_CLASSES] {
+    let mut t = [0u64; NUM_CLASSES];
+    let mut i = 0;
+    while i < NUM_CLASSES {
+        t[i] = u64::MAX / class_size_const(i) as u64 + 1;
+        i += 1;
+    }
+    t
+}
+
+/// Whether `off` (below 2^32) is a multiple of the block size of `class`.
+#[inline(always)]
+fn is_multiple_of_class(off: usize, class: usize) -> bool {
+    debug_assert!(class < NUM_CLASSES && off < 1 << 32);
+    // SAFETY: page classes are below NUM_CLASSES (set by segment::alloc_page).
+    let magic = unsafe { *DIVISIBILITY_MAGIC.get_unchecked(class) };
+    (off as u64).wrapping_mul(magic) < magic
+}
+
+/// Whether `addr` is the start of a carved block of `page`.
+///
+/// # Safety
+/// `page` is a valid page descriptor.
+#[inline(always)]
+unsafe fn is_block_start(page: *const Page, addr: usize) -> bool {
+    // SAFETY: caller's contract.
+    unsafe {
+        let off = addr.wrapping_sub((*page).start);
+        // The carved area is at most a segment (4 MiB), so a passing `off` is below 2^32.
+        off < (*page).capacity as usize * (*page).block_size
+            && is_multiple_of_class(off, (*page).class as usize)
+    }
+}
+
+/// The state word of a freed block.
+#[inline(always)]
+fn freed_tag(block: usize) -> usize {
+    !hardened::canary_for(block)
+}
+
+/// The address of the state word of `block` in `page`.
+///
+/// # Safety
+/// `page` is a valid descriptor serving blocks of at least 16 bytes.
+#[inline(always)]
+unsafe fn state_word(page: *const Page, block: usize) -> *mut usize {
+    // SAFETY: caller's contract.
+    (block + unsafe { (*page).block_size } - hardened::CANARY_BYTES) as *mut usize
+}
+
+/// Decodes the link `stored` read from free block `block` of `page` and checks that it is null or
+/// the start of a carved block of the same page; reports a corrupted free list otherwise.
+///
+/// # Safety
+/// `page` is a valid descriptor owned by the caller or being walked by its owner.
+#[inline(always)]
+pub unsafe fn decode_next(page: *const Page, block: *mut Block, stored: *mut Block) -> *mut Block {
+    let next = hardened::decode_link(stored as usize, block as usize);
+    // SAFETY: caller's contract.
+    if next != 0 && !unsafe { is_block_start(page, next) } {
+        hardened::misuse(NAME, Misuse::CorruptFreeList, block as *const u8);
+    }
+    next as *mut Block
+}
+
+/// Arms a block being handed out: writes its canary into its state word.
+///
+/// # Safety
+/// `block` is a block of `page` just taken off a free list, owned by the caller.
+#[inline(always)]
+pub unsafe fn arm(page: *const Page, block: *mut Block) {
+    // SAFETY: the state word is the block's last word, inside the block.
+    unsafe { state_word(page, block as usize).write(hardened::canary_for(block as usize)) };
+}
+
+/// Checks that `ptr`, passed to `dealloc` or `realloc` with a layout of the `large` kind, is a live
+/// block of this allocator; reports an invalid free, a double free or a heap overflow otherwise.
+///
+/// # Safety
+/// None beyond `ptr` being any address: it is attributed through the region map first.
+#[inline]
+pub unsafe fn check_live(ptr: *mut u8, large: bool) {
+    let owner = region_map::owner_of(ptr);
+    if large {
+        // SAFETY: `large::owner` is only asked about pointers in a Large window.
+        if owner != Owner::Large || unsafe { large::owner(ptr) } != Some(Owner::SizeClass) {
+            hardened::misuse(NAME, Misuse::InvalidFree, ptr);
+        }
+        return;
+    }
+    if owner != Owner::SizeClass {
+        hardened::misuse(NAME, Misuse::InvalidFree, ptr);
+    }
+    let addr = ptr as usize;
+    // SAFETY: the window is one of our live segments (region map), so its header and page
+    // descriptors are valid; a page in use serves blocks of at least 16 bytes.
+    unsafe {
+        let page = super::segment::page_of(addr);
+        if !(*page).in_use || !is_block_start(page, addr) {
+            hardened::misuse(NAME, Misuse::InvalidFree, ptr);
+        }
+        let state = state_word(page, addr).read();
+        if state != hardened::canary_for(addr) {
+            let kind = if state == freed_tag(addr) {
+                Misuse::DoubleFree
+            } else {
+                Misuse::HeapOverflow
+            };
+            hardened::misuse(NAME, kind, ptr);
+        }
+    }
+}
+
+/// Marks a checked live block freed (its state word becomes the freed tag) and, when
+/// [`hardened::FILL_FREED`], fills its usable bytes with [`hardened::FREED_BYTE`].
+///
+/// # Safety
+/// `block` is a live block of `page` that passed [`check_live`], being freed by the caller.
+#[inline(always)]
+pub unsafe fn retire(page: *const Page, block: *mut u8) {
+    // SAFETY: the block is the caller's until it is pushed on a free list.
+    unsafe {
+        let state = state_word(page, block as usize);
+        if hardened::FILL_FREED {
+            let usable = (*page).block_size - hardened::CANARY_BYTES;
+            core::ptr::write_bytes(block, hardened::FREED_BYTE, usable);
+        }
+        state.write(freed_tag(block as usize));
+    }
+}
+
+/// Reports a free list that holds more blocks than the page has handed out (a cycle, left by a
+/// double free that raced past [`check_live`]).
+#[cold]
+pub fn list_too_long(page: *const Page) -> ! {
+    hardened::misuse(NAME, Misuse::CorruptFreeList, page.cast())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::classes::class_size;
+    use super::*;
+
+    #[test]
+    fn divisibility_magic_matches_remainder() {
+        for class in 0..NUM_CLASSES {
+            let d = class_size(class);
+            for off in (0..(4 << 20)).step_by(8) {
+                assert_eq!(is_multiple_of_class(off, class), off % d == 0, "{off} {d}");
+            }
+            for off in [(1usize << 32) - 8, (1 << 32) - d] {
+                assert_eq!(is_multiple_of_class(off, class), off % d == 0, "{off} {d}");
+            }
+        }
+    }
+}

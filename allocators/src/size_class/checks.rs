@@ -40,12 +40,46 @@ const fn build_magic() -> [u64; NUM_CLASSES] {
 }
 
 /// Whether `off` (below 2^32) is a multiple of the block size of `class`.
-#[inline(always)]
+#[cfg(test)]
 fn is_multiple_of_class(off: usize, class: usize) -> bool {
-    debug_assert!(class < NUM_CLASSES && off < 1 << 32);
-    // SAFETY: page classes are below NUM_CLASSES (set by segment::alloc_page).
-    let magic = unsafe { *DIVISIBILITY_MAGIC.get_unchecked(class) };
+    is_multiple(off, DIVISIBILITY_MAGIC[class])
+}
+
+/// Whether `off` (below 2^32) is a multiple of the divisor whose magic is `magic`.
+#[inline(always)]
+fn is_multiple(off: usize, magic: u64) -> bool {
+    debug_assert!(off < 1 << 32);
     (off as u64).wrapping_mul(magic) < magic
+}
+
+/// Sets up the hardened fields of `page`, just given class `class` (called by
+/// `segment::alloc_page` in hardened builds).
+///
+/// # Safety
+/// The caller owns `page`; `class < NUM_CLASSES`.
+#[inline]
+pub unsafe fn init_page(page: *mut Page, class: usize) {
+    debug_assert!(class < NUM_CLASSES);
+    #[cfg(feature = "hardened")]
+    // SAFETY: caller's contract.
+    unsafe {
+        (*page).div_magic = *DIVISIBILITY_MAGIC.get_unchecked(class)
+    };
+    let _ = (page, class);
+}
+
+/// The divisibility magic of `page`'s block size.
+///
+/// # Safety
+/// `page` is a valid descriptor.
+#[inline(always)]
+unsafe fn magic_of(page: *const Page) -> u64 {
+    #[cfg(feature = "hardened")]
+    // SAFETY: caller's contract.
+    return unsafe { (*page).div_magic };
+    #[cfg(not(feature = "hardened"))]
+    // SAFETY: caller's contract; the class of a descriptor is below NUM_CLASSES.
+    return unsafe { *DIVISIBILITY_MAGIC.get_unchecked((*page).class as usize) };
 }
 
 /// Whether `addr` is the start of a carved block of `page`.
@@ -58,15 +92,14 @@ unsafe fn is_block_start(page: *const Page, addr: usize) -> bool {
     unsafe {
         let off = addr.wrapping_sub((*page).start);
         // The carved area is at most a segment (4 MiB), so a passing `off` is below 2^32.
-        off < (*page).capacity as usize * (*page).block_size
-            && is_multiple_of_class(off, (*page).class as usize)
+        off < (*page).capacity as usize * (*page).block_size && is_multiple(off, magic_of(page))
     }
 }
 
 /// The state word of a freed block.
 #[inline(always)]
-fn freed_tag(block: usize) -> usize {
-    !hardened::canary_for(block)
+fn freed_tag(block: usize, key: usize) -> usize {
+    !hardened::canary_keyed(block, key)
 }
 
 /// The address of the state word of `block` in `page`.
@@ -79,14 +112,30 @@ unsafe fn state_word(page: *const Page, block: usize) -> *mut usize {
     (block + unsafe { (*page).block_size } - hardened::CANARY_BYTES) as *mut usize
 }
 
+/// The per-process key for links and canaries (read once per operation and passed along), or 0
+/// without the feature (then unused).
+#[inline(always)]
+pub fn key() -> usize {
+    if hardened::ENABLED {
+        hardened::key()
+    } else {
+        0
+    }
+}
+
 /// Decodes the link `stored` read from free block `block` of `page` and checks that it is null or
 /// the start of a carved block of the same page; reports a corrupted free list otherwise.
 ///
 /// # Safety
 /// `page` is a valid descriptor owned by the caller or being walked by its owner.
 #[inline(always)]
-pub unsafe fn decode_next(page: *const Page, block: *mut Block, stored: *mut Block) -> *mut Block {
-    let next = hardened::decode_link(stored as usize, block as usize);
+pub unsafe fn decode_next(
+    page: *const Page,
+    block: *mut Block,
+    stored: *mut Block,
+    key: usize,
+) -> *mut Block {
+    let next = hardened::decode_link_keyed(stored as usize, block as usize, key);
     // SAFETY: caller's contract.
     if next != 0 && !unsafe { is_block_start(page, next) } {
         hardened::misuse(NAME, Misuse::CorruptFreeList, block as *const u8);
@@ -99,56 +148,76 @@ pub unsafe fn decode_next(page: *const Page, block: *mut Block, stored: *mut Blo
 /// # Safety
 /// `block` is a block of `page` just taken off a free list, owned by the caller.
 #[inline(always)]
-pub unsafe fn arm(page: *const Page, block: *mut Block) {
+pub unsafe fn arm(page: *const Page, block: *mut Block, key: usize) {
     // SAFETY: the state word is the block's last word, inside the block.
-    unsafe { state_word(page, block as usize).write(hardened::canary_for(block as usize)) };
+    unsafe { state_word(page, block as usize).write(hardened::canary_keyed(block as usize, key)) };
 }
 
-/// Checks that `ptr`, passed to `dealloc` or `realloc` with a layout of the `large` kind, is a live
-/// block of this allocator; reports an invalid free, a double free or a heap overflow otherwise.
+/// Checks that `ptr`, passed to `dealloc` or `realloc` with a large layout, starts a live large
+/// block of this allocator; reports an invalid free otherwise.
 ///
 /// # Safety
 /// None beyond `ptr` being any address: it is attributed through the region map first.
-#[inline]
-pub unsafe fn check_live(ptr: *mut u8, large: bool) {
-    let owner = region_map::owner_of(ptr);
-    if large {
-        // SAFETY: `large::owner` is only asked about pointers in a Large window.
-        if owner != Owner::Large || unsafe { large::owner(ptr) } != Some(Owner::SizeClass) {
-            hardened::misuse(NAME, Misuse::InvalidFree, ptr);
-        }
-        return;
+#[inline(never)]
+pub unsafe fn check_large(ptr: *mut u8) {
+    // SAFETY: `large::owner` is only asked about pointers in a Large window.
+    if region_map::owner_of(ptr) != Owner::Large
+        || unsafe { large::owner(ptr) } != Some(Owner::SizeClass)
+    {
+        hardened::misuse(NAME, Misuse::InvalidFree, ptr);
     }
-    if owner != Owner::SizeClass {
+}
+
+/// Checks that `ptr`, passed to `dealloc` or `realloc` with a small layout, starts a live block
+/// of one of our pages; reports an invalid free, a double free or a heap overflow otherwise.
+/// Returns the key, for the rest of the operation.
+///
+/// A page not in use has `capacity == 0` in hardened builds (`segment::free_page`), so the one
+/// bounds test `offset < capacity * block_size` also rejects free pages and header slots.
+///
+/// # Safety
+/// None beyond `ptr` being any address: it is attributed through the region map first.
+#[inline(always)]
+pub unsafe fn check_small(ptr: *mut u8) -> usize {
+    if region_map::owner_of(ptr) != Owner::SizeClass {
         hardened::misuse(NAME, Misuse::InvalidFree, ptr);
     }
     let addr = ptr as usize;
     // SAFETY: the window is one of our live segments (region map), so its header and page
-    // descriptors are valid; a page in use serves blocks of at least 16 bytes.
+    // descriptors are valid; a page with carved blocks serves blocks of at least 16 bytes.
     unsafe {
         let page = super::segment::page_of(addr);
-        if !(*page).in_use || !is_block_start(page, addr) {
+        if !is_block_start(page, addr) {
             hardened::misuse(NAME, Misuse::InvalidFree, ptr);
         }
+        let key = hardened::key();
         let state = state_word(page, addr).read();
-        if state != hardened::canary_for(addr) {
-            let kind = if state == freed_tag(addr) {
-                Misuse::DoubleFree
-            } else {
-                Misuse::HeapOverflow
-            };
-            hardened::misuse(NAME, kind, ptr);
+        if state != hardened::canary_keyed(addr, key) {
+            state_mismatch(ptr, state, key);
         }
+        key
     }
+}
+
+/// Reports a block whose state word is not its canary: freed already, or overwritten.
+#[cold]
+#[inline(never)]
+fn state_mismatch(ptr: *mut u8, state: usize, key: usize) -> ! {
+    let kind = if state == freed_tag(ptr as usize, key) {
+        Misuse::DoubleFree
+    } else {
+        Misuse::HeapOverflow
+    };
+    hardened::misuse(NAME, kind, ptr)
 }
 
 /// Marks a checked live block freed (its state word becomes the freed tag) and, when
 /// [`hardened::FILL_FREED`], fills its usable bytes with [`hardened::FREED_BYTE`].
 ///
 /// # Safety
-/// `block` is a live block of `page` that passed [`check_live`], being freed by the caller.
+/// `block` is a live block of `page` that passed [`check_small`], being freed by the caller.
 #[inline(always)]
-pub unsafe fn retire(page: *const Page, block: *mut u8) {
+pub unsafe fn retire(page: *const Page, block: *mut u8, key: usize) {
     // SAFETY: the block is the caller's until it is pushed on a free list.
     unsafe {
         let state = state_word(page, block as usize);
@@ -156,7 +225,7 @@ pub unsafe fn retire(page: *const Page, block: *mut u8) {
             let usable = (*page).block_size - hardened::CANARY_BYTES;
             core::ptr::write_bytes(block, hardened::FREED_BYTE, usable);
         }
-        state.write(freed_tag(block as usize));
+        state.write(freed_tag(block as usize, key));
     }
 }
 

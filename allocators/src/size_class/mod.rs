@@ -8,6 +8,7 @@
 //!   unmapped).
 //! - [`heap`]: the thread heaps, their slow paths, and the pool that parks a heap when its thread
 //!   exits and gives it to the next new thread.
+//! - `checks`: the `hardened` feature's checks (see below).
 //!
 //! This file holds the fast paths. Allocation of up to 1 KiB at word alignment is: one `%fs`
 //! load of the thread's heap pointer, one indexed load of the current page for `(size + 7) / 8`,
@@ -28,6 +29,26 @@
 //!
 //! `realloc` stays in place while the new size fits the block's class and uses at least half of
 //! it; `alloc_zeroed` skips the memset on pages fresh from the kernel (or discarded since).
+//!
+//! With the `hardened` feature ([`crate::hardened`]; the checks live in `checks`, each behind an
+//! `if hardened::ENABLED` that compiles away otherwise), every block ends with a state word (the
+//! request picks the class for `size + 8`, at least 16 bytes; `usable_size` is the class size
+//! minus 8), and:
+//! - every free-list link (the owner's `free` list, extended runs, and the atomic `thread_free`
+//!   list, encoded before the CAS push) is stored encoded with the per-process key and the slot's
+//!   address, and decoded on use; a link that is not null or a carved block boundary of the same
+//!   page aborts with "corrupted free list" (a write after free);
+//! - `dealloc` and `realloc` check the pointer: a Foreign window, a free page, a header slot or an
+//!   address off a block boundary is an invalid free; the state word is the block's canary while
+//!   it is live and the freed tag (the canary's complement) once freed, so a second free is a
+//!   double free and anything else a heap overflow (bytes written past `usable_size`); a large
+//!   block must start a live large mapping of ours (which has a guard page after it);
+//! - a freed block gets the freed tag, and in debug builds its usable bytes are filled with
+//!   [`crate::hardened::FREED_BYTE`];
+//! - collecting remote frees stops at more blocks than the page handed out (a cycle).
+//!
+//! Not caught: a stale pointer freed again after its block was handed out anew (it is live then),
+//! and two threads freeing one block at the very same instant (both may see the canary).
 
 mod checks;
 mod classes;
@@ -211,9 +232,16 @@ fn is_large(size: usize, align: usize) -> bool {
 /// The fast free path.
 ///
 /// # Safety
-/// `ptr` is a live block of this allocator's segments (hardened: checked by `checks::check_live`).
+/// `ptr` is a live block of this allocator's segments (hardened: checked by `checks::check_small`).
 #[inline(always)]
 unsafe fn free_small(ptr: *mut u8, size: usize) {
+    let key = if hardened::ENABLED {
+        // SAFETY: any address may be checked (it is attributed through the region map).
+        unsafe { checks::check_small(ptr) }
+    } else {
+        0
+    };
+    debug_assert_eq!(region_map::owner_of(ptr), Owner::SizeClass);
     let heap = current_heap();
     // SAFETY: ptr lies in a live segment (caller), so its header and page descriptor are valid.
     unsafe {
@@ -221,10 +249,10 @@ unsafe fn free_small(ptr: *mut u8, size: usize) {
         let page = page_of(ptr as usize);
         let block = ptr.cast::<Block>();
         if hardened::ENABLED {
-            checks::retire(page, ptr);
+            checks::retire(page, ptr, key);
         }
         if (*seg).heap.load(core::sync::atomic::Ordering::Relaxed) == heap {
-            page::push_local(page, block);
+            page::push_local(page, block, key);
             // Both rare calls are tail calls, so the fast path needs no stack frame.
             if (*page).used == 0 || (*page).in_full {
                 return free_local_slow_counted(heap, page, size);
@@ -351,16 +379,14 @@ unsafe impl GlobalAlloc for SizeClass {
 
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let large = is_large(layout.size(), layout.align());
-        if hardened::ENABLED {
-            // SAFETY: any address may be checked (it is attributed through the region map).
-            unsafe { checks::check_live(ptr, large) };
-        }
-        if large {
+        if is_large(layout.size(), layout.align()) {
+            if hardened::ENABLED {
+                // SAFETY: any address may be checked (it is attributed through the region map).
+                unsafe { checks::check_large(ptr) };
+            }
             dealloc_large(ptr, layout.size());
             return;
         }
-        debug_assert_eq!(region_map::owner_of(ptr), Owner::SizeClass);
         // SAFETY: a small layout means the block came from a segment.
         unsafe { free_small(ptr, layout.size()) }
     }
@@ -370,7 +396,13 @@ unsafe impl GlobalAlloc for SizeClass {
         let small = !is_large(old, layout.align());
         if hardened::ENABLED {
             // SAFETY: any address may be checked (it is attributed through the region map).
-            unsafe { checks::check_live(ptr, !small) };
+            unsafe {
+                if small {
+                    checks::check_small(ptr);
+                } else {
+                    checks::check_large(ptr);
+                }
+            }
         }
         if small && !is_large(new_size, layout.align()) {
             // SAFETY: a live small block: its page descriptor is valid.

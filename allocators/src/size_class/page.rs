@@ -30,14 +30,15 @@ pub struct Block {
     next: *mut Block,
 }
 
-/// Links free block `block` to `next` (encoded with the block's address in hardened builds).
+/// Links free block `block` to `next` (encoded with the block's address and `key`, from
+/// `checks::key`, in hardened builds).
 ///
 /// # Safety
 /// `block` is a dead block owned by the caller (its first word is the allocator's).
 #[inline(always)]
-unsafe fn set_link(block: *mut Block, next: *mut Block) {
+unsafe fn set_link(block: *mut Block, next: *mut Block, key: usize) {
     let stored = if hardened::ENABLED {
-        hardened::encode_link(next as usize, block as usize) as *mut Block
+        hardened::encode_link_keyed(next as usize, block as usize, key) as *mut Block
     } else {
         next
     };
@@ -51,12 +52,12 @@ unsafe fn set_link(block: *mut Block, next: *mut Block) {
 /// # Safety
 /// `block` is on a free list of `page`, which the caller owns (or walks as its owner).
 #[inline(always)]
-unsafe fn link_of(page: *const Page, block: *mut Block) -> *mut Block {
+unsafe fn link_of(page: *const Page, block: *mut Block, key: usize) -> *mut Block {
     // SAFETY: caller's contract.
     unsafe {
         let stored = (*block).next;
         if hardened::ENABLED {
-            checks::decode_next(page, block, stored)
+            checks::decode_next(page, block, stored, key)
         } else {
             stored
         }
@@ -113,6 +114,10 @@ pub struct Page {
     pub rescue_next: *mut Page,
     /// The heap's page-free count when this page was freed (for the discard decay).
     pub freed_at: u64,
+    /// Hardened builds only: the divisibility magic of `block_size` (see `checks`), so the
+    /// block-boundary test needs no table lookup.
+    #[cfg(feature = "hardened")]
+    pub div_magic: u64,
 }
 
 impl Page {
@@ -136,6 +141,8 @@ impl Page {
             prev: ptr::null_mut(),
             rescue_next: ptr::null_mut(),
             freed_at: 0,
+            #[cfg(feature = "hardened")]
+            div_magic: 0,
         }
     }
 }
@@ -157,10 +164,11 @@ pub unsafe fn collect(page: *mut Page) {
         }
         // Count the batch and find its tail; the blocks belong to this page and are dead.
         let head = list as *mut Block;
+        let key = checks::key();
         let mut tail = head;
         let mut count = 1u32;
         loop {
-            let next = link_of(page, tail);
+            let next = link_of(page, tail, key);
             if next.is_null() {
                 break;
             }
@@ -170,7 +178,7 @@ pub unsafe fn collect(page: *mut Page) {
                 checks::list_too_long(page);
             }
         }
-        set_link(tail, (*page).free);
+        set_link(tail, (*page).free, key);
         (*page).free = head;
         debug_assert!((*page).used >= count);
         (*page).used -= count;
@@ -194,12 +202,13 @@ pub unsafe fn extend(page: *mut Page) -> bool {
         let bsize = (*page).block_size;
         let n = (EXTEND_BYTES / bsize).clamp(1, remaining);
         let first = (*page).start + (*page).capacity as usize * bsize;
+        let key = checks::key();
         let mut b = first;
         for _ in 1..n {
-            set_link(b as *mut Block, (b + bsize) as *mut Block);
+            set_link(b as *mut Block, (b + bsize) as *mut Block, key);
             b += bsize;
         }
-        set_link(b as *mut Block, (*page).free);
+        set_link(b as *mut Block, (*page).free, key);
         (*page).free = first as *mut Block;
         (*page).capacity += n as u32;
     }
@@ -215,26 +224,27 @@ pub unsafe fn extend(page: *mut Page) -> bool {
 pub unsafe fn pop(page: *mut Page) -> *mut u8 {
     // SAFETY: caller's contract: the head is a free block of this page.
     unsafe {
+        let key = checks::key();
         let b = (*page).free;
-        (*page).free = link_of(page, b);
+        (*page).free = link_of(page, b, key);
         (*page).used += 1;
         if hardened::ENABLED {
-            checks::arm(page, b);
+            checks::arm(page, b, key);
         }
         b.cast()
     }
 }
 
 /// Pushes `block` on the page's `free` list (a free by the page's owner) and counts it out of
-/// `used`.
+/// `used`. `key` is `checks::key()` (already read by the caller's checks).
 ///
 /// # Safety
 /// The caller owns `page`; `block` is a live block of it, not used afterwards.
 #[inline(always)]
-pub unsafe fn push_local(page: *mut Page, block: *mut Block) {
+pub unsafe fn push_local(page: *mut Page, block: *mut Block, key: usize) {
     // SAFETY: caller's contract.
     unsafe {
-        set_link(block, (*page).free);
+        set_link(block, (*page).free, key);
         (*page).free = block;
         (*page).is_zero = false;
         (*page).used -= 1;
@@ -284,9 +294,10 @@ pub unsafe fn push_thread_free(page: *mut Page, block: *mut Block) -> bool {
     // succeeds); the block is ours to link.
     unsafe {
         let tf = &(*page).thread_free;
+        let key = checks::key();
         let mut old = tf.load(Ordering::Relaxed);
         loop {
-            set_link(block, (old & !FULL) as *mut Block);
+            set_link(block, (old & !FULL) as *mut Block, key);
             match tf.compare_exchange_weak(
                 old,
                 block as usize,

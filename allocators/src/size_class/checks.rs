@@ -170,7 +170,7 @@ pub unsafe fn check_large(ptr: *mut u8) {
 
 /// Checks that `ptr`, passed to `dealloc` or `realloc` with a small layout, starts a live block
 /// of one of our pages; reports an invalid free, a double free or a heap overflow otherwise.
-/// Returns the key, for the rest of the operation.
+/// Returns the key and the block's canary, for the rest of the operation.
 ///
 /// A page not in use has `capacity == 0` in hardened builds (`segment::free_page`), so the one
 /// bounds test `offset < capacity * block_size` also rejects free pages and header slots.
@@ -178,7 +178,7 @@ pub unsafe fn check_large(ptr: *mut u8) {
 /// # Safety
 /// None beyond `ptr` being any address: it is attributed through the region map first.
 #[inline(always)]
-pub unsafe fn check_small(ptr: *mut u8) -> usize {
+pub unsafe fn check_small(ptr: *mut u8) -> (usize, usize) {
     if region_map::owner_of(ptr) != Owner::SizeClass {
         hardened::misuse(NAME, Misuse::InvalidFree, ptr);
     }
@@ -191,11 +191,12 @@ pub unsafe fn check_small(ptr: *mut u8) -> usize {
             hardened::misuse(NAME, Misuse::InvalidFree, ptr);
         }
         let key = hardened::key();
+        let canary = hardened::canary_keyed(addr, key);
         let state = state_word(page, addr).read();
-        if state != hardened::canary_keyed(addr, key) {
+        if state != canary {
             state_mismatch(ptr, state, key);
         }
-        key
+        (key, canary)
     }
 }
 
@@ -211,13 +212,15 @@ fn state_mismatch(ptr: *mut u8, state: usize, key: usize) -> ! {
     hardened::misuse(NAME, kind, ptr)
 }
 
-/// Marks a checked live block freed (its state word becomes the freed tag) and, when
-/// [`hardened::FILL_FREED`], fills its usable bytes with [`hardened::FREED_BYTE`].
+/// Marks a checked live block freed (its state word becomes the freed tag, the complement of its
+/// `canary`) and, when [`hardened::FILL_FREED`], fills its usable bytes with
+/// [`hardened::FREED_BYTE`].
 ///
 /// # Safety
-/// `block` is a live block of `page` that passed [`check_small`], being freed by the caller.
+/// `block` is a live block of `page` that passed [`check_small`] (which returned `canary`), being
+/// freed by the caller.
 #[inline(always)]
-pub unsafe fn retire(page: *const Page, block: *mut u8, key: usize) {
+pub unsafe fn retire(page: *const Page, block: *mut u8, canary: usize) {
     // SAFETY: the block is the caller's until it is pushed on a free list.
     unsafe {
         let state = state_word(page, block as usize);
@@ -225,7 +228,7 @@ pub unsafe fn retire(page: *const Page, block: *mut u8, key: usize) {
             let usable = (*page).block_size - hardened::CANARY_BYTES;
             core::ptr::write_bytes(block, hardened::FREED_BYTE, usable);
         }
-        state.write(freed_tag(block as usize, key));
+        state.write(!canary);
     }
 }
 

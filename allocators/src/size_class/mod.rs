@@ -235,11 +235,11 @@ fn is_large(size: usize, align: usize) -> bool {
 /// `ptr` is a live block of this allocator's segments (hardened: checked by `checks::check_small`).
 #[inline(always)]
 unsafe fn free_small(ptr: *mut u8, size: usize) {
-    let key = if hardened::ENABLED {
+    let (key, canary) = if hardened::ENABLED {
         // SAFETY: any address may be checked (it is attributed through the region map).
         unsafe { checks::check_small(ptr) }
     } else {
-        0
+        (0, 0)
     };
     debug_assert_eq!(region_map::owner_of(ptr), Owner::SizeClass);
     let heap = current_heap();
@@ -249,7 +249,7 @@ unsafe fn free_small(ptr: *mut u8, size: usize) {
         let page = page_of(ptr as usize);
         let block = ptr.cast::<Block>();
         if hardened::ENABLED {
-            checks::retire(page, ptr, key);
+            checks::retire(page, ptr, canary);
         }
         if (*seg).heap.load(core::sync::atomic::Ordering::Relaxed) == heap {
             page::push_local(page, block, key);

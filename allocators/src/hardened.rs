@@ -133,19 +133,37 @@ fn key_slow() -> usize {
 /// key and on where it lives: copying an encoded word elsewhere does not decode to the same link).
 #[inline(always)]
 pub fn encode_link(next: usize, slot: usize) -> usize {
-    (next ^ key()).rotate_left(23) ^ slot
+    encode_link_keyed(next, slot, key())
 }
 
 /// Inverse of [`encode_link`].
 #[inline(always)]
 pub fn decode_link(stored: usize, slot: usize) -> usize {
-    (stored ^ slot).rotate_right(23) ^ key()
+    decode_link_keyed(stored, slot, key())
 }
 
 /// The canary word for the block at `block` (placed right after the block's requested bytes).
 #[inline(always)]
 pub fn canary_for(block: usize) -> usize {
-    (block ^ key()).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+    canary_keyed(block, key())
+}
+
+/// [`encode_link`] with the [`key`] passed in, for callers that use it several times per call.
+#[inline(always)]
+pub fn encode_link_keyed(next: usize, slot: usize, key: usize) -> usize {
+    (next ^ key).rotate_left(23) ^ slot
+}
+
+/// [`decode_link`] with the [`key`] passed in.
+#[inline(always)]
+pub fn decode_link_keyed(stored: usize, slot: usize, key: usize) -> usize {
+    (stored ^ slot).rotate_right(23) ^ key
+}
+
+/// [`canary_for`] with the [`key`] passed in.
+#[inline(always)]
+pub fn canary_keyed(block: usize, key: usize) -> usize {
+    (block ^ key).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
 }
 
 /// Writes the canary after the `size` requested bytes of `block` (unaligned store).

@@ -68,6 +68,7 @@ const ALLOCATORS: &[(&str, &[Bug])] = &[
             Bug::LargeDoubleFree,
         ],
     ),
+    ("sizeclass", &ALL_BUGS),
 ];
 
 /// What stderr must contain and which signal must end the child.
@@ -143,6 +144,7 @@ fn run_child(allocator: &str, bug: Bug) {
         "bump" => commit(&allocators::Bump::new(), bug),
         "buddy" => commit(&allocators::Buddy::new(), bug),
         "slab" => commit(&allocators::Slab::new(), bug),
+        "sizeclass" => commit(&allocators::SizeClass::new(), bug),
         other => panic!("unknown allocator {other}"),
     }
 }

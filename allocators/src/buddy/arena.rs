@@ -424,7 +424,8 @@ impl Arena {
                 assert!(t & (TAG_FREE | TAG_USED) != 0, "block start without tag");
                 assert!((MIN_ORDER..=MAX_ORDER).contains(&order));
                 assert!(addr.is_multiple_of(1 << order), "misaligned block");
-                // Hardened builds tag blocks in a thread cache `TAG_USED | TAG_FREE`: used here.
+                // A block in a thread cache is tagged TAG_USED | TAG_FREE in hardened builds
+                // (`mark_cached`): handed out as far as the arena is concerned.
                 if t & TAG_FREE != 0 && t & TAG_USED == 0 {
                     // SAFETY: as above.
                     let clean = unsafe { get_tag(addr) } & TAG_CLEAN != 0;

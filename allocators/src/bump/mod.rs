@@ -121,14 +121,15 @@ impl Arena {
 
     #[inline(always)]
     fn commit(&mut self, block: usize, new_cursor: usize, size: usize, zeroed: bool) -> *mut u8 {
-        // SAFETY: block - HEADER >= cursor lies inside the chunk, word-aligned (align >= HEADER),
-        // and the canary's bytes (hardened) were counted in new_cursor.
-        unsafe { write_size_word(block, size) };
         if zeroed && block < self.clean_from {
             let dirty_end = (block + size).min(self.clean_from);
             // SAFETY: block..dirty_end is inside the chunk and now belongs to this block.
             unsafe { ptr::write_bytes(block as *mut u8, 0, dirty_end - block) };
         }
+        // After the zeroing, which would otherwise wipe the canary (hardened) after the block.
+        // SAFETY: block - HEADER >= cursor lies inside the chunk, word-aligned (align >= HEADER),
+        // and the canary's bytes (hardened) were counted in new_cursor.
+        unsafe { write_size_word(block, size) };
         self.last_cursor = self.cursor;
         self.last_block = block;
         self.cursor = new_cursor;

@@ -26,7 +26,7 @@ pub const DIRECT_SLOTS: usize = DIRECT_MAX / 8 + 1;
 pub const LAST_DIRECT_CLASS: usize = 23;
 
 /// The block size of class `i`, computed (used to build the tables at compile time).
-const fn class_size_const(i: usize) -> usize {
+pub const fn class_size_const(i: usize) -> usize {
     if i < 8 {
         (i + 1) * 8
     } else {

@@ -178,18 +178,6 @@ unsafe fn sync_direct(heap: *mut Heap, class: usize) {
     }
 }
 
-/// Pops a block from `page`, which has a non-empty `free` list.
-#[inline(always)]
-unsafe fn pop(page: *mut Page) -> *mut u8 {
-    // SAFETY: the caller owns the page and its free list is non-empty.
-    unsafe {
-        let b = (*page).free;
-        (*page).free = (*b).next;
-        (*page).used += 1;
-        b.cast()
-    }
-}
-
 /// Moves the pages that remote frees handed back (see `page::push_thread_free`) from the full
 /// list to their class queues.
 unsafe fn drain_rescued(heap: *mut Heap) {
@@ -240,7 +228,7 @@ pub unsafe fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
                 if p != first {
                     sync_direct(heap, class);
                 }
-                return pop(p);
+                return page::pop(p);
             }
             if !page::try_mark_full(p) {
                 continue; // a remote free arrived: collect again
@@ -259,7 +247,7 @@ pub unsafe fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
         queue_push_front(q, p);
         sync_direct(heap, class);
         page::extend(p);
-        pop(p)
+        page::pop(p)
     }
 }
 

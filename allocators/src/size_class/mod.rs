@@ -8,6 +8,7 @@
 //!   unmapped).
 //! - [`heap`]: the thread heaps, their slow paths, and the pool that parks a heap when its thread
 //!   exits and gives it to the next new thread.
+//! - `checks`: the `hardened` feature's checks (see below).
 //!
 //! This file holds the fast paths. Allocation of up to 1 KiB at word alignment is: one `%fs`
 //! load of the thread's heap pointer, one indexed load of the current page for `(size + 7) / 8`,
@@ -28,7 +29,28 @@
 //!
 //! `realloc` stays in place while the new size fits the block's class and uses at least half of
 //! it; `alloc_zeroed` skips the memset on pages fresh from the kernel (or discarded since).
+//!
+//! With the `hardened` feature ([`crate::hardened`]; the checks live in `checks`, each behind an
+//! `if hardened::ENABLED` that compiles away otherwise), every block ends with a state word (the
+//! request picks the class for `size + 8`, at least 16 bytes; `usable_size` is the class size
+//! minus 8), and:
+//! - every free-list link (the owner's `free` list, extended runs, and the atomic `thread_free`
+//!   list, encoded before the CAS push) is stored encoded with the per-process key and the slot's
+//!   address, and decoded on use; a link that is not null or a carved block boundary of the same
+//!   page aborts with "corrupted free list" (a write after free);
+//! - `dealloc` and `realloc` check the pointer: a Foreign window, a free page, a header slot or an
+//!   address off a block boundary is an invalid free; the state word is the block's canary while
+//!   it is live and the freed tag (the canary's complement) once freed, so a second free is a
+//!   double free and anything else a heap overflow (bytes written past `usable_size`); a large
+//!   block must start a live large mapping of ours (which has a guard page after it);
+//! - a freed block gets the freed tag, and in debug builds its usable bytes are filled with
+//!   [`crate::hardened::FREED_BYTE`];
+//! - collecting remote frees stops at more blocks than the page handed out (a cycle).
+//!
+//! Not caught: a stale pointer freed again after its block was handed out anew (it is live then),
+//! and two threads freeing one block at the very same instant (both may see the canary).
 
+mod checks;
 mod classes;
 mod counters;
 mod heap;
@@ -45,6 +67,7 @@ use self::classes::{class_for, DIRECT_CLASS, DIRECT_MAX, MAX_SMALL_ALIGN, MAX_SM
 use self::heap::{empty_heap, Heap, COUNTERS};
 use self::page::{Block, Page};
 use self::segment::{page_of, segment_of};
+use crate::hardened;
 use crate::large;
 use crate::region_map::{self, Owner};
 use crate::stats::Stats;
@@ -139,10 +162,7 @@ unsafe fn alloc_in(heap: *mut Heap, class: usize) -> *mut u8 {
     unsafe {
         let page = (*heap).queues[class].head;
         if !page.is_null() && !(*page).free.is_null() {
-            let b = (*page).free;
-            (*page).free = (*b).next;
-            (*page).used += 1;
-            return b.cast();
+            return page::pop(page);
         }
         heap::alloc_slow(heap, class)
     }
@@ -156,12 +176,19 @@ unsafe fn alloc_in(heap: *mut Heap, class: usize) -> *mut u8 {
 unsafe fn pop_counted(heap: *mut Heap, page: *mut Page, size: usize) -> *mut u8 {
     // SAFETY: caller's contract.
     unsafe {
-        let b = (*page).free;
-        (*page).free = (*b).next;
-        (*page).used += 1;
-        (*heap)
-            .counters
-            .on_alloc_returning(size, &COUNTERS, b.cast())
+        let b = page::pop(page);
+        (*heap).counters.on_alloc_returning(size, &COUNTERS, b)
+    }
+}
+
+/// The block bytes a request of `size` needs: `size`, or in hardened builds room for the state
+/// word after it too, in a block of at least 16 bytes (see `checks`).
+#[inline(always)]
+fn block_need(size: usize) -> usize {
+    if hardened::ENABLED {
+        size.max(8) + hardened::CANARY_BYTES
+    } else {
+        size
     }
 }
 
@@ -169,9 +196,10 @@ unsafe fn pop_counted(heap: *mut Heap, page: *mut Page, size: usize) -> *mut u8 
 #[inline(always)]
 unsafe fn alloc_small(layout: Layout) -> *mut u8 {
     let size = layout.size();
+    let need = block_need(size);
     let heap = current_heap();
-    if size <= DIRECT_MAX && layout.align() <= 8 {
-        let slot = (size + 7) >> 3;
+    if need <= DIRECT_MAX && layout.align() <= 8 {
+        let slot = (need + 7) >> 3;
         // SAFETY: slot <= DIRECT_MAX / 8 < DIRECT_SLOTS; the heap is the thread's own (or the
         // never-written empty heap, whose pages have no free block, so it is never popped or
         // counted into); slot pages are live.
@@ -183,7 +211,7 @@ unsafe fn alloc_small(layout: Layout) -> *mut u8 {
             alloc_slow(heap, *DIRECT_CLASS.get_unchecked(slot) as usize, size)
         }
     } else {
-        let class = class_for(size, layout.align());
+        let class = class_for(need, layout.align());
         // SAFETY: as above; a queue head is a live page of the heap or null.
         unsafe {
             let page = (*heap).queues.get_unchecked(class).head;
@@ -195,28 +223,36 @@ unsafe fn alloc_small(layout: Layout) -> *mut u8 {
     }
 }
 
+/// Whether a request goes to [`crate::large`] (hardened: also when its state word would not fit).
 #[inline(always)]
 fn is_large(size: usize, align: usize) -> bool {
-    size > MAX_SMALL_SIZE || align > MAX_SMALL_ALIGN
+    size > MAX_SMALL_SIZE - hardened::CANARY_BYTES || align > MAX_SMALL_ALIGN
 }
 
 /// The fast free path.
 ///
 /// # Safety
-/// `ptr` is a live block of this allocator's segments.
+/// `ptr` is a live block of this allocator's segments (hardened: checked by `checks::check_small`).
 #[inline(always)]
 unsafe fn free_small(ptr: *mut u8, size: usize) {
+    let (key, canary) = if hardened::ENABLED {
+        // SAFETY: any address may be checked (it is attributed through the region map).
+        unsafe { checks::check_small(ptr) }
+    } else {
+        (0, 0)
+    };
+    debug_assert_eq!(region_map::owner_of(ptr), Owner::SizeClass);
     let heap = current_heap();
     // SAFETY: ptr lies in a live segment (caller), so its header and page descriptor are valid.
     unsafe {
         let seg = segment_of(ptr as usize);
         let page = page_of(ptr as usize);
         let block = ptr.cast::<Block>();
+        if hardened::ENABLED {
+            checks::retire(page, ptr, canary);
+        }
         if (*seg).heap.load(core::sync::atomic::Ordering::Relaxed) == heap {
-            (*block).next = (*page).free;
-            (*page).free = block;
-            (*page).is_zero = false;
-            (*page).used -= 1;
+            page::push_local(page, block, key);
             // Both rare calls are tail calls, so the fast path needs no stack frame.
             if (*page).used == 0 || (*page).in_full {
                 return free_local_slow_counted(heap, page, size);
@@ -344,10 +380,13 @@ unsafe impl GlobalAlloc for SizeClass {
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if is_large(layout.size(), layout.align()) {
+            if hardened::ENABLED {
+                // SAFETY: any address may be checked (it is attributed through the region map).
+                unsafe { checks::check_large(ptr) };
+            }
             dealloc_large(ptr, layout.size());
             return;
         }
-        debug_assert_eq!(region_map::owner_of(ptr), Owner::SizeClass);
         // SAFETY: a small layout means the block came from a segment.
         unsafe { free_small(ptr, layout.size()) }
     }
@@ -355,10 +394,20 @@ unsafe impl GlobalAlloc for SizeClass {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let old = layout.size();
         let small = !is_large(old, layout.align());
+        if hardened::ENABLED {
+            // SAFETY: any address may be checked (it is attributed through the region map).
+            unsafe {
+                if small {
+                    checks::check_small(ptr);
+                } else {
+                    checks::check_large(ptr);
+                }
+            }
+        }
         if small && !is_large(new_size, layout.align()) {
             // SAFETY: a live small block: its page descriptor is valid.
             let bsize = unsafe { (*page_of(ptr as usize)).block_size };
-            if new_size <= bsize && (new_size >= bsize / 2 || bsize <= 64) {
+            if block_need(new_size) <= bsize && (new_size >= bsize / 2 || bsize <= 64) {
                 count_realloc(old, new_size);
                 return ptr;
             }
@@ -433,7 +482,7 @@ impl Introspect for SizeClass {
                     let off = addr - p.start;
                     let ok = off.is_multiple_of(p.block_size)
                         && off / p.block_size < p.capacity as usize;
-                    ok.then_some(p.block_size)
+                    ok.then_some(p.block_size - hardened::CANARY_BYTES)
                 }
             }
             // SAFETY: the pointer lies in a Large window.

@@ -12,17 +12,56 @@
 //!   so full pages come back without the owner ever scanning them.
 //!
 //! Blocks are carved lazily ([`extend`]) a few KiB at a time, so an untouched page costs no RSS.
+//! Every list link is written by [`set_link`] and read by [`link_of`]: plain pointers normally,
+//! encoded and checked (same page, block boundary) with the `hardened` feature (see `checks`).
 //! All functions take raw `*mut Page` so that a remote thread's access to `thread_free` never
 //! overlaps a `&mut Page` held by the owner.
 
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use super::checks;
+use crate::hardened;
+
 /// A free block: its first word links to the next free block.
 #[repr(C)]
 pub struct Block {
-    /// The next free block, or null.
-    pub next: *mut Block,
+    /// The next free block, or null (encoded in hardened builds: use [`set_link`], [`link_of`]).
+    next: *mut Block,
+}
+
+/// Links free block `block` to `next` (encoded with the block's address and `key`, from
+/// `checks::key`, in hardened builds).
+///
+/// # Safety
+/// `block` is a dead block owned by the caller (its first word is the allocator's).
+#[inline(always)]
+unsafe fn set_link(block: *mut Block, next: *mut Block, key: usize) {
+    let stored = if hardened::ENABLED {
+        hardened::encode_link_keyed(next as usize, block as usize, key) as *mut Block
+    } else {
+        next
+    };
+    // SAFETY: caller's contract.
+    unsafe { (*block).next = stored };
+}
+
+/// The block after `block` on a free list of `page` (decoded and checked in hardened builds:
+/// a link that does not lead to a block of the same page aborts with a corrupted free list).
+///
+/// # Safety
+/// `block` is on a free list of `page`, which the caller owns (or walks as its owner).
+#[inline(always)]
+unsafe fn link_of(page: *const Page, block: *mut Block, key: usize) -> *mut Block {
+    // SAFETY: caller's contract.
+    unsafe {
+        let stored = (*block).next;
+        if hardened::ENABLED {
+            checks::decode_next(page, block, stored, key)
+        } else {
+            stored
+        }
+    }
 }
 
 /// Set in `thread_free` while the owner keeps the page on its full list.
@@ -75,6 +114,10 @@ pub struct Page {
     pub rescue_next: *mut Page,
     /// The heap's page-free count when this page was freed (for the discard decay).
     pub freed_at: u64,
+    /// Hardened builds only: the divisibility magic of `block_size` (see `checks`), so the
+    /// block-boundary test needs no table lookup.
+    #[cfg(feature = "hardened")]
+    pub div_magic: u64,
 }
 
 impl Page {
@@ -98,6 +141,8 @@ impl Page {
             prev: ptr::null_mut(),
             rescue_next: ptr::null_mut(),
             freed_at: 0,
+            #[cfg(feature = "hardened")]
+            div_magic: 0,
         }
     }
 }
@@ -119,13 +164,21 @@ pub unsafe fn collect(page: *mut Page) {
         }
         // Count the batch and find its tail; the blocks belong to this page and are dead.
         let head = list as *mut Block;
+        let key = checks::key();
         let mut tail = head;
         let mut count = 1u32;
-        while !(*tail).next.is_null() {
-            tail = (*tail).next;
+        loop {
+            let next = link_of(page, tail, key);
+            if next.is_null() {
+                break;
+            }
+            tail = next;
             count += 1;
+            if hardened::ENABLED && count > (*page).used {
+                checks::list_too_long(page);
+            }
         }
-        (*tail).next = (*page).free;
+        set_link(tail, (*page).free, key);
         (*page).free = head;
         debug_assert!((*page).used >= count);
         (*page).used -= count;
@@ -149,16 +202,53 @@ pub unsafe fn extend(page: *mut Page) -> bool {
         let bsize = (*page).block_size;
         let n = (EXTEND_BYTES / bsize).clamp(1, remaining);
         let first = (*page).start + (*page).capacity as usize * bsize;
+        let key = checks::key();
         let mut b = first;
         for _ in 1..n {
-            (*(b as *mut Block)).next = (b + bsize) as *mut Block;
+            set_link(b as *mut Block, (b + bsize) as *mut Block, key);
             b += bsize;
         }
-        (*(b as *mut Block)).next = (*page).free;
+        set_link(b as *mut Block, (*page).free, key);
         (*page).free = first as *mut Block;
         (*page).capacity += n as u32;
     }
     true
+}
+
+/// Pops the first block of the page's `free` list, counting it in `used` (and, hardened, arming
+/// its canary).
+///
+/// # Safety
+/// The caller owns `page`, whose `free` list is non-empty.
+#[inline(always)]
+pub unsafe fn pop(page: *mut Page) -> *mut u8 {
+    // SAFETY: caller's contract: the head is a free block of this page.
+    unsafe {
+        let key = checks::key();
+        let b = (*page).free;
+        (*page).free = link_of(page, b, key);
+        (*page).used += 1;
+        if hardened::ENABLED {
+            checks::arm(page, b, key);
+        }
+        b.cast()
+    }
+}
+
+/// Pushes `block` on the page's `free` list (a free by the page's owner) and counts it out of
+/// `used`. `key` is `checks::key()` (already read by the caller's checks).
+///
+/// # Safety
+/// The caller owns `page`; `block` is a live block of it, not used afterwards.
+#[inline(always)]
+pub unsafe fn push_local(page: *mut Page, block: *mut Block, key: usize) {
+    // SAFETY: caller's contract.
+    unsafe {
+        set_link(block, (*page).free, key);
+        (*page).free = block;
+        (*page).is_zero = false;
+        (*page).used -= 1;
+    }
 }
 
 /// Tries to mark the page full (`thread_free` 0 -> FULL). Fails if a remote free arrived.
@@ -204,9 +294,10 @@ pub unsafe fn push_thread_free(page: *mut Page, block: *mut Block) -> bool {
     // succeeds); the block is ours to link.
     unsafe {
         let tf = &(*page).thread_free;
+        let key = checks::key();
         let mut old = tf.load(Ordering::Relaxed);
         loop {
-            (*block).next = (old & !FULL) as *mut Block;
+            set_link(block, (old & !FULL) as *mut Block, key);
             match tf.compare_exchange_weak(
                 old,
                 block as usize,

@@ -227,6 +227,9 @@ pub unsafe fn alloc_page(heap: *mut Heap, class: usize) -> *mut Page {
         (*page).next = ptr::null_mut();
         (*page).prev = ptr::null_mut();
         (*page).rescue_next = ptr::null_mut();
+        if crate::hardened::ENABLED {
+            super::checks::init_page(page, class);
+        }
         page
     }
 }
@@ -273,6 +276,10 @@ pub unsafe fn free_page(heap: *mut Heap, page: *mut Page) {
         (*page).in_full = false;
         (*page).is_zero = false;
         (*page).free = ptr::null_mut();
+        if crate::hardened::ENABLED {
+            // No block of a free page passes `checks::check_small` (it tests against capacity).
+            (*page).capacity = 0;
+        }
         (*seg).used_pages -= 1;
         if (*seg).used_pages == 0 {
             if (*seg).in_avail {

@@ -1,0 +1,259 @@
+//! The `hardened` feature's checks for the size-class allocator (see [`crate::hardened`]). Every
+//! caller reaches them through an `if hardened::ENABLED` branch, so without the feature none of
+//! this code is reached and the fast paths are those of the normal build.
+//!
+//! Block layout in hardened builds (blocks are at least 16 bytes): word 0 holds the free-list link
+//! while the block is free, encoded with [`hardened::encode_link`]; the last word of the block
+//! (`block + block_size - 8`) is its *state word*: the canary [`hardened::canary_for`] while the
+//! block is handed out, the freed tag (the canary's complement) once it is freed. The usable size
+//! is `block_size - 8`, so no legitimate write reaches the state word. A free then tells apart, with
+//! one load: canary (live: fine), freed tag (double free), anything else (heap overflow).
+//!
+//! The state word lives in the block, not in shared metadata, so a remote free needs no atomic
+//! operation beyond its push: the freeing thread owns the block until the push publishes it.
+//! Two threads freeing the same block at the very same instant may both see the canary (a race
+//! a bitmap would need an atomic read-modify-write on every free to close); any later free of it
+//! is caught.
+
+use super::classes::{class_size_const, NUM_CLASSES};
+use super::page::{Block, Page};
+use crate::hardened::{self, Misuse};
+use crate::large;
+use crate::region_map::{self, Owner};
+
+/// The name the misuse reports carry.
+const NAME: &str = "sizeclass";
+
+/// `u64::MAX / d + 1` for each class size `d`: `n` (< 2^32) is a multiple of `d` exactly when
+/// `n * magic` (mod 2^64) is below `magic` (Lemire, Kaser and Kurz, "Faster remainder by direct
+/// computation", 2019), a multiplication instead of a division.
+static DIVISIBILITY_MAGIC: [u64; NUM_CLASSES] = build_magic();
+
+const fn build_magic() -> [u64; NUM_CLASSES] {
+    let mut t = [0u64; NUM_CLASSES];
+    let mut i = 0;
+    while i < NUM_CLASSES {
+        t[i] = u64::MAX / class_size_const(i) as u64 + 1;
+        i += 1;
+    }
+    t
+}
+
+/// Whether `off` (below 2^32) is a multiple of the block size of `class`.
+#[cfg(test)]
+fn is_multiple_of_class(off: usize, class: usize) -> bool {
+    is_multiple(off, DIVISIBILITY_MAGIC[class])
+}
+
+/// Whether `off` (below 2^32) is a multiple of the divisor whose magic is `magic`.
+#[inline(always)]
+fn is_multiple(off: usize, magic: u64) -> bool {
+    debug_assert!(off < 1 << 32);
+    (off as u64).wrapping_mul(magic) < magic
+}
+
+/// Sets up the hardened fields of `page`, just given class `class` (called by
+/// `segment::alloc_page` in hardened builds).
+///
+/// # Safety
+/// The caller owns `page`; `class < NUM_CLASSES`.
+#[inline]
+pub unsafe fn init_page(page: *mut Page, class: usize) {
+    debug_assert!(class < NUM_CLASSES);
+    #[cfg(feature = "hardened")]
+    // SAFETY: caller's contract.
+    unsafe {
+        (*page).div_magic = *DIVISIBILITY_MAGIC.get_unchecked(class)
+    };
+    let _ = (page, class);
+}
+
+/// The divisibility magic of `page`'s block size.
+///
+/// # Safety
+/// `page` is a valid descriptor.
+#[inline(always)]
+unsafe fn magic_of(page: *const Page) -> u64 {
+    #[cfg(feature = "hardened")]
+    // SAFETY: caller's contract.
+    return unsafe { (*page).div_magic };
+    #[cfg(not(feature = "hardened"))]
+    // SAFETY: caller's contract; the class of a descriptor is below NUM_CLASSES.
+    return unsafe { *DIVISIBILITY_MAGIC.get_unchecked((*page).class as usize) };
+}
+
+/// Whether `addr` is the start of a carved block of `page`.
+///
+/// # Safety
+/// `page` is a valid page descriptor.
+#[inline(always)]
+unsafe fn is_block_start(page: *const Page, addr: usize) -> bool {
+    // SAFETY: caller's contract.
+    unsafe {
+        let off = addr.wrapping_sub((*page).start);
+        // The carved area is at most a segment (4 MiB), so a passing `off` is below 2^32.
+        off < (*page).capacity as usize * (*page).block_size && is_multiple(off, magic_of(page))
+    }
+}
+
+/// The state word of a freed block.
+#[inline(always)]
+fn freed_tag(block: usize, key: usize) -> usize {
+    !hardened::canary_keyed(block, key)
+}
+
+/// The address of the state word of `block` in `page`.
+///
+/// # Safety
+/// `page` is a valid descriptor serving blocks of at least 16 bytes.
+#[inline(always)]
+unsafe fn state_word(page: *const Page, block: usize) -> *mut usize {
+    // SAFETY: caller's contract.
+    (block + unsafe { (*page).block_size } - hardened::CANARY_BYTES) as *mut usize
+}
+
+/// The per-process key for links and canaries (read once per operation and passed along), or 0
+/// without the feature (then unused).
+#[inline(always)]
+pub fn key() -> usize {
+    if hardened::ENABLED {
+        hardened::key()
+    } else {
+        0
+    }
+}
+
+/// Decodes the link `stored` read from free block `block` of `page` and checks that it is null or
+/// the start of a carved block of the same page; reports a corrupted free list otherwise.
+///
+/// # Safety
+/// `page` is a valid descriptor owned by the caller or being walked by its owner.
+#[inline(always)]
+pub unsafe fn decode_next(
+    page: *const Page,
+    block: *mut Block,
+    stored: *mut Block,
+    key: usize,
+) -> *mut Block {
+    let next = hardened::decode_link_keyed(stored as usize, block as usize, key);
+    // SAFETY: caller's contract.
+    if next != 0 && !unsafe { is_block_start(page, next) } {
+        hardened::misuse(NAME, Misuse::CorruptFreeList, block as *const u8);
+    }
+    next as *mut Block
+}
+
+/// Arms a block being handed out: writes its canary into its state word.
+///
+/// # Safety
+/// `block` is a block of `page` just taken off a free list, owned by the caller.
+#[inline(always)]
+pub unsafe fn arm(page: *const Page, block: *mut Block, key: usize) {
+    // SAFETY: the state word is the block's last word, inside the block.
+    unsafe { state_word(page, block as usize).write(hardened::canary_keyed(block as usize, key)) };
+}
+
+/// Checks that `ptr`, passed to `dealloc` or `realloc` with a large layout, starts a live large
+/// block of this allocator; reports an invalid free otherwise.
+///
+/// # Safety
+/// None beyond `ptr` being any address: it is attributed through the region map first.
+#[inline(never)]
+pub unsafe fn check_large(ptr: *mut u8) {
+    // SAFETY: `large::owner` is only asked about pointers in a Large window.
+    if region_map::owner_of(ptr) != Owner::Large
+        || unsafe { large::owner(ptr) } != Some(Owner::SizeClass)
+    {
+        hardened::misuse(NAME, Misuse::InvalidFree, ptr);
+    }
+}
+
+/// Checks that `ptr`, passed to `dealloc` or `realloc` with a small layout, starts a live block
+/// of one of our pages; reports an invalid free, a double free or a heap overflow otherwise.
+/// Returns the key and the block's canary, for the rest of the operation.
+///
+/// A page not in use has `capacity == 0` in hardened builds (`segment::free_page`), so the one
+/// bounds test `offset < capacity * block_size` also rejects free pages and header slots.
+///
+/// # Safety
+/// None beyond `ptr` being any address: it is attributed through the region map first.
+#[inline(always)]
+pub unsafe fn check_small(ptr: *mut u8) -> (usize, usize) {
+    if region_map::owner_of(ptr) != Owner::SizeClass {
+        hardened::misuse(NAME, Misuse::InvalidFree, ptr);
+    }
+    let addr = ptr as usize;
+    // SAFETY: the window is one of our live segments (region map), so its header and page
+    // descriptors are valid; a page with carved blocks serves blocks of at least 16 bytes.
+    unsafe {
+        let page = super::segment::page_of(addr);
+        if !is_block_start(page, addr) {
+            hardened::misuse(NAME, Misuse::InvalidFree, ptr);
+        }
+        let key = hardened::key();
+        let canary = hardened::canary_keyed(addr, key);
+        let state = state_word(page, addr).read();
+        if state != canary {
+            state_mismatch(ptr, state, key);
+        }
+        (key, canary)
+    }
+}
+
+/// Reports a block whose state word is not its canary: freed already, or overwritten.
+#[cold]
+#[inline(never)]
+fn state_mismatch(ptr: *mut u8, state: usize, key: usize) -> ! {
+    let kind = if state == freed_tag(ptr as usize, key) {
+        Misuse::DoubleFree
+    } else {
+        Misuse::HeapOverflow
+    };
+    hardened::misuse(NAME, kind, ptr)
+}
+
+/// Marks a checked live block freed (its state word becomes the freed tag, the complement of its
+/// `canary`) and, when [`hardened::FILL_FREED`], fills its usable bytes with
+/// [`hardened::FREED_BYTE`].
+///
+/// # Safety
+/// `block` is a live block of `page` that passed [`check_small`] (which returned `canary`), being
+/// freed by the caller.
+#[inline(always)]
+pub unsafe fn retire(page: *const Page, block: *mut u8, canary: usize) {
+    // SAFETY: the block is the caller's until it is pushed on a free list.
+    unsafe {
+        let state = state_word(page, block as usize);
+        if hardened::FILL_FREED {
+            let usable = (*page).block_size - hardened::CANARY_BYTES;
+            core::ptr::write_bytes(block, hardened::FREED_BYTE, usable);
+        }
+        state.write(!canary);
+    }
+}
+
+/// Reports a free list that holds more blocks than the page has handed out (a cycle, left by a
+/// double free that raced past [`check_live`]).
+#[cold]
+pub fn list_too_long(page: *const Page) -> ! {
+    hardened::misuse(NAME, Misuse::CorruptFreeList, page.cast())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::classes::class_size;
+    use super::*;
+
+    #[test]
+    fn divisibility_magic_matches_remainder() {
+        for class in 0..NUM_CLASSES {
+            let d = class_size(class);
+            for off in (0..(4 << 20)).step_by(8) {
+                assert_eq!(is_multiple_of_class(off, class), off % d == 0, "{off} {d}");
+            }
+            for off in [(1usize << 32) - 8, (1 << 32) - d] {
+                assert_eq!(is_multiple_of_class(off, class), off % d == 0, "{off} {d}");
+            }
+        }
+    }
+}

@@ -169,6 +169,13 @@ pub fn run_cell(spec: &CellSpec) -> CellResult {
     let Some(alloc) = registry::find(&spec.allocator) else {
         return CellResult::not_run(spec, Status::Failed, "unknown allocator");
     };
+    if registry::split_hardened(&spec.allocator).1 != cfg!(feature = "hardened") {
+        return CellResult::not_run(
+            spec,
+            Status::Failed,
+            "a `-hardened` cell needs the binary built with `--features hardened` (and only it)",
+        );
+    }
     let Some(work) = workloads::find(&spec.workload) else {
         return CellResult::not_run(spec, Status::Failed, "unknown workload");
     };

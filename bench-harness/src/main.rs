@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use bench_harness::cell::{self, CellSpec};
-use bench_harness::registry::ALLOCATORS;
+use bench_harness::registry::{Family, ALLOCATORS, HARDENED_SUFFIX};
 use bench_harness::runner::{self, RunOptions, DEFAULT_SEED};
 use bench_harness::workloads::WORKLOADS;
 use bench_harness::{report, results_io, selection};
@@ -52,6 +52,10 @@ enum Cmd {
         /// No progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// A bench-harness binary built with `--features hardened`: each of our selected
+        /// allocators also runs as `<name>-hardened` in it, side by side with the plain build.
+        #[arg(long)]
+        hardened_exe: Option<PathBuf>,
     },
     /// Lists the allocators and workloads.
     List,
@@ -68,6 +72,22 @@ enum Cmd {
         #[arg(long)]
         spec: String,
     },
+}
+
+/// Puts `<name>-hardened` right after each of our allocators in `names`.
+fn with_hardened_twins(names: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(names.len() * 2);
+    for name in names {
+        let ours = ALLOCATORS
+            .iter()
+            .any(|a| a.name == name && a.family == Family::Ours);
+        let twin = format!("{name}{HARDENED_SUFFIX}");
+        out.push(name);
+        if ours {
+            out.push(twin);
+        }
+    }
+    out
 }
 
 fn usage_error(msg: &str) -> ExitCode {
@@ -130,13 +150,23 @@ fn main() -> ExitCode {
             out,
             seed,
             no_progress,
+            hardened_exe,
         } => {
             let names: Vec<&str> = ALLOCATORS.iter().map(|a| a.name).collect();
-            let allocators =
+            let mut allocators =
                 match selection::parse_names(allocators.as_deref(), &names, "allocator") {
                     Ok(v) => v,
                     Err(e) => return usage_error(&e),
                 };
+            if let Some(h) = &hardened_exe {
+                if !h.is_file() {
+                    return usage_error(&format!(
+                        "--hardened-exe {}: no such file (build it with `cargo build --release -p bench-harness --features hardened --target-dir target/hardened`)",
+                        h.display()
+                    ));
+                }
+                allocators = with_hardened_twins(allocators);
+            }
             let names: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
             let workloads = match selection::parse_names(workloads.as_deref(), &names, "workload") {
                 Ok(v) => v,
@@ -166,6 +196,7 @@ fn main() -> ExitCode {
                 seed,
                 progress: !no_progress,
                 exe,
+                hardened_exe,
             };
             let results = runner::run(&opts);
             if let Err(e) = write_all(&out, &results) {

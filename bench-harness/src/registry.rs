@@ -109,9 +109,24 @@ pub const ALLOCATORS: &[AllocatorEntry] = &[
     },
 ];
 
-/// Looks an allocator up by name.
+/// The suffix naming one of ours built with the `hardened` feature (`sizeclass-hardened`): such
+/// cells run in a second harness binary built with `--features hardened` (`run --hardened-exe`).
+pub const HARDENED_SUFFIX: &str = "-hardened";
+
+/// Looks an allocator up by name; `<ours>-hardened` finds the entry of `<ours>`.
 pub fn find(name: &str) -> Option<&'static AllocatorEntry> {
-    ALLOCATORS.iter().find(|a| a.name == name)
+    let (base, hardened) = split_hardened(name);
+    ALLOCATORS
+        .iter()
+        .find(|a| a.name == base && (!hardened || a.family == Family::Ours))
+}
+
+/// Splits `<name>-hardened` into (`<name>`, true); any other name into (name, false).
+pub fn split_hardened(name: &str) -> (&str, bool) {
+    match name.strip_suffix(HARDENED_SUFFIX) {
+        Some(base) => (base, true),
+        None => (name, false),
+    }
 }
 
 /// Why `allocator` cannot serve `workload`, if it cannot (checked before a cell is started).
@@ -138,6 +153,14 @@ mod tests {
             assert!(ALLOCATORS[i + 1..].iter().all(|o| o.name != a.name));
         }
         assert!(find(REFERENCE).is_some());
+    }
+
+    #[test]
+    fn hardened_variants_exist_only_for_ours() {
+        assert_eq!(find("sizeclass-hardened").unwrap().name, "sizeclass");
+        assert!(find("mimalloc-hardened").is_none());
+        assert_eq!(split_hardened("slab-hardened"), ("slab", true));
+        assert_eq!(split_hardened("slab"), ("slab", false));
     }
 
     #[test]

@@ -198,6 +198,7 @@ pub fn render(results: &ResultsFile, hand: &str, charts: &[(String, String)]) ->
     for (title, file) in charts.iter().filter(|(_, f)| f.starts_with("ratio")) {
         let _ = writeln!(o, "![{title}]({file})\n");
     }
+    hardened_cost(&v, &mut o);
 
     // Throughput.
     let _ = writeln!(
@@ -353,6 +354,61 @@ pub fn render(results: &ResultsFile, hand: &str, charts: &[(String, String)]) ->
 }
 
 /// The mechanical reading: winners and margins per workload, geometric means, scaling.
+/// The cost of the `hardened` feature: each `<ours>-hardened` column's throughput divided by its
+/// plain twin's, per workload, with the geometric mean (only when the run had such columns).
+fn hardened_cost(v: &View<'_>, o: &mut String) {
+    let pairs: Vec<(&str, &str)> = v
+        .allocators()
+        .iter()
+        .filter_map(|h| {
+            let (base, hardened) = crate::registry::split_hardened(h);
+            (hardened && v.allocators().iter().any(|a| a == base)).then_some((base, h.as_str()))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "## Cost of the hardened mode\n\nThroughput of each allocator built with `--features hardened` \
+(heap-misuse checks) divided by the plain build's, same workload, threads and run (below 1: slower).\n"
+    );
+    let cols: Vec<String> = pairs
+        .iter()
+        .map(|(b, _)| format!("{b} hardened / plain"))
+        .collect();
+    for &t in v.threads() {
+        let _ = writeln!(o, "### {t} thread{}\n", if t == 1 { "" } else { "s" });
+        table_header(o, "workload", &cols);
+        let mut per_pair: Vec<Vec<f64>> = vec![Vec::new(); pairs.len()];
+        for w in v.workloads() {
+            let cells: Vec<String> = pairs
+                .iter()
+                .enumerate()
+                .map(|(i, (b, h))| match (v.ok(h, w, t), v.ok(b, w, t)) {
+                    (Some(hr), Some(br)) => match ratio(hr.ops_per_sec, br.ops_per_sec) {
+                        Some(x) => {
+                            per_pair[i].push(x);
+                            fmt_ratio(x)
+                        }
+                        None => "-".into(),
+                    },
+                    _ => "-".into(),
+                })
+                .collect();
+            let _ = writeln!(o, "| {w} | {} |", cells.join(" | "));
+        }
+        let gm: Vec<String> = per_pair
+            .iter()
+            .map(|xs| match geomean(xs) {
+                Some(g) => format!("**{}** ({})", fmt_ratio(g), xs.len()),
+                None => "-".into(),
+            })
+            .collect();
+        let _ = writeln!(o, "| **geometric mean** | {} |\n", gm.join(" | "));
+    }
+}
+
 fn reading(v: &View<'_>) -> String {
     let mut o = String::new();
     for &t in v.threads() {

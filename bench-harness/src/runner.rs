@@ -39,6 +39,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// The binary to re-execute for each cell (normally this one).
     pub exe: PathBuf,
+    /// A harness binary built with `--features hardened`, which runs the `<ours>-hardened` cells.
+    pub hardened_exe: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -223,7 +225,14 @@ pub fn run(opts: &RunOptions) -> ResultsFile {
                 ),
             )
         } else {
-            let r = run_child(&opts.exe, spec, timeout);
+            let exe = match (
+                &opts.hardened_exe,
+                registry::split_hardened(&spec.allocator).1,
+            ) {
+                (Some(hardened), true) => hardened,
+                _ => &opts.exe,
+            };
+            let r = run_child(exe, spec, timeout);
             if r.reason.starts_with("timed out") {
                 timed_out.push(key);
             }
@@ -358,6 +367,7 @@ mod tests {
     fn plan_interleaves_allocators_innermost() {
         let opts = RunOptions {
             allocators: vec!["a".into(), "b".into()],
+            hardened_exe: None,
             workloads: vec!["w".into()],
             threads: vec![1, 2],
             reps: 2,

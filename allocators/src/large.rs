@@ -183,6 +183,40 @@ pub unsafe fn usable_size(ptr: *const u8) -> usize {
     }
 }
 
+/// Bytes usable at `ptr` if it starts a live large block handed out by `owner`, else `None`: the
+/// `Owner::Large` arm of every allocator's `Introspect::usable_size`.
+///
+/// # Safety
+/// `ptr` must lie in a window that the region map says is [`Owner::Large`].
+pub unsafe fn usable_size_if_owned(ptr: *const u8, owner: Owner) -> Option<usize> {
+    // SAFETY: forwarded contract.
+    match unsafe { header_of(ptr) } {
+        // SAFETY: a header that passed the magic check is a live header.
+        Some(h) if unsafe { (*h).owner } == owner => Some(unsafe { (*h).usable }),
+        _ => None,
+    }
+}
+
+/// [`realloc`], counting the move in `counters` as a free of `old_size` requested bytes and an
+/// allocation of `new_size` when it succeeds.
+///
+/// # Safety
+/// As for [`realloc`].
+pub unsafe fn realloc_counted(
+    ptr: *mut u8,
+    old_size: usize,
+    new_size: usize,
+    counters: &GlobalCounters,
+) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    let q = unsafe { realloc(ptr, new_size, counters) };
+    if !q.is_null() {
+        counters.record_free(old_size);
+        counters.record_alloc(new_size);
+    }
+    q
+}
+
 /// Unmaps the large block at `ptr`.
 ///
 /// # Safety

@@ -76,3 +76,30 @@ pub trait Introspect: GlobalAlloc + Sync {
     /// or a pointer that was never a block start; a freed pointer may give any answer.
     unsafe fn usable_size(&self, ptr: *const u8) -> Option<usize>;
 }
+
+/// Realloc by moving: allocates `new_size` bytes with `layout`'s alignment, copies the bytes both
+/// blocks hold, and frees the old block; on failure returns null and leaves the old block as it
+/// was. The path every allocator takes when a block cannot be resized in place.
+///
+/// # Safety
+/// As for [`GlobalAlloc::realloc`]: `ptr` is a live block of `a` allocated with `layout`, and
+/// `new_size` rounded up to `layout.align()` does not overflow `isize`.
+pub(crate) unsafe fn realloc_by_moving<A: GlobalAlloc + ?Sized>(
+    a: &A,
+    ptr: *mut u8,
+    layout: core::alloc::Layout,
+    new_size: usize,
+) -> *mut u8 {
+    // SAFETY: a valid layout: the caller guarantees new_size rounded to align fits isize.
+    let new_layout =
+        unsafe { core::alloc::Layout::from_size_align_unchecked(new_size, layout.align()) };
+    // SAFETY: the caller's guarantees; the old block is freed only once the copy is done.
+    unsafe {
+        let q = a.alloc(new_layout);
+        if !q.is_null() {
+            core::ptr::copy_nonoverlapping(ptr, q, layout.size().min(new_size));
+            a.dealloc(ptr, layout);
+        }
+        q
+    }
+}

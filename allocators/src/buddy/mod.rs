@@ -550,26 +550,12 @@ unsafe impl GlobalAlloc for Buddy {
             }
             Owner::Large if new > MAX_ORDER => {
                 // SAFETY: a live large block of ours.
-                let q = unsafe { large::realloc(ptr, new_size, &COUNTERS) };
-                if !q.is_null() {
-                    COUNTERS.record_free(old_size);
-                    COUNTERS.record_alloc(new_size);
-                }
-                return q;
+                return unsafe { large::realloc_counted(ptr, old_size, new_size, &COUNTERS) };
             }
             _ => {}
         }
-        // SAFETY: a valid layout: the caller guarantees new_size rounded to align fits isize.
-        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        // SAFETY: forwarding to our own alloc/dealloc with the caller's guarantees.
-        unsafe {
-            let q = self.alloc(new_layout);
-            if !q.is_null() {
-                ptr::copy_nonoverlapping(ptr, q, old_size.min(new_size));
-                self.dealloc(ptr, layout);
-            }
-            q
-        }
+        // SAFETY: the caller's guarantees, forwarded.
+        unsafe { crate::realloc_by_moving(self, ptr, layout, new_size) }
     }
 }
 
@@ -595,11 +581,7 @@ impl Introspect for Buddy {
                 (tag & TAG_USED != 0 && addr.is_multiple_of(1 << order)).then_some(1 << order)
             }
             // SAFETY: the pointer lies in a Large window.
-            Owner::Large => match unsafe { large::owner(ptr) } {
-                // SAFETY: large::owner confirmed a live large block start.
-                Some(Owner::Buddy) => Some(unsafe { large::usable_size(ptr) }),
-                _ => None,
-            },
+            Owner::Large => unsafe { large::usable_size_if_owned(ptr, Owner::Buddy) },
             _ => None,
         }
     }

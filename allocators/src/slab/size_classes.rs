@@ -42,7 +42,7 @@ const fn build_lookup<const N: usize>(step: usize, align: usize) -> [u8; N] {
     while i < N {
         let size = i * step;
         let mut c = 0;
-        while c < NUM_CLASSES - 1 && (SIZES[c] < size || SIZES[c] % align != 0) {
+        while c < NUM_CLASSES - 1 && (SIZES[c] < size || !SIZES[c].is_multiple_of(align)) {
             c += 1;
         }
         table[i] = c as u8;

@@ -9,7 +9,7 @@
 //!   empty (alloc) or full (free) the two are swapped if that helps; otherwise a full or empty
 //!   magazine is exchanged with the cache's depot, under the cache lock.
 //! - **Depot and slab layer** ([`cache`]): one cache per object size ([`size_classes`]: 44 sizes,
-//!   four per doubling, 8 B to 32 KiB), under one lock each. The depot ([`depot`]) holds full
+//!   four per doubling, 8 B to 64 KiB), under one lock each. The depot ([`depot`]) holds full
 //!   and empty magazines: at most about 8 MiB of objects per cache, released once unused for a
 //!   reap interval (100 ms; Bonwick's working-set reaping) and trimmed when a thread using it
 //!   exits (the full policy is in [`cache`]); below it, slabs on partial, full and empty
@@ -21,9 +21,9 @@
 //!   unused for a reap interval (beyond a reserve of two per cache), and wholly free regions are
 //!   unmapped (one kept as a spare).
 //!
-//! Requests above 32 KiB, or aligned above 32 KiB, are mapped directly by [`crate::large`] (no
+//! Requests above 64 KiB, or aligned above 64 KiB, are mapped directly by [`crate::large`] (no
 //! page-level path in between). A power-of-two size is served by the cache of exactly that size,
-//! whose objects are aligned to it; other alignments up to 32 KiB take the smallest cache whose
+//! whose objects are aligned to it; other alignments up to 64 KiB take the smallest cache whose
 //! size is a multiple of the alignment.
 //!
 //! `dealloc` routes by the region map (Slab, Large or foreign) and finds the cache from the

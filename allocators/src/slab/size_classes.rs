@@ -2,38 +2,47 @@
 //! cache: policy only, no memory is touched here.
 //!
 //! Four sizes per doubling above 64 bytes (steps of 12.5-25%, mean about 19%, as Bonwick's caches
-//! were spaced), every multiple of 8 below, up to [`MAX_SMALL`] (32 KiB). Every size is a multiple
-//! of 8 and every power of two up to 32 KiB is a size, so a power-of-two size is always served by
+//! were spaced), every multiple of 8 below, up to [`MAX_SMALL`] (64 KiB). Every size is a multiple
+//! of 8 and every power of two up to 64 KiB is a size, so a power-of-two size is always served by
 //! an exact cache and (since slabs are aligned to their own size: one 64 KiB unit up to 8 KiB
 //! objects, four units above) aligned to itself.
+//!
+//! The sizes above 32 KiB (four to six objects per 256 KiB slab) exist so that programs freeing
+//! and reallocating blocks of 32-64 KiB (power-of-two workloads, I/O buffers) reuse cached
+//! objects instead of paying an `mmap`/`munmap` pair per block in [`crate::large`].
 
 /// The object size of each cache, ascending.
 pub const SIZES: [usize; NUM_CLASSES] = [
     8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640,
     768, 896, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, 10240,
-    12288, 14336, 16384, 20480, 24576, 28672, 32768,
+    12288, 14336, 16384, 20480, 24576, 28672, 32768, 40960, 49152, 57344, 65536,
 ];
 /// The number of object caches serving user requests.
-pub const NUM_CLASSES: usize = 44;
+pub const NUM_CLASSES: usize = 48;
 /// The largest request served from slabs; larger ones go to [`crate::large`].
-pub const MAX_SMALL: usize = 32 * 1024;
+pub const MAX_SMALL: usize = 64 * 1024;
 /// Objects above this size live in slabs of [`GROUP_UNITS`] units, smaller ones in one unit.
 const ONE_UNIT_MAX: usize = 8192;
 /// The most rounds a magazine can hold (its array length).
 pub const MAG_MAX: usize = 64;
 
 /// Index `(size + 7) / 8` for sizes up to 1024.
-const SMALL_LOOKUP: [u8; 129] = build_lookup::<129>(8);
-/// Index `(size + 127) / 128` for sizes up to [`MAX_SMALL`].
-const BIG_LOOKUP: [u8; 257] = build_lookup::<257>(128);
+const SMALL_LOOKUP: [u8; 129] = build_lookup::<129>(8, 8);
+/// As [`SMALL_LOOKUP`], for requests aligned to 16 bytes (what `malloc` promises, so the most
+/// common alignment above 8 in Rust programs too): the smallest size that is a multiple of 16.
+const SMALL_LOOKUP_16: [u8; 129] = build_lookup::<129>(8, 16);
+/// Index `(size + 127) / 128` for sizes up to [`MAX_SMALL`] (every size above 1024 is a multiple
+/// of 256, so this table serves alignment 16 as well).
+const BIG_LOOKUP: [u8; MAX_SMALL / 128 + 1] = build_lookup::<{ MAX_SMALL / 128 + 1 }>(128, 8);
 
-const fn build_lookup<const N: usize>(step: usize) -> [u8; N] {
+/// The table mapping `i * step` to the smallest size that holds it and is a multiple of `align`.
+const fn build_lookup<const N: usize>(step: usize, align: usize) -> [u8; N] {
     let mut table = [0u8; N];
     let mut i = 0;
     while i < N {
         let size = i * step;
         let mut c = 0;
-        while c < NUM_CLASSES - 1 && SIZES[c] < size {
+        while c < NUM_CLASSES - 1 && (SIZES[c] < size || !SIZES[c].is_multiple_of(align)) {
             c += 1;
         }
         table[i] = c as u8;
@@ -49,7 +58,7 @@ pub fn class_of(size: usize) -> Option<usize> {
         // SAFETY: (size + 7) >> 3 <= 128 < SMALL_LOOKUP.len().
         Some(unsafe { *SMALL_LOOKUP.get_unchecked((size + 7) >> 3) } as usize)
     } else if size <= MAX_SMALL {
-        // SAFETY: (size + 127) >> 7 <= 256 < BIG_LOOKUP.len().
+        // SAFETY: (size + 127) >> 7 <= MAX_SMALL / 128 < BIG_LOOKUP.len().
         Some(unsafe { *BIG_LOOKUP.get_unchecked((size + 127) >> 7) } as usize)
     } else {
         None
@@ -62,6 +71,13 @@ pub fn class_of(size: usize) -> Option<usize> {
 #[inline(always)]
 pub fn class_for(size: usize, align: usize) -> Option<usize> {
     if align <= 8 {
+        return class_of(size);
+    }
+    if align == 16 {
+        if size <= 1024 {
+            // SAFETY: (size + 7) >> 3 <= 128 < SMALL_LOOKUP_16.len().
+            return Some(unsafe { *SMALL_LOOKUP_16.get_unchecked((size + 7) >> 3) } as usize);
+        }
         return class_of(size);
     }
     class_for_aligned(size, align)
@@ -85,7 +101,7 @@ fn class_for_aligned(size: usize, align: usize) -> Option<usize> {
 }
 
 /// Units in a slab of cache `class`: one up to 8 KiB objects (at least 8 per slab), else
-/// [`GROUP_UNITS`] (at least 8 objects of up to 32 KiB).
+/// [`GROUP_UNITS`] (at least 8 objects of up to 32 KiB, at least 4 of up to 64 KiB).
 #[inline]
 pub const fn slab_units(class: usize) -> usize {
     if SIZES[class] <= ONE_UNIT_MAX {
@@ -138,15 +154,28 @@ mod tests {
 
     #[test]
     fn aligned_lookup_gives_multiples_of_the_alignment() {
-        for shift in 3..=15 {
+        for shift in 3..=16 {
             let align = 1usize << shift;
             for size in (1..=MAX_SMALL).step_by(7) {
                 let c = class_for(size, align).unwrap();
                 assert!(SIZES[c] >= size && SIZES[c].is_multiple_of(align));
             }
         }
-        assert_eq!(class_for(8, 65536), None);
+        assert_eq!(class_for(8, 65536), Some(NUM_CLASSES - 1));
+        assert_eq!(class_for(8, 131072), None);
         assert_eq!(class_for(MAX_SMALL + 1, 8), None);
+    }
+
+    #[test]
+    fn sixteen_byte_lookup_matches_the_general_one() {
+        for size in 0..=MAX_SMALL + 1 {
+            assert_eq!(
+                class_for(size, 16),
+                class_for_aligned(size, 16),
+                "size {size}"
+            );
+        }
+        assert!(SIZES.iter().filter(|&&s| s > 1024).all(|s| s % 256 == 0));
     }
 
     #[test]
@@ -157,7 +186,9 @@ mod tests {
         }
         assert!(SIZES.iter().all(|s| s % 8 == 0));
         assert!((0..NUM_CLASSES).all(|c| (4..=64).contains(&magazine_rounds(c))));
-        assert!((0..NUM_CLASSES)
-            .all(|c| slab_units(c) * super::super::region::UNIT_SIZE / SIZES[c] >= 8));
+        assert!((0..NUM_CLASSES).all(|c| {
+            let per_slab = slab_units(c) * super::super::region::UNIT_SIZE / SIZES[c];
+            per_slab >= 8 || (SIZES[c] > 32 * 1024 && per_slab >= 4)
+        }));
     }
 }

@@ -7,7 +7,7 @@
 //! frees in the high half), and the thread folds into the shared counters after
 //! [`FLUSH_EVERY`] allocations or frees and at thread exit. Staleness
 //! per running thread is therefore below `FLUSH_EVERY` operations and `FLUSH_EVERY` times the
-//! largest slab object (8 KiB) in live bytes.
+//! largest slab object (64 KiB) in live bytes.
 
 use core::cell::Cell;
 

@@ -569,27 +569,12 @@ unsafe impl GlobalAlloc for Slab {
             }
             Owner::Large if new_class.is_none() => {
                 // SAFETY: a live large block of ours; large::realloc keeps its alignment.
-                let q = unsafe { large::realloc(ptr, new_size, &COUNTERS) };
-                if !q.is_null() {
-                    COUNTERS.record_free(old);
-                    COUNTERS.record_alloc(new_size);
-                }
-                return q;
+                return unsafe { large::realloc_counted(ptr, old, new_size, &COUNTERS) };
             }
             _ => {}
         }
-        // SAFETY: the caller guarantees new_size rounded up to align fits isize.
-        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
-        // SAFETY: forwarding to our own alloc/dealloc with the caller's guarantees; the old block
-        // is only freed once the copy succeeded.
-        unsafe {
-            let q = self.alloc(new_layout);
-            if !q.is_null() {
-                ptr::copy_nonoverlapping(ptr, q, old.min(new_size));
-                self.dealloc(ptr, layout);
-            }
-            q
-        }
+        // SAFETY: the caller's guarantees, forwarded; the old block is freed only after the copy.
+        unsafe { crate::realloc_by_moving(self, ptr, layout, new_size) }
     }
 }
 
@@ -621,11 +606,7 @@ impl Introspect for Slab {
                 (inside && (addr - s.base).is_multiple_of(size)).then_some(size)
             }
             // SAFETY: the pointer lies in a Large window.
-            Owner::Large => match unsafe { large::owner(ptr) } {
-                // SAFETY: large::owner confirmed a live large block start.
-                Some(Owner::Slab) => Some(unsafe { large::usable_size(ptr) }),
-                _ => None,
-            },
+            Owner::Large => unsafe { large::usable_size_if_owned(ptr, Owner::Slab) },
             _ => None,
         }
     }

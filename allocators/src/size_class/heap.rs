@@ -58,11 +58,9 @@ pub struct Heap {
     pub avail: [*mut Segment; 3],
     /// One empty segment kept mapped.
     pub cached_segment: *mut Segment,
-    /// Bytes of dirty free pages in `avail` segments.
+    /// Bytes of dirty free pages in `avail` segments (their `dirty_len`s).
     pub dirty_bytes: usize,
-    /// Pages freed so far (the decay clock).
-    pub page_frees: u64,
-    /// `page_frees` value at which the next decay sweep may run.
+    /// Clock (`os::coarse_millis`) at which the next decay sweep may run.
     pub next_sweep: u64,
     /// Unflushed statistics.
     pub counters: HeapCounters,
@@ -88,7 +86,6 @@ impl Heap {
             avail: [ptr::null_mut(); 3],
             cached_segment: ptr::null_mut(),
             dirty_bytes: 0,
-            page_frees: 0,
             next_sweep: 0,
             counters: HeapCounters::new(),
             next_abandoned: ptr::null_mut(),
@@ -306,7 +303,7 @@ pub unsafe fn tidy(heap: *mut Heap, purge: bool) {
             sync_direct(heap, class);
         }
         if purge {
-            segment::decay(heap, 0);
+            segment::decay(heap, 0, 0);
             segment::drop_cached(heap);
         }
         (*heap).counters.flush(&COUNTERS);
@@ -395,8 +392,19 @@ pub fn acquire() -> *mut Heap {
 /// # Safety
 /// The calling thread owns `heap` and never uses it again.
 pub unsafe fn abandon(heap: *mut Heap) {
-    // SAFETY: forwarded ownership.
-    unsafe { tidy(heap, true) };
+    // SAFETY: forwarded ownership. Empty segments go back; a parked heap keeps at most
+    // DIRTY_LIMIT of dirty free pages in its other segments (the next thread to adopt it reuses
+    // them instead of faulting fresh ones in); above that all of them are discarded.
+    unsafe {
+        tidy(heap, false);
+        let page_age = if (*heap).dirty_bytes > segment::DIRTY_LIMIT {
+            0
+        } else {
+            u64::MAX
+        };
+        segment::decay(heap, page_age, 0);
+        segment::drop_cached(heap);
+    }
     pool_push(&mut POOL.lock(), heap);
 }
 

@@ -392,12 +392,25 @@ pub fn acquire() -> *mut Heap {
 /// # Safety
 /// The calling thread owns `heap` and never uses it again.
 pub unsafe fn abandon(heap: *mut Heap) {
-    // SAFETY: forwarded ownership. Empty segments go back; a parked heap keeps at most
-    // DIRTY_LIMIT of dirty free pages in its other segments (the next thread to adopt it reuses
-    // them instead of faulting fresh ones in); above that all of them are discarded.
+    // SAFETY: forwarded ownership.
+    unsafe { park_tidy(heap) };
+    pool_push(&mut POOL.lock(), heap);
+}
+
+/// Dirty free bytes a parked heap keeps for the next thread that adopts it.
+const PARKED_DIRTY_LIMIT: usize = 4 << 20;
+
+/// Tidies a heap no thread uses: empty segments go back; it keeps at most [`PARKED_DIRTY_LIMIT`]
+/// of dirty free pages in its other segments (the next thread to adopt it reuses them instead of
+/// faulting fresh ones in); above that all of them are discarded.
+///
+/// # Safety
+/// The calling thread owns `heap` exclusively.
+unsafe fn park_tidy(heap: *mut Heap) {
+    // SAFETY: forwarded ownership.
     unsafe {
         tidy(heap, false);
-        let page_age = if (*heap).dirty_bytes > segment::DIRTY_LIMIT {
+        let page_age = if (*heap).dirty_bytes > PARKED_DIRTY_LIMIT {
             0
         } else {
             u64::MAX
@@ -405,7 +418,6 @@ pub unsafe fn abandon(heap: *mut Heap) {
         segment::decay(heap, page_age, 0);
         segment::drop_cached(heap);
     }
-    pool_push(&mut POOL.lock(), heap);
 }
 
 /// Tidies one parked heap (round robin), so memory remote-freed into it goes back to the kernel.
@@ -419,7 +431,7 @@ pub fn reclaim_one_abandoned() {
         return;
     }
     // SAFETY: popped from the pool, so no thread owns it but us until we push it back.
-    unsafe { tidy(h, true) };
+    unsafe { park_tidy(h) };
     pool_push(&mut POOL.lock(), h);
 }
 

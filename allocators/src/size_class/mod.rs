@@ -24,7 +24,7 @@
 //! the bytes they touched), those free for 20 ms of a coarse clock are discarded
 //! (`MADV_DONTNEED`), and segments empty for as long are unmapped (one per heap is kept for
 //! reuse); above 32 MiB of dirty pages everything free goes back at once. At thread exit the heap
-//! is tidied (empty segments unmapped, dirty pages discarded if over 1 MiB) and parked for the next
+//! is tidied (empty segments unmapped, dirty pages discarded if over 4 MiB) and parked for the next
 //! new thread. In the unit tests, 1 GiB allocated in four threads and freed leaves `mapped_bytes`
 //! within a few MiB of where it started.
 //!

@@ -58,11 +58,9 @@ pub struct Heap {
     pub avail: [*mut Segment; 3],
     /// One empty segment kept mapped.
     pub cached_segment: *mut Segment,
-    /// Bytes of dirty free pages in `avail` segments.
+    /// Bytes of dirty free pages in `avail` segments (their `dirty_len`s).
     pub dirty_bytes: usize,
-    /// Pages freed so far (the decay clock).
-    pub page_frees: u64,
-    /// `page_frees` value at which the next decay sweep may run.
+    /// Clock (`os::coarse_millis`) at which the next decay sweep may run.
     pub next_sweep: u64,
     /// Unflushed statistics.
     pub counters: HeapCounters,
@@ -88,7 +86,6 @@ impl Heap {
             avail: [ptr::null_mut(); 3],
             cached_segment: ptr::null_mut(),
             dirty_bytes: 0,
-            page_frees: 0,
             next_sweep: 0,
             counters: HeapCounters::new(),
             next_abandoned: ptr::null_mut(),
@@ -306,7 +303,7 @@ pub unsafe fn tidy(heap: *mut Heap, purge: bool) {
             sync_direct(heap, class);
         }
         if purge {
-            segment::decay(heap, 0);
+            segment::decay(heap, 0, 0);
             segment::drop_cached(heap);
         }
         (*heap).counters.flush(&COUNTERS);
@@ -396,8 +393,31 @@ pub fn acquire() -> *mut Heap {
 /// The calling thread owns `heap` and never uses it again.
 pub unsafe fn abandon(heap: *mut Heap) {
     // SAFETY: forwarded ownership.
-    unsafe { tidy(heap, true) };
+    unsafe { park_tidy(heap) };
     pool_push(&mut POOL.lock(), heap);
+}
+
+/// Dirty free bytes a parked heap keeps for the next thread that adopts it.
+const PARKED_DIRTY_LIMIT: usize = 4 << 20;
+
+/// Tidies a heap no thread uses: empty segments go back; it keeps at most [`PARKED_DIRTY_LIMIT`]
+/// of dirty free pages in its other segments (the next thread to adopt it reuses them instead of
+/// faulting fresh ones in); above that all of them are discarded.
+///
+/// # Safety
+/// The calling thread owns `heap` exclusively.
+unsafe fn park_tidy(heap: *mut Heap) {
+    // SAFETY: forwarded ownership.
+    unsafe {
+        tidy(heap, false);
+        let page_age = if (*heap).dirty_bytes > PARKED_DIRTY_LIMIT {
+            0
+        } else {
+            u64::MAX
+        };
+        segment::decay(heap, page_age, 0);
+        segment::drop_cached(heap);
+    }
 }
 
 /// Tidies one parked heap (round robin), so memory remote-freed into it goes back to the kernel.
@@ -411,7 +431,7 @@ pub fn reclaim_one_abandoned() {
         return;
     }
     // SAFETY: popped from the pool, so no thread owns it but us until we push it back.
-    unsafe { tidy(h, true) };
+    unsafe { park_tidy(h) };
     pool_push(&mut POOL.lock(), h);
 }
 

@@ -20,12 +20,13 @@
 //! the region map is only consulted by `usable_size`.
 //!
 //! Memory coming back: a page whose last block is freed returns to its segment (unless it is the
-//! page allocation is using); dirty free pages are discarded (`MADV_DONTNEED`) once the heap holds
-//! more than 1 MiB of them and they have sat through 16 further page frees; a segment with no page
-//! in use is unmapped (one per heap is kept for reuse). At thread exit the heap is tidied (all
-//! dirty pages discarded, the kept segment unmapped) and parked for the next new thread. In the
-//! unit tests, 1 GiB allocated in four threads and freed leaves `mapped_bytes` at 64 KiB (the heap
-//! pool's chunk).
+//! page allocation is using); once the heap holds more than 1 MiB of dirty free pages (counted by
+//! the bytes they touched), those free for 20 ms of a coarse clock are discarded
+//! (`MADV_DONTNEED`), and segments empty for as long are unmapped (one per heap is kept for
+//! reuse); above 32 MiB of dirty pages everything free goes back at once. At thread exit the heap
+//! is tidied (empty segments unmapped, dirty pages discarded if over 4 MiB) and parked for the next
+//! new thread. In the unit tests, 1 GiB allocated in four threads and freed leaves `mapped_bytes`
+//! within a few MiB of where it started.
 //!
 //! `realloc` stays in place while the new size fits the block's class and uses at least half of
 //! it; `alloc_zeroed` skips the memset on pages fresh from the kernel (or discarded since).

@@ -112,8 +112,11 @@ pub struct Page {
     pub prev: *mut Page,
     /// Link in the owner's `rescued` list.
     pub rescue_next: *mut Page,
-    /// The heap's page-free count when this page was freed (for the discard decay).
+    /// Clock (`os::coarse_millis`) when this page was last freed (for the discard decay).
     pub freed_at: u64,
+    /// While free and dirty: the bytes of the page touched since it was last fresh (whole OS
+    /// pages), counted in the heap's `dirty_bytes`; 0 once discarded.
+    pub dirty_len: usize,
     /// Hardened builds only: the divisibility magic of `block_size` (see `checks`), so the
     /// block-boundary test needs no table lookup.
     #[cfg(feature = "hardened")]
@@ -141,6 +144,7 @@ impl Page {
             prev: ptr::null_mut(),
             rescue_next: ptr::null_mut(),
             freed_at: 0,
+            dirty_len: 0,
             #[cfg(feature = "hardened")]
             div_magic: 0,
         }

@@ -4,8 +4,11 @@
 //! `segment = addr & !(SEGMENT_SIZE - 1)`, `page = segment.pages[(addr - segment) >> page_shift]`.
 //!
 //! This file is the page heap: it hands pages to a heap's class queues, takes empty pages back,
-//! gives dirty free pages back to the kernel (`os::discard`) after a decay counted in page frees,
-//! and unmaps segments once all their pages are free (keeping one per heap cached).
+//! gives dirty free pages back to the kernel (`os::discard`) after a decay in milliseconds of a
+//! coarse clock (only while the heap holds more than [`DIRTY_LIMIT`] of them), and unmaps
+//! segments once all their pages are free and have sat through the same decay (keeping one per
+//! heap cached). A program that frees a large set and allocates it again soon after (a phase, a
+//! request) so reuses its pages instead of discarding and faulting them in again.
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -23,9 +26,13 @@ pub const HEADER_RESERVE: usize = 64 * 1024;
 /// Page descriptors per segment (small pages: 64 KiB each).
 const MAX_PAGES: usize = SEGMENT_SIZE >> 16;
 /// Dirty free bytes a heap keeps before it starts discarding old ones.
-const DIRTY_LIMIT: usize = 1 << 20;
-/// A free page is discarded once this many further pages were freed in its heap.
-const DECAY_FREES: u64 = 16;
+pub const DIRTY_LIMIT: usize = 1 << 20;
+/// A dirty free page (or an empty segment) is given back once it has been free this many
+/// milliseconds (mimalloc's purge delay is 10 ms; the coarse clock ticks every few ms).
+pub const DECAY_MS: u64 = 20;
+/// Above this many dirty bytes a heap discards at once, whatever their age (a bound on the memory
+/// the decay may keep).
+const DIRTY_HARD_LIMIT: usize = 32 << 20;
 
 /// The header at the start of every segment.
 #[repr(C)]
@@ -49,6 +56,8 @@ pub struct Segment {
     pub prev: *mut Segment,
     /// Bytes of pages currently discarded (not counted as mapped).
     pub discarded_bytes: usize,
+    /// Clock (`os::coarse_millis`) when `used_pages` last fell to 0.
+    pub emptied_at: u64,
     /// The page descriptors.
     pub pages: [Page; MAX_PAGES],
 }
@@ -165,7 +174,7 @@ unsafe fn dirty_bytes_of(seg: *mut Segment) -> usize {
         for i in 0..(*seg).page_count as usize {
             let p = ptr::addr_of!((*seg).pages).cast::<Page>().add(i);
             if !(*p).in_use && !(*p).is_zero {
-                n += (*p).area_len;
+                n += (*p).dirty_len;
             }
         }
     }
@@ -208,7 +217,7 @@ pub unsafe fn alloc_page(heap: *mut Heap, class: usize) -> *mut Page {
             (*seg).discarded_bytes -= (*page).area_len;
             COUNTERS.add_mapped((*page).area_len);
         } else if !(*page).is_zero {
-            (*heap).dirty_bytes -= (*page).area_len;
+            (*heap).dirty_bytes -= (*page).dirty_len;
         }
         (*seg).used_pages += 1;
         if (*seg).used_pages as usize == usable_pages(seg) {
@@ -276,65 +285,80 @@ pub unsafe fn free_page(heap: *mut Heap, page: *mut Page) {
         (*page).in_full = false;
         (*page).is_zero = false;
         (*page).free = ptr::null_mut();
+        // The bytes this page ever touched since it was last fresh (carved blocks, whole OS
+        // pages): its share of the RSS the heap keeps.
+        let touched = ((*page).capacity as usize * (*page).block_size)
+            .next_multiple_of(os::page_size())
+            .min((*page).area_len);
+        (*page).dirty_len = (*page).dirty_len.max(touched);
         if crate::hardened::ENABLED {
             // No block of a free page passes `checks::check_small` (it tests against capacity).
             (*page).capacity = 0;
         }
+        let now = os::coarse_millis();
+        (*page).freed_at = now;
+        (*heap).dirty_bytes += (*page).dirty_len;
         (*seg).used_pages -= 1;
         if (*seg).used_pages == 0 {
-            if (*seg).in_avail {
-                avail_remove(heap, seg);
-            }
-            (*heap).dirty_bytes -= dirty_bytes_of(seg) - (*page).area_len;
-            if (*heap).cached_segment.is_null() {
-                (*heap).cached_segment = seg;
-            } else {
-                unmap_segment(seg);
-            }
-            return;
+            // Kept (in `avail`) for reuse until the decay gives it back.
+            (*seg).emptied_at = now;
         }
         if !(*seg).in_avail {
             avail_push(heap, seg);
         }
-        (*page).freed_at = (*heap).page_frees;
-        (*heap).page_frees += 1;
-        (*heap).dirty_bytes += (*page).area_len;
-        if (*heap).dirty_bytes > DIRTY_LIMIT && (*heap).page_frees >= (*heap).next_sweep {
-            decay(heap, DECAY_FREES);
+        let dirty = (*heap).dirty_bytes;
+        if dirty > DIRTY_HARD_LIMIT {
+            decay(heap, 0, 0);
+        } else if dirty > DIRTY_LIMIT && now >= (*heap).next_sweep {
+            decay(heap, DECAY_MS, DECAY_MS);
         }
     }
 }
 
-/// Discards every dirty free page of the heap freed at least `age` page-frees ago.
+/// Discards every dirty free page of the heap freed at least `page_age` milliseconds ago, and
+/// takes out of `avail` every segment empty for at least `segment_age`: the first becomes the
+/// heap's cached segment (if it has none), the others are unmapped. `u64::MAX` spares them all.
 ///
 /// # Safety
 /// The calling thread owns `heap`.
-pub unsafe fn decay(heap: *mut Heap, age: u64) {
+pub unsafe fn decay(heap: *mut Heap, page_age: u64, segment_age: u64) {
     let page_size = os::page_size();
-    // SAFETY: the caller owns the heap and its segments; discarded pages hold no live block.
+    let now = os::coarse_millis();
+    // SAFETY: the caller owns the heap and its segments; discarded pages hold no live block; an
+    // empty segment holds no live block either.
     unsafe {
-        let now = (*heap).page_frees;
-        (*heap).next_sweep = now + DECAY_FREES / 2;
+        (*heap).next_sweep = now + DECAY_MS / 2;
         for k in 0..3 {
             let mut seg = (*heap).avail[k];
             while !seg.is_null() {
+                let next = (*seg).next;
                 let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
                 for i in 0..(*seg).page_count as usize {
                     let p = pages.add(i);
                     let dirty = !(*p).in_use && !(*p).is_zero && (*p).area_len != 0;
-                    if dirty && (*p).freed_at + age <= now {
+                    if dirty && (*p).freed_at.saturating_add(page_age) <= now {
                         let len = (*p).area_len;
                         if (*p).start.is_multiple_of(page_size) && len.is_multiple_of(page_size) {
                             os::discard((*p).start as *mut u8, len);
                             (*p).discarded = true;
                             (*p).is_zero = true;
                             (*seg).discarded_bytes += len;
-                            (*heap).dirty_bytes -= len;
+                            (*heap).dirty_bytes -= (*p).dirty_len;
+                            (*p).dirty_len = 0;
                             COUNTERS.sub_mapped(len);
                         }
                     }
                 }
-                seg = (*seg).next;
+                if (*seg).used_pages == 0 && (*seg).emptied_at.saturating_add(segment_age) <= now {
+                    avail_remove(heap, seg);
+                    (*heap).dirty_bytes -= dirty_bytes_of(seg);
+                    if (*heap).cached_segment.is_null() {
+                        (*heap).cached_segment = seg;
+                    } else {
+                        unmap_segment(seg);
+                    }
+                }
+                seg = next;
             }
         }
     }

@@ -414,24 +414,10 @@ unsafe impl GlobalAlloc for SizeClass {
             }
         } else if !small && is_large(new_size, layout.align()) {
             // SAFETY: a live large block of ours.
-            let q = unsafe { large::realloc(ptr, new_size, &COUNTERS) };
-            if !q.is_null() {
-                COUNTERS.record_free(old);
-                COUNTERS.record_alloc(new_size);
-            }
-            return q;
+            return unsafe { large::realloc_counted(ptr, old, new_size, &COUNTERS) };
         }
-        // SAFETY: the caller guarantees new_size rounded to align fits isize.
-        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        // SAFETY: forwarding to our own alloc/dealloc with the caller's guarantees.
-        unsafe {
-            let q = self.alloc(new_layout);
-            if !q.is_null() {
-                ptr::copy_nonoverlapping(ptr, q, old.min(new_size));
-                self.dealloc(ptr, layout);
-            }
-            q
-        }
+        // SAFETY: the caller's guarantees, forwarded.
+        unsafe { crate::realloc_by_moving(self, ptr, layout, new_size) }
     }
 }
 
@@ -487,11 +473,7 @@ impl Introspect for SizeClass {
                 }
             }
             // SAFETY: the pointer lies in a Large window.
-            Owner::Large => match unsafe { large::owner(ptr) } {
-                // SAFETY: large::owner confirmed a live large block start.
-                Some(Owner::SizeClass) => Some(unsafe { large::usable_size(ptr) }),
-                _ => None,
-            },
+            Owner::Large => unsafe { large::usable_size_if_owned(ptr, Owner::SizeClass) },
             _ => None,
         }
     }

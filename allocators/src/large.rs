@@ -49,7 +49,8 @@ fn head_for(align: usize) -> usize {
     }
 }
 
-/// Maps a block of `size` bytes aligned to `align` for `owner`, counting the pages in `counters`.
+/// Maps a block of `size` bytes aligned to `align` for `owner`, counting the pages and the
+/// allocation of `size` requested bytes in `counters`.
 /// The block is zero-filled (fresh pages). Null if the kernel refuses or the size overflows.
 pub fn alloc(size: usize, align: usize, owner: Owner, counters: &GlobalCounters) -> *mut u8 {
     let page = page_size();
@@ -113,6 +114,7 @@ pub fn alloc(size: usize, align: usize, owner: Owner, counters: &GlobalCounters)
         });
     }
     counters.add_mapped(usable + page);
+    counters.record_alloc(size);
     // SAFETY: the guard page after the block lies inside the mapping (GUARD_PAGES counted above).
     unsafe { set_guard(block, usable, true) };
     block as *mut u8
@@ -217,11 +219,11 @@ pub unsafe fn realloc_counted(
     q
 }
 
-/// Unmaps the large block at `ptr`.
+/// Unmaps the large block at `ptr`, counting the free of `size` requested bytes in `counters`.
 ///
 /// # Safety
 /// `ptr` must be the start of a live large block, not used afterwards.
-pub unsafe fn dealloc(ptr: *mut u8, counters: &GlobalCounters) {
+pub unsafe fn dealloc(ptr: *mut u8, size: usize, counters: &GlobalCounters) {
     // SAFETY: forwarded contract.
     let Some(header) = (unsafe { header_of(ptr) }) else {
         if hardened::ENABLED {
@@ -237,6 +239,7 @@ pub unsafe fn dealloc(ptr: *mut u8, counters: &GlobalCounters) {
     };
     region_map::release(base, map_len);
     counters.sub_mapped(usable + page_size());
+    counters.record_free(size);
     // SAFETY: the whole mapping belongs to this block, which the caller says is dead.
     unsafe { os::unmap(base as *mut u8, map_len) };
 }
@@ -415,7 +418,7 @@ mod tests {
                 assert_eq!(owner(p), Some(Owner::SizeClass));
                 assert!(usable_size(p) >= 100_000);
                 p.write_bytes(1, 100_000);
-                dealloc(p, &c);
+                dealloc(p, 100_000, &c);
             }
             // (Whether the window reads Foreign now is racy: a test running in parallel may map
             // the same addresses at once, so only the counters are checked.)
@@ -444,7 +447,7 @@ mod tests {
                 let r = realloc(q, 8192, &c);
                 assert_eq!(r, q);
                 assert_eq!(*r.add(8191), (8191 % 251) as u8);
-                dealloc(r, &c);
+                dealloc(r, 8192, &c);
             }
         }
         assert_eq!(c.snapshot().mapped_bytes, 0);
@@ -458,7 +461,7 @@ mod tests {
         unsafe {
             assert_eq!(owner(p.add(page_size())), None);
             assert_eq!(owner(p.add(3)), None);
-            dealloc(p, &c);
+            dealloc(p, 3 * page_size(), &c);
         }
     }
 }

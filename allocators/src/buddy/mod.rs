@@ -444,11 +444,7 @@ fn alloc_block(layout: Layout) -> *mut u8 {
 
 #[cold]
 fn alloc_large(layout: Layout) -> *mut u8 {
-    let p = large::alloc(layout.size(), layout.align(), Owner::Buddy, &COUNTERS);
-    if !p.is_null() {
-        COUNTERS.record_alloc(layout.size());
-    }
-    p
+    large::alloc(layout.size(), layout.align(), Owner::Buddy, &COUNTERS)
 }
 
 // SAFETY: every block handed out is a distinct buddy block (tagged used, off every free list and
@@ -499,8 +495,7 @@ unsafe impl GlobalAlloc for Buddy {
             }
             // SAFETY: the caller passes a live block of ours; in a Large window it is a large block.
             Owner::Large => unsafe {
-                COUNTERS.record_free(layout.size());
-                large::dealloc(ptr, &COUNTERS);
+                large::dealloc(ptr, layout.size(), &COUNTERS);
             },
             _ if hardened::ENABLED => hardened::misuse("buddy", Misuse::InvalidFree, ptr),
             _ => {}

@@ -434,8 +434,7 @@ unsafe impl GlobalAlloc for Bump {
             }
             // SAFETY: the caller passes a live block of ours; in a Large window it is a large block.
             Owner::Large => unsafe {
-                COUNTERS.record_free(layout.size());
-                large::dealloc(ptr, &COUNTERS);
+                large::dealloc(ptr, layout.size(), &COUNTERS);
             },
             _ if hardened::ENABLED => hardened::misuse("bump", Misuse::InvalidFree, ptr),
             _ => {}
@@ -479,11 +478,7 @@ unsafe impl GlobalAlloc for Bump {
 
 #[cold]
 fn alloc_large(layout: Layout) -> *mut u8 {
-    let p = large::alloc(layout.size(), layout.align(), Owner::Bump, &COUNTERS);
-    if !p.is_null() {
-        COUNTERS.record_alloc(layout.size());
-    }
-    p
+    large::alloc(layout.size(), layout.align(), Owner::Bump, &COUNTERS)
 }
 
 impl Introspect for Bump {

@@ -326,11 +326,7 @@ fn count_remote_free(mut heap: *mut Heap, size: usize) {
 
 #[cold]
 fn alloc_large(layout: Layout) -> *mut u8 {
-    let p = large::alloc(layout.size(), layout.align(), Owner::SizeClass, &COUNTERS);
-    if !p.is_null() {
-        COUNTERS.record_alloc(layout.size());
-    }
-    p
+    large::alloc(layout.size(), layout.align(), Owner::SizeClass, &COUNTERS)
 }
 
 /// Zeroes a freshly allocated small block unless its page guarantees zeros.
@@ -437,9 +433,8 @@ fn count_realloc(old: usize, new: usize) {
 
 #[cold]
 fn dealloc_large(ptr: *mut u8, size: usize) {
-    COUNTERS.record_free(size);
     // SAFETY: the caller passes a live large block of ours (routed by its layout).
-    unsafe { large::dealloc(ptr, &COUNTERS) };
+    unsafe { large::dealloc(ptr, size, &COUNTERS) };
 }
 
 impl Introspect for SizeClass {

@@ -465,9 +465,8 @@ fn count_resize(old: usize, new: usize) {
 #[inline(never)]
 unsafe fn dealloc_other(ptr: *mut u8, layout: Layout) {
     if region_map::owner_of(ptr) == Owner::Large {
-        COUNTERS.record_free(layout.size());
         // SAFETY: the caller passes a live block of ours; in a Large window it is a large block.
-        unsafe { large::dealloc(ptr, &COUNTERS) };
+        unsafe { large::dealloc(ptr, layout.size(), &COUNTERS) };
     } else {
         // Foreign, or a slab object freed with a layout too big for any cache.
         hardening::on_foreign_free(ptr);
@@ -476,11 +475,7 @@ unsafe fn dealloc_other(ptr: *mut u8, layout: Layout) {
 
 #[cold]
 fn alloc_large(layout: Layout) -> *mut u8 {
-    let p = large::alloc(layout.size(), layout.align(), Owner::Slab, &COUNTERS);
-    if !p.is_null() {
-        COUNTERS.record_alloc(layout.size());
-    }
-    p
+    large::alloc(layout.size(), layout.align(), Owner::Slab, &COUNTERS)
 }
 
 /// `pthread_atfork` prepare handler: takes every cache lock (in index order), then the page

@@ -16,6 +16,7 @@
 //! | [`cell`] | the child side: run one cell, print its JSON |
 //! | [`runner`] | the parent side: plan, interleave and run cells, aggregate repetitions |
 //! | [`summary`] | median, spread, percentiles, geometric means, ratios |
+//! | [`compare`] | agreement of two runs (the repeatability check) |
 //! | [`results_io`] | `results.csv` / `results.json` writing and reading |
 //! | [`machine`] | the machine description recorded with the results |
 //! | [`micro`] | the loops behind the criterion micro-benchmarks |
@@ -29,6 +30,7 @@
 pub mod baselines;
 pub mod cell;
 pub mod charts;
+pub mod compare;
 pub mod machine;
 pub mod micro;
 pub mod proc_mem;

@@ -1,6 +1,6 @@
 //! `bench-harness`: the command line. `run` measures and writes the report, `list` names the
-//! allocators and workloads, `report` rewrites the report from saved results; the hidden `cell`
-//! subcommand is what `run` re-executes for each cell.
+//! allocators and workloads, `report` rewrites the report from saved results, `compare` checks
+//! that two runs agree; the hidden `cell` subcommand is what `run` re-executes for each cell.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use bench_harness::cell::{self, CellSpec};
 use bench_harness::registry::{Family, ALLOCATORS, HARDENED_SUFFIX};
 use bench_harness::runner::{self, RunOptions, DEFAULT_SEED};
 use bench_harness::workloads::WORKLOADS;
-use bench_harness::{report, results_io, selection};
+use bench_harness::{compare, report, results_io, selection};
 
 #[derive(Parser)]
 #[command(
@@ -37,7 +37,7 @@ enum Cmd {
         /// Thread counts, comma-separated.
         #[arg(long, default_value = "1,2")]
         threads: String,
-        /// Repetitions per cell (default 3; 1 with --quick).
+        /// Repetitions per cell (default 5; 1 with --quick).
         #[arg(long)]
         reps: Option<usize>,
         /// A smoke run: short cells, small live sets, one repetition.
@@ -64,6 +64,14 @@ enum Cmd {
         /// Directory holding results.json.
         #[arg(long, default_value = "results")]
         out: PathBuf,
+    },
+    /// Compares two runs' results (DIR/results.csv): how many cells' medians lie within the
+    /// other run's spread, how far medians and geometric means moved, and the outliers.
+    Compare {
+        /// The first run's output directory.
+        first: PathBuf,
+        /// The second run's output directory.
+        second: PathBuf,
     },
     /// Runs one cell in this process and prints its result as JSON (used by `run`).
     #[command(hide = true)]
@@ -125,6 +133,19 @@ fn main() -> ExitCode {
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
             ExitCode::SUCCESS
         }
+        Cmd::Compare { first, second } => {
+            let read = |dir: &Path| results_io::read_csv(&dir.join("results.csv"));
+            let (a, b) = match (read(&first), read(&second)) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(e), _) | (_, Err(e)) => return usage_error(&e),
+            };
+            let pairs = compare::pair(&a, &b);
+            if pairs.is_empty() {
+                return usage_error("the two runs have no measured cell in common");
+            }
+            print!("{}", compare::markdown(&compare::agreement(&pairs)));
+            ExitCode::SUCCESS
+        }
         Cmd::Report { out } => {
             let results = match results_io::read_json(&out.join("results.json")) {
                 Ok(r) => r,
@@ -176,7 +197,7 @@ fn main() -> ExitCode {
                 Ok(v) => v,
                 Err(e) => return usage_error(&e),
             };
-            let reps = reps.unwrap_or(if quick { 1 } else { 3 });
+            let reps = reps.unwrap_or(if quick { 1 } else { 5 });
             if reps == 0 {
                 return usage_error("--reps must be at least 1");
             }

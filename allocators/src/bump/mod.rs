@@ -92,6 +92,9 @@ struct Arena {
     clean_from: usize,
     last_block: usize,
     last_cursor: usize,
+    /// The process key (hardened builds; 0 otherwise), copied here at refill so the fast path
+    /// makes no global load for it.
+    key: usize,
     counters: LocalCounters,
 }
 
@@ -103,6 +106,7 @@ impl Arena {
             clean_from: 0,
             last_block: 0,
             last_cursor: 0,
+            key: 0,
             counters: LocalCounters::new(),
         }
     }
@@ -129,7 +133,7 @@ impl Arena {
         // After the zeroing, which would otherwise wipe the canary (hardened) after the block.
         // SAFETY: block - HEADER >= cursor lies inside the chunk, word-aligned (align >= HEADER),
         // and the canary's bytes (hardened) were counted in new_cursor.
-        unsafe { write_size_word(block, size) };
+        unsafe { write_size_word(block, size, self.key) };
         self.last_cursor = self.cursor;
         self.last_block = block;
         self.cursor = new_cursor;
@@ -146,6 +150,9 @@ impl Arena {
         let need = layout.size().saturating_add(HEADER + align);
         if !take_chunk(self, need) {
             return ptr::null_mut();
+        }
+        if hardened::ENABLED {
+            self.key = hardened::key();
         }
         let block = (self.cursor + HEADER + align - 1) & !(align - 1);
         let new_cursor = block + layout.size() + hardened::CANARY_BYTES;
@@ -177,7 +184,7 @@ impl Arena {
         self.cursor = block + new + hardened::CANARY_BYTES;
         self.clean_from = self.clean_from.max(self.cursor);
         // SAFETY: the size word of a live block of this chunk, with room for its canary.
-        unsafe { write_size_word(block, new) };
+        unsafe { write_size_word(block, new, self.key) };
         self.counters.on_free(old, &COUNTERS);
         self.counters.on_alloc(new, &COUNTERS);
         true
@@ -328,18 +335,20 @@ const SIZE_MASK: usize = if hardened::ENABLED {
 const FREED_BIT: usize = 1 << 32;
 const TAG_MASK: usize = !(SIZE_MASK | FREED_BIT);
 
-/// Writes the size word in front of `block` (and, hardened, the canary after its `size` bytes).
+/// Writes the size word in front of `block` (and, hardened, the canary after its `size` bytes,
+/// keyed with `key`, the process key).
 ///
 /// # Safety
 /// The word before `block` and, hardened, `CANARY_BYTES` after `block + size` belong to the block.
 #[inline(always)]
-unsafe fn write_size_word(block: usize, size: usize) {
+unsafe fn write_size_word(block: usize, size: usize, key: usize) {
     if hardened::ENABLED {
-        let word = size | (hardened::canary_for(block) & TAG_MASK);
+        // One keyed hash serves as both the size word's tag and the canary.
+        let canary = hardened::canary_keyed(block, key);
         // SAFETY: the caller guarantees both words belong to the block.
         unsafe {
-            ((block - HEADER) as *mut usize).write(word);
-            hardened::write_canary(block as *mut u8, size);
+            ((block - HEADER) as *mut usize).write(size | (canary & TAG_MASK));
+            ((block + size) as *mut usize).write_unaligned(canary);
         }
     } else {
         // SAFETY: the caller guarantees the word belongs to the block.
@@ -362,7 +371,7 @@ unsafe fn read_size(block: usize) -> usize {
 ///
 /// # Safety
 /// `block` must lie in a mapped Bump chunk.
-#[cold]
+#[inline]
 unsafe fn check_live(block: usize, free: bool) {
     let chunk = block & !(CHUNK_SIZE - 1);
     if !block.is_multiple_of(HEADER) || block < chunk + HEADER {
@@ -371,7 +380,8 @@ unsafe fn check_live(block: usize, free: bool) {
     let word_ptr = (block - HEADER) as *mut usize;
     // SAFETY: a word inside the caller's mapped chunk.
     let word = unsafe { word_ptr.read() };
-    if word & TAG_MASK != hardened::canary_for(block) & TAG_MASK {
+    let canary = hardened::canary_for(block);
+    if word & TAG_MASK != canary & TAG_MASK {
         hardened::misuse("bump", Misuse::InvalidFree, block as *const u8);
     }
     if word & FREED_BIT != 0 {
@@ -379,7 +389,7 @@ unsafe fn check_live(block: usize, free: bool) {
     }
     let size = word & SIZE_MASK;
     // SAFETY: a live block's canary follows its size bytes inside the chunk.
-    if !unsafe { hardened::canary_intact(block as *const u8, size) } {
+    if unsafe { ((block + size) as *const usize).read_unaligned() } != canary {
         hardened::misuse("bump", Misuse::HeapOverflow, block as *const u8);
     }
     if free {
@@ -454,7 +464,7 @@ unsafe impl GlobalAlloc for Bump {
                     with_arena(|a| {
                         if !a.resize_last(ptr as usize, old, new_size) {
                             // SAFETY: a live block shrinking: the new canary lies inside its old extent.
-                            unsafe { write_size_word(ptr as usize, new_size) };
+                            unsafe { write_size_word(ptr as usize, new_size, hardened::key()) };
                         }
                     });
                     return ptr;

@@ -1,7 +1,8 @@
 //! `bench-harness`: the command line. `run` measures and writes the report (the Rust workloads,
 //! then the C programs under `LD_PRELOAD`), `c-programs` runs only the C-program table, `list`
 //! names the allocators, workloads and programs, `report` rewrites the report from saved
-//! results; the hidden `cell` subcommand is what `run` re-executes for each cell.
+//! results; the hidden `cell` subcommand is what `run` re-executes for each cell, the hidden
+//! `meter` what `c-programs` re-executes to start and measure each program.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -96,6 +97,13 @@ enum Cmd {
         #[arg(long, default_value = "results")]
         out: PathBuf,
     },
+    /// Runs one program and prints its wall time and peak RSS as JSON (used by `c-programs`).
+    #[command(hide = true)]
+    Meter {
+        /// What to run, as JSON.
+        #[arg(long)]
+        spec: String,
+    },
     /// Runs one cell in this process and prints its result as JSON (used by `run`).
     #[command(hide = true)]
     Cell {
@@ -172,6 +180,22 @@ fn main() -> ExitCode {
                 println!("  {:<18} {}", p.name, p.description);
             }
             ExitCode::SUCCESS
+        }
+        Cmd::Meter { spec } => {
+            let spec: c_programs::measure::MeterSpec = match serde_json::from_str(&spec) {
+                Ok(s) => s,
+                Err(e) => return usage_error(&format!("bad meter spec: {e}")),
+            };
+            match c_programs::measure::meter(&spec) {
+                Ok(r) => {
+                    println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Cmd::Cell { spec } => {
             let spec: CellSpec = match serde_json::from_str(&spec) {

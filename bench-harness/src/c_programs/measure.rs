@@ -1,19 +1,27 @@
-//! One run of a program under one allocator: `LD_PRELOAD` set (or removed for system malloc),
-//! standard output and error into files, the wall time from spawn to exit, and the peak RSS from
-//! `wait4`'s `ru_maxrss` (the child's own, not the harness's). A watchdog kills a run that
-//! outlives its timeout. The exit is observed with `waitid(WNOWAIT)` first, so the child is
-//! reaped only after the watchdog stood down: it can never kill a recycled process id.
+//! One run of a program under one allocator. The harness does not start the program itself:
+//! Linux records the spawning process's resident set in the child's `ru_maxrss` when the child
+//! calls `exec` (the parent's whole peak after a `vfork`/`posix_spawn`, its current RSS after a
+//! `fork`), so a harness holding a 50 MB sort output would floor every program's peak RSS at
+//! 100 MB (seen). Instead it re-executes itself as a small *meter* (`bench-harness meter`, in
+//! a fresh process of a few MiB), which starts the program with `LD_PRELOAD` set (or removed
+//! for system malloc), its standard output and error into files, and reports as JSON the wall
+//! time from spawn to exit and the program's peak RSS from `wait4`'s `ru_maxrss`. A watchdog
+//! in the meter kills a run that outlives its timeout; the exit is observed with
+//! `waitid(WNOWAIT)` first, so the child is reaped only after the watchdog stood down and the
+//! watchdog can never kill a recycled process id.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use super::libraries::PreloadAllocator;
 use super::programs::Prepared;
 
 /// How a run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Exit {
     /// Exited with this status code.
     Code(i32),
@@ -21,12 +29,48 @@ pub enum Exit {
     Signal(i32),
 }
 
+/// What the meter runs: one program with its environment and files.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MeterSpec {
+    /// The executable.
+    pub exe: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// The library to put in `LD_PRELOAD` (`None`: none, system malloc).
+    pub preload: Option<PathBuf>,
+    /// Standard input (otherwise /dev/null).
+    pub stdin: Option<PathBuf>,
+    /// Where standard output goes.
+    pub stdout: PathBuf,
+    /// Where standard error goes.
+    pub stderr: PathBuf,
+    /// The working directory.
+    pub dir: PathBuf,
+    /// Kill the program after this long, ms.
+    pub timeout_ms: u64,
+}
+
+/// What the meter reports.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MeterResult {
+    /// Spawn to exit, ms.
+    pub wall_ms: f64,
+    /// The program's peak RSS, bytes.
+    pub peak_rss_bytes: u64,
+    /// How it ended.
+    pub exit: Exit,
+    /// Whether the watchdog killed it.
+    pub timed_out: bool,
+}
+
 /// What one run produced.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Measured {
     /// Spawn to exit, ms.
     pub wall_ms: f64,
-    /// The child's peak RSS, bytes.
+    /// The program's peak RSS, bytes.
     pub peak_rss_bytes: u64,
     /// How it ended.
     pub exit: Exit,
@@ -89,41 +133,36 @@ fn reap(pid: libc::pid_t) -> Result<(libc::c_int, libc::rusage), String> {
     }
 }
 
-/// Runs `prog` under `alloc`, writing its output into `work_dir`; `Err` if it could not be
-/// started or waited for. A crash, a non-zero exit or a timeout is a [`Measured`] to judge.
-pub fn run(
-    prog: &Prepared,
-    alloc: &PreloadAllocator,
-    work_dir: &Path,
-    timeout: Duration,
-) -> Result<Measured, String> {
-    let out_path = work_dir.join(format!("{}.stdout", prog.name));
-    let err_path = work_dir.join(format!("{}.stderr", prog.name));
+/// The meter's side: runs `spec`'s program to its end (or the timeout) and measures it; `Err`
+/// if it could not be started or waited for. A crash, a non-zero exit or a timeout is a
+/// [`MeterResult`] to judge.
+pub fn meter(spec: &MeterSpec) -> Result<MeterResult, String> {
     let file = |p: &Path| std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()));
-    let stdin = match &prog.stdin {
+    let stdin = match &spec.stdin {
         Some(p) => {
             Stdio::from(std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?)
         }
         None => Stdio::null(),
     };
-    let mut cmd = Command::new(&prog.exe);
-    cmd.args(&prog.args)
-        .current_dir(work_dir)
+    let mut cmd = Command::new(&spec.exe);
+    cmd.args(&spec.args)
+        .current_dir(&spec.dir)
         .stdin(stdin)
-        .stdout(file(&out_path)?)
-        .stderr(file(&err_path)?);
-    for (k, v) in &prog.env {
+        .stdout(file(&spec.stdout)?)
+        .stderr(file(&spec.stderr)?);
+    for (k, v) in &spec.env {
         cmd.env(k, v);
     }
-    match &alloc.library {
+    match &spec.preload {
         Some(lib) => cmd.env("LD_PRELOAD", lib),
         None => cmd.env_remove("LD_PRELOAD"),
     };
+    let timeout = Duration::from_millis(spec.timeout_ms);
 
     let start = Instant::now();
     let child = cmd
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", prog.exe.display()))?;
+        .map_err(|e| format!("cannot start {}: {e}", spec.exe.display()))?;
     let pid = child.id() as libc::pid_t;
     // The watchdog: kills the child at the deadline unless told it has exited.
     let exited = Arc::new((Mutex::new(false), Condvar::new()));
@@ -160,24 +199,73 @@ pub fn run(
     waited?;
     let (status, usage) = reap(pid)?;
     drop(child);
-
     let exit = if libc::WIFSIGNALED(status) {
         Exit::Signal(libc::WTERMSIG(status))
     } else {
         Exit::Code(libc::WEXITSTATUS(status))
     };
-    let stdout = std::fs::read(&out_path).unwrap_or_default();
-    let stderr =
-        String::from_utf8_lossy(&std::fs::read(&err_path).unwrap_or_default()).into_owned();
-    let _ = std::fs::remove_file(&out_path);
-    let _ = std::fs::remove_file(&err_path);
-    Ok(Measured {
+    Ok(MeterResult {
         // To the microsecond: finer digits are noise.
         wall_ms: (wall.as_secs_f64() * 1e6).round() / 1e3,
         // ru_maxrss is in KiB on Linux.
         peak_rss_bytes: (usage.ru_maxrss.max(0) as u64) * 1024,
         exit,
         timed_out,
+    })
+}
+
+/// The harness's side: runs `prog` under `alloc` through the meter (`harness meter --spec
+/// JSON`), with its output files in `work_dir`, and collects what it printed.
+pub fn run(
+    harness: &Path,
+    prog: &Prepared,
+    alloc: &PreloadAllocator,
+    work_dir: &Path,
+    timeout: Duration,
+) -> Result<Measured, String> {
+    let spec = MeterSpec {
+        exe: prog.exe.clone(),
+        args: prog
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        env: prog.env.clone(),
+        preload: alloc.library.clone(),
+        stdin: prog.stdin.clone(),
+        stdout: work_dir.join(format!("{}.stdout", prog.name)),
+        stderr: work_dir.join(format!("{}.stderr", prog.name)),
+        dir: work_dir.to_path_buf(),
+        timeout_ms: timeout.as_millis() as u64,
+    };
+    let json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
+    let out = Command::new(harness)
+        .args(["meter", "--spec", &json])
+        .env_remove("LD_PRELOAD")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot start the meter {}: {e}", harness.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let result: MeterResult = match text.lines().rev().find(|l| l.starts_with('{')) {
+        Some(line) => serde_json::from_str(line).map_err(|e| format!("meter said {line}: {e}"))?,
+        None => {
+            return Err(format!(
+                "the meter failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    };
+    let stdout = std::fs::read(&spec.stdout).unwrap_or_default();
+    let stderr =
+        String::from_utf8_lossy(&std::fs::read(&spec.stderr).unwrap_or_default()).into_owned();
+    let _ = std::fs::remove_file(&spec.stdout);
+    let _ = std::fs::remove_file(&spec.stderr);
+    Ok(Measured {
+        wall_ms: result.wall_ms,
+        peak_rss_bytes: result.peak_rss_bytes,
+        exit: result.exit,
+        timed_out: result.timed_out,
         stdout,
         stderr_tail: tail(&stderr, 600).to_string(),
     })
@@ -186,32 +274,27 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::OsString;
-
-    fn shell(script: &str) -> Prepared {
-        Prepared {
-            name: "sh".into(),
+    fn shell(script: &str, dir: &Path, timeout_ms: u64) -> MeterSpec {
+        MeterSpec {
             exe: "/bin/sh".into(),
-            args: vec![OsString::from("-c"), OsString::from(script)],
+            args: vec!["-c".into(), script.into()],
             env: vec![("GREETING".into(), "hi".into())],
+            preload: None,
             stdin: None,
-            display: String::new(),
+            stdout: dir.join("out"),
+            stderr: dir.join("err"),
+            dir: dir.to_path_buf(),
+            timeout_ms,
         }
     }
 
     #[test]
-    fn output_status_and_rss_of_the_child() {
+    fn status_and_rss_of_the_child() {
         let dir = tempfile::tempdir().unwrap();
-        let system = PreloadAllocator::system();
-        let m = run(
-            &shell("echo $GREETING; echo oops >&2; exit 3"),
-            &system,
-            dir.path(),
-            Duration::from_secs(20),
-        )
-        .unwrap();
-        assert_eq!(m.stdout, b"hi\n");
-        assert_eq!(m.stderr_tail, "oops\n");
+        let spec = shell("echo $GREETING; echo oops >&2; exit 3", dir.path(), 20_000);
+        let m = meter(&spec).unwrap();
+        assert_eq!(std::fs::read(&spec.stdout).unwrap(), b"hi\n");
+        assert_eq!(std::fs::read(&spec.stderr).unwrap(), b"oops\n");
         assert_eq!(m.exit, Exit::Code(3));
         assert!(!m.timed_out && m.peak_rss_bytes > 0 && m.wall_ms > 0.0);
     }
@@ -219,13 +302,7 @@ mod tests {
     #[test]
     fn the_watchdog_kills_a_run_past_its_timeout() {
         let dir = tempfile::tempdir().unwrap();
-        let m = run(
-            &shell("exec sleep 30"),
-            &PreloadAllocator::system(),
-            dir.path(),
-            Duration::from_millis(200),
-        )
-        .unwrap();
+        let m = meter(&shell("exec sleep 30", dir.path(), 200)).unwrap();
         assert!(m.timed_out);
         assert_eq!(m.exit, Exit::Signal(libc::SIGKILL));
         assert!(m.wall_ms < 20_000.0);

@@ -53,6 +53,8 @@ pub struct COptions {
     pub work_dir: PathBuf,
     /// Where the preload libraries are.
     pub lib_dir: PathBuf,
+    /// The harness binary, re-executed as the meter of each run.
+    pub harness: PathBuf,
 }
 
 impl COptions {
@@ -90,6 +92,7 @@ pub fn options(
         progress,
         work_dir: lib_dir.join("c-programs"),
         lib_dir,
+        harness: exe.to_path_buf(),
     })
 }
 
@@ -220,6 +223,10 @@ pub struct CConfig {
     pub quick: bool,
     /// Wall time of the whole table, seconds.
     pub total_seconds: f64,
+    /// The peak RSS the meter reports for `/bin/true`: no run can report less (the meter's own
+    /// footprint when it starts the program; see [`measure`]). 0 if not measured.
+    #[serde(default)]
+    pub rss_floor_bytes: u64,
 }
 
 /// Everything `c_programs.json` holds.
@@ -255,6 +262,7 @@ pub fn run(opts: &COptions, allocators: &[PreloadAllocator]) -> CProgramsFile {
     let mut order: Vec<&PreloadAllocator> = allocators.iter().collect();
     order.sort_by_key(|a| a.name != SYSTEM);
     let system_measured = allocators.iter().any(|a| a.name == SYSTEM);
+    let rss_floor_bytes = rss_floor(opts);
 
     let total = opts.reps * prepared.len() * allocators.len();
     let bar = if opts.progress {
@@ -285,7 +293,7 @@ pub fn run(opts: &COptions, allocators: &[PreloadAllocator]) -> CProgramsFile {
             if references[pi].is_none() && !system_measured {
                 // System was filtered out: run it once, unmeasured, for the reference output.
                 let system = PreloadAllocator::system();
-                let m = measure::run(prog, &system, &opts.work_dir, opts.timeout());
+                let m = measure::run(&opts.harness, prog, &system, &opts.work_dir, opts.timeout());
                 if let Ok(m) = m {
                     if verdict::judge(&m, None).0 == Status::Ok {
                         references[pi] = Some(m.stdout);
@@ -345,6 +353,7 @@ pub fn run(opts: &COptions, allocators: &[PreloadAllocator]) -> CProgramsFile {
         reps: opts.reps,
         quick: opts.quick,
         total_seconds: started.elapsed().as_secs_f64(),
+        rss_floor_bytes,
     };
     CProgramsFile {
         machine,
@@ -352,6 +361,30 @@ pub fn run(opts: &COptions, allocators: &[PreloadAllocator]) -> CProgramsFile {
         rows,
         runs,
     }
+}
+
+/// The peak RSS reported for a program that does nothing (`true`), 0 if it cannot be run.
+fn rss_floor(opts: &COptions) -> u64 {
+    let Some(exe) = programs::find_on_path("true") else {
+        return 0;
+    };
+    let nothing = Prepared {
+        name: "true".into(),
+        exe,
+        args: Vec::new(),
+        env: Vec::new(),
+        stdin: None,
+        display: String::new(),
+    };
+    let system = PreloadAllocator::system();
+    measure::run(
+        &opts.harness,
+        &nothing,
+        &system,
+        &opts.work_dir,
+        opts.timeout(),
+    )
+    .map_or(0, |m| m.peak_rss_bytes)
 }
 
 /// One measured run, judged against the reference output (which the first good system run sets).
@@ -362,7 +395,7 @@ fn measure_one(
     opts: &COptions,
     reference: &mut Option<Vec<u8>>,
 ) -> CRun {
-    let m = match measure::run(prog, a, &opts.work_dir, opts.timeout()) {
+    let m = match measure::run(&opts.harness, prog, a, &opts.work_dir, opts.timeout()) {
         Ok(m) => m,
         Err(e) => return CRun::not_run(&prog.name, &a.name, rep, Status::Failed, &e),
     };

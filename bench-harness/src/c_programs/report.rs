@@ -135,6 +135,15 @@ pub fn render_section(f: &CProgramsFile) -> String {
         f.machine.cores,
         c.total_seconds
     );
+    if c.rss_floor_bytes > 0 {
+        let _ = writeln!(
+            o,
+            "Peak RSS cannot be measured below {:.1} MiB (what `true` reports): Linux counts the resident set of the \
+             process that starts a program into the program's peak, and the harness's small meter process starting each \
+             program holds that much.\n",
+            mib(c.rss_floor_bytes)
+        );
+    }
     if c.quick {
         let _ = writeln!(
             o,

@@ -49,7 +49,8 @@ pub struct COptions {
     pub quick: bool,
     /// Show a progress bar.
     pub progress: bool,
-    /// Where compiled programs, inputs and outputs go (`<target>/release/c-programs`).
+    /// Where compiled programs, inputs and outputs go (`<target>/release/c-programs/run-<pid>`,
+    /// one per harness process so concurrent runs do not collide; removed at the end).
     pub work_dir: PathBuf,
     /// Where the preload libraries are.
     pub lib_dir: PathBuf,
@@ -90,7 +91,9 @@ pub fn options(
         reps,
         quick,
         progress,
-        work_dir: lib_dir.join("c-programs"),
+        work_dir: lib_dir
+            .join("c-programs")
+            .join(format!("run-{}", std::process::id())),
         lib_dir,
         harness: exe.to_path_buf(),
     })
@@ -329,6 +332,7 @@ pub fn run(opts: &COptions, allocators: &[PreloadAllocator]) -> CProgramsFile {
         }
     }
     bar.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&opts.work_dir);
     let names: Vec<String> = allocators.iter().map(|a| a.name.clone()).collect();
     let rows = aggregate(&opts.programs, &names, &runs);
     let config = CConfig {

@@ -1,7 +1,8 @@
 //! The benchmark harness: runs multithreaded allocation workloads against the suite's allocators
 //! and the baselines (glibc malloc, mimalloc, jemalloc, `buddy_system_allocator`, `talc`), one
 //! cell (allocator x workload x threads x repetition) per child process, and writes the
-//! comparative report (`results.csv`, `results.json`, `REPORT.md`, SVG charts).
+//! comparative report (`results.csv`, `results.json`, `REPORT.md`, SVG charts); and runs real C
+//! programs under each allocator through `LD_PRELOAD` (`c_programs.csv`, `c_programs.json`).
 //!
 //! Map of the crate:
 //!
@@ -23,11 +24,13 @@
 //! | [`selection`] | parsing of `--allocators`, `--workloads`, `--threads` |
 //! | [`report`] | `REPORT.md` |
 //! | [`charts`] | the SVG charts |
+//! | [`c_programs`] | C programs (sort, python3, sqlite3, C benchmarks) under each allocator via `LD_PRELOAD` |
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod baselines;
+pub mod c_programs;
 pub mod cell;
 pub mod charts;
 pub mod compare;

@@ -2,11 +2,14 @@
 //! mimalloc per workload, with geometric means per thread count), throughput, latency and memory
 //! tables, skipped cells with reasons, a reading generated from the data, and a hand-written
 //! section that survives regeneration (kept between [`HAND_START`] and [`HAND_END`]).
-//! The charts are drawn by [`crate::charts`] into the same directory and embedded.
+//! The charts are drawn by [`crate::charts`] into the same directory and embedded. When the
+//! directory also holds `c_programs.json`, its section ([`crate::c_programs::report`]) follows
+//! the memory tables.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::c_programs::{self, CProgramsFile};
 use crate::cell::Status;
 use crate::charts::{self, Panel, Series};
 use crate::registry::REFERENCE;
@@ -132,8 +135,14 @@ fn existing_hand_section(path: &Path) -> Option<String> {
     Some(text[start..end].trim().to_string())
 }
 
-/// Renders the report's Markdown (charts are referenced by file name).
-pub fn render(results: &ResultsFile, hand: &str, charts: &[(String, String)]) -> String {
+/// Renders the report's Markdown (charts are referenced by file name), with the C-program
+/// section if there is one.
+pub fn render(
+    results: &ResultsFile,
+    c_programs: Option<&CProgramsFile>,
+    hand: &str,
+    charts: &[(String, String)],
+) -> String {
     let v = View::new(results);
     let m = &results.machine;
     let c = &results.config;
@@ -295,6 +304,10 @@ pub fn render(results: &ResultsFile, hand: &str, charts: &[(String, String)]) ->
         .filter(|(_, f)| f.starts_with("fragmentation"))
     {
         let _ = writeln!(o, "![{title}]({file})\n");
+    }
+
+    if let Some(c) = c_programs {
+        o.push_str(&c_programs::report::render_section(c));
     }
 
     // Skips and notes.
@@ -662,14 +675,47 @@ fn live_line(
     Some((format!("live bytes ({reference} run)"), pts))
 }
 
-/// Writes REPORT.md and the charts into `out`, keeping an existing hand-written section.
+/// The C-program results saved in `out`, if any.
+fn saved_c_programs(out: &Path) -> Result<Option<CProgramsFile>, String> {
+    let path = out.join(c_programs::io::JSON_FILE);
+    if path.is_file() {
+        c_programs::io::read_json(&path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Writes REPORT.md and the charts into `out`, keeping an existing hand-written section and
+/// including the C-program section when `out` holds `c_programs.json`.
 pub fn write(out: &Path, results: &ResultsFile) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let path = out.join("REPORT.md");
     let hand = existing_hand_section(&path).unwrap_or_else(|| HAND_DEFAULT.to_string());
     let charts = draw_charts(out, results)?;
-    let text = render(results, &hand, &charts);
+    let c = saved_c_programs(out)?;
+    let text = render(results, c.as_ref(), &hand, &charts);
     std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Rewrites REPORT.md from the files saved in `out`: `results.json` (with the C-program section
+/// if `c_programs.json` is there too), or `c_programs.json` alone.
+pub fn write_from_saved(out: &Path) -> Result<(), String> {
+    let results = out.join("results.json");
+    if results.is_file() {
+        return write(out, &crate::results_io::read_json(&results)?);
+    }
+    match saved_c_programs(out)? {
+        Some(c) => {
+            let path = out.join("REPORT.md");
+            std::fs::write(&path, c_programs::report::render_standalone(&c))
+                .map_err(|e| format!("{}: {e}", path.display()))
+        }
+        None => Err(format!(
+            "{}: neither results.json nor {} (run `bench-harness run` or `bench-harness c-programs` first)",
+            out.display(),
+            c_programs::io::JSON_FILE
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -730,7 +776,7 @@ mod tests {
 
     #[test]
     fn renders_tables_skips_and_keeps_hand_section() {
-        let md = render(&results(), "my words", &[]);
+        let md = render(&results(), None, "my words", &[]);
         assert!(md.contains("| larson | skipped | 1.00 | 0.50 |"), "{md}");
         assert!(md.contains("| bump | larson | 1 | SKIPPED | never reuses |"));
         assert!(md.contains(&format!("{HAND_START}\nmy words\n{HAND_END}")));

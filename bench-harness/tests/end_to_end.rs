@@ -1,5 +1,6 @@
 //! End-to-end tests of the binary: one tiny cell in a child process, a tiny `run` writing every
-//! output file, and the error for an unknown name.
+//! output file (with one C program under LD_PRELOAD), a tiny `c-programs` table and its report
+//! regenerated, and the error for an unknown name.
 
 use std::process::Command;
 
@@ -34,6 +35,8 @@ fn a_tiny_run_writes_every_file() {
             "phase,larson",
             "--threads",
             "1",
+            "--programs",
+            "malloc-churn",
             "--no-progress",
             "--out",
         ])
@@ -52,6 +55,8 @@ fn a_tiny_run_writes_every_file() {
         "ratio_t1.svg",
         "throughput_t1.svg",
         "latency_t1.svg",
+        "c_programs.csv",
+        "c_programs.json",
     ] {
         assert!(dir.path().join(f).exists(), "{f} missing");
     }
@@ -68,6 +73,108 @@ fn a_tiny_run_writes_every_file() {
         .all(|r| r.ops_per_sec > 0.0));
     let report = std::fs::read_to_string(dir.path().join("REPORT.md")).unwrap();
     assert!(report.contains("SKIPPED"));
+    assert!(
+        report.contains("## C programs under LD_PRELOAD"),
+        "{report}"
+    );
+    let c = read_c_rows(dir.path());
+    let names: Vec<(&str, &str)> = c
+        .iter()
+        .map(|r| (r.program.as_str(), r.allocator.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [("malloc-churn", "bump"), ("malloc-churn", "system")]
+    );
+}
+
+fn read_c_rows(dir: &std::path::Path) -> Vec<bench_harness::c_programs::CRow> {
+    bench_harness::c_programs::io::read_csv(&dir.join("c_programs.csv")).unwrap()
+}
+
+/// A program that is there must run under system malloc with a measured time and RSS; a
+/// program or library missing on the machine must show as skipped with the reason, never
+/// vanish or fail.
+#[test]
+fn a_tiny_c_program_table_and_its_report() {
+    use bench_harness::cell::Status;
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(EXE)
+        .args([
+            "c-programs",
+            "--quick",
+            "--allocators",
+            "system,mimalloc",
+            "--programs",
+            "producer-consumer,sort,sqlite3",
+            "--no-progress",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = read_c_rows(dir.path());
+    assert_eq!(rows.len(), 6);
+    for r in &rows {
+        match r.status {
+            Status::Ok => assert!(
+                r.wall_ms > 0.0 && r.peak_rss_bytes > 0 && r.reps == 1,
+                "{r:?}"
+            ),
+            Status::Skipped => assert!(r.reason.contains("apt-get install"), "{r:?}"),
+            Status::Failed => panic!("{r:?}"),
+        }
+    }
+    let system_pc = rows
+        .iter()
+        .find(|r| r.program == "producer-consumer" && r.allocator == "system")
+        .unwrap();
+    assert_eq!(system_pc.status, Status::Ok, "{system_pc:?}");
+    // `report` regenerates the section from c_programs.json alone.
+    let report = dir.path().join("REPORT.md");
+    std::fs::remove_file(&report).unwrap();
+    let out = Command::new(EXE)
+        .args(["report", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(text.contains("## C programs under LD_PRELOAD"), "{text}");
+    assert!(text.contains("| producer-consumer |"), "{text}");
+}
+
+#[test]
+fn unknown_c_program_or_allocator_exits_with_code_2_and_lists_valid_ones() {
+    let out = Command::new(EXE)
+        .args(["c-programs", "--programs", "sort,nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown program 'nope'") && err.contains("sqlite3"),
+        "{err}"
+    );
+    let out = Command::new(EXE)
+        .args(["c-programs", "--allocators", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("jemalloc") && err.contains("sizeclass"),
+        "{err}"
+    );
 }
 
 #[test]

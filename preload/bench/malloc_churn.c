@@ -1,4 +1,4 @@
-/* A small malloc/free churn for preload/run_c_bench.sh: each thread keeps 10,000 live blocks of
+/* A small malloc/free churn for `bench-harness c-programs`: each thread keeps 10,000 live blocks of
  * 16..1024 bytes (a few up to 64 KiB) and replaces a random one per step, touching each new block.
  * Usage: malloc_churn [threads] [steps per thread]. Prints a checksum of the sizes allocated. */
 #include <pthread.h>

@@ -1,0 +1,317 @@
+//! One run of a program under one allocator. The harness does not start the program itself:
+//! Linux records the spawning process's resident set in the child's `ru_maxrss` when the child
+//! calls `exec` (the parent's whole peak after a `vfork`/`posix_spawn`, its current RSS after a
+//! `fork`), so a harness holding a 50 MB sort output would floor every program's peak RSS at
+//! 100 MB (seen). Instead it re-executes itself as a small *meter* (`bench-harness meter`, in
+//! a fresh process of a few MiB), which starts the program with `LD_PRELOAD` set (or removed
+//! for system malloc), its standard output and error into files, and reports as JSON the wall
+//! time from spawn to exit and the program's peak RSS from `wait4`'s `ru_maxrss`. A watchdog
+//! in the meter kills a run that outlives its timeout; the exit is observed with
+//! `waitid(WNOWAIT)` first, so the child is reaped only after the watchdog stood down and the
+//! watchdog can never kill a recycled process id.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::libraries::PreloadAllocator;
+use super::programs::Prepared;
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Exit {
+    /// Exited with this status code.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+/// What the meter runs: one program with its environment and files.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MeterSpec {
+    /// The executable.
+    pub exe: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// The library to put in `LD_PRELOAD` (`None`: none, system malloc).
+    pub preload: Option<PathBuf>,
+    /// Standard input (otherwise /dev/null).
+    pub stdin: Option<PathBuf>,
+    /// Where standard output goes.
+    pub stdout: PathBuf,
+    /// Where standard error goes.
+    pub stderr: PathBuf,
+    /// The working directory.
+    pub dir: PathBuf,
+    /// Kill the program after this long, ms.
+    pub timeout_ms: u64,
+}
+
+/// What the meter reports.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MeterResult {
+    /// Spawn to exit, ms.
+    pub wall_ms: f64,
+    /// The program's peak RSS, bytes.
+    pub peak_rss_bytes: u64,
+    /// How it ended.
+    pub exit: Exit,
+    /// Whether the watchdog killed it.
+    pub timed_out: bool,
+}
+
+/// What one run produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measured {
+    /// Spawn to exit, ms.
+    pub wall_ms: f64,
+    /// The program's peak RSS, bytes.
+    pub peak_rss_bytes: u64,
+    /// How it ended.
+    pub exit: Exit,
+    /// Whether the watchdog killed it.
+    pub timed_out: bool,
+    /// Its standard output.
+    pub stdout: Vec<u8>,
+    /// The end of its standard error.
+    pub stderr_tail: String,
+}
+
+/// Keeps the last `max` bytes of `s` (on a character boundary).
+fn tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// Blocks until the child `pid` has exited, without reaping it.
+fn wait_exited(pid: libc::pid_t) -> Result<(), String> {
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid, writable siginfo_t; `pid` is our unreaped child.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("waitid: {e}"));
+        }
+    }
+}
+
+/// Reaps the exited child `pid`: its wait status and resource usage.
+fn reap(pid: libc::pid_t) -> Result<(libc::c_int, libc::rusage), String> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `status` and `usage` are valid and writable; `pid` is our exited, unreaped child.
+        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if rc == pid {
+            return Ok((status, usage));
+        }
+        let e = std::io::Error::last_os_error();
+        if rc >= 0 || e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("wait4: {e}"));
+        }
+    }
+}
+
+/// The meter's side: runs `spec`'s program to its end (or the timeout) and measures it; `Err`
+/// if it could not be started or waited for. A crash, a non-zero exit or a timeout is a
+/// [`MeterResult`] to judge.
+pub fn meter(spec: &MeterSpec) -> Result<MeterResult, String> {
+    let file = |p: &Path| std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()));
+    let stdin = match &spec.stdin {
+        Some(p) => {
+            Stdio::from(std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?)
+        }
+        None => Stdio::null(),
+    };
+    let mut cmd = Command::new(&spec.exe);
+    cmd.args(&spec.args)
+        .current_dir(&spec.dir)
+        .stdin(stdin)
+        .stdout(file(&spec.stdout)?)
+        .stderr(file(&spec.stderr)?);
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    match &spec.preload {
+        Some(lib) => cmd.env("LD_PRELOAD", lib),
+        None => cmd.env_remove("LD_PRELOAD"),
+    };
+    let timeout = Duration::from_millis(spec.timeout_ms);
+
+    let start = Instant::now();
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", spec.exe.display()))?;
+    let pid = child.id() as libc::pid_t;
+    // The watchdog: kills the child at the deadline unless told it has exited.
+    let exited = Arc::new((Mutex::new(false), Condvar::new()));
+    let watchdog = {
+        let exited = Arc::clone(&exited);
+        std::thread::spawn(move || {
+            let (lock, cv) = &*exited;
+            let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let deadline = start + timeout;
+            while !*done {
+                let now = Instant::now();
+                if now >= deadline {
+                    // SAFETY: the child is not reaped while `done` is false (the main thread
+                    // reaps only after setting it under this lock), so `pid` is still ours.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return true;
+                }
+                done = cv
+                    .wait_timeout(done, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            false
+        })
+    };
+    let waited = wait_exited(pid);
+    let wall = start.elapsed();
+    {
+        let (lock, cv) = &*exited;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+    }
+    let timed_out = watchdog.join().unwrap_or(false);
+    waited?;
+    let (status, usage) = reap(pid)?;
+    drop(child);
+    let exit = if libc::WIFSIGNALED(status) {
+        Exit::Signal(libc::WTERMSIG(status))
+    } else {
+        Exit::Code(libc::WEXITSTATUS(status))
+    };
+    Ok(MeterResult {
+        // To the microsecond: finer digits are noise.
+        wall_ms: (wall.as_secs_f64() * 1e6).round() / 1e3,
+        // ru_maxrss is in KiB on Linux.
+        peak_rss_bytes: (usage.ru_maxrss.max(0) as u64) * 1024,
+        exit,
+        timed_out,
+    })
+}
+
+/// The harness's side: runs `prog` under `alloc` through the meter (`harness meter --spec
+/// JSON`), with its output files in `work_dir`, and collects what it printed.
+pub fn run(
+    harness: &Path,
+    prog: &Prepared,
+    alloc: &PreloadAllocator,
+    work_dir: &Path,
+    timeout: Duration,
+) -> Result<Measured, String> {
+    let spec = MeterSpec {
+        exe: prog.exe.clone(),
+        args: prog
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        env: prog.env.clone(),
+        preload: alloc.library.clone(),
+        stdin: prog.stdin.clone(),
+        stdout: work_dir.join(format!("{}.stdout", prog.name)),
+        stderr: work_dir.join(format!("{}.stderr", prog.name)),
+        dir: work_dir.to_path_buf(),
+        timeout_ms: timeout.as_millis() as u64,
+    };
+    let json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
+    let out = Command::new(harness)
+        .args(["meter", "--spec", &json])
+        .env_remove("LD_PRELOAD")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot start the meter {}: {e}", harness.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let result: MeterResult = match text.lines().rev().find(|l| l.starts_with('{')) {
+        Some(line) => serde_json::from_str(line).map_err(|e| format!("meter said {line}: {e}"))?,
+        None => {
+            return Err(format!(
+                "the meter failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    };
+    let stdout = std::fs::read(&spec.stdout).unwrap_or_default();
+    let stderr =
+        String::from_utf8_lossy(&std::fs::read(&spec.stderr).unwrap_or_default()).into_owned();
+    let _ = std::fs::remove_file(&spec.stdout);
+    let _ = std::fs::remove_file(&spec.stderr);
+    Ok(Measured {
+        wall_ms: result.wall_ms,
+        peak_rss_bytes: result.peak_rss_bytes,
+        exit: result.exit,
+        timed_out: result.timed_out,
+        stdout,
+        stderr_tail: tail(&stderr, 600).to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn shell(script: &str, dir: &Path, timeout_ms: u64) -> MeterSpec {
+        MeterSpec {
+            exe: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![("GREETING".into(), "hi".into())],
+            preload: None,
+            stdin: None,
+            stdout: dir.join("out"),
+            stderr: dir.join("err"),
+            dir: dir.to_path_buf(),
+            timeout_ms,
+        }
+    }
+
+    #[test]
+    fn status_and_rss_of_the_child() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = shell("echo $GREETING; echo oops >&2; exit 3", dir.path(), 20_000);
+        let m = meter(&spec).unwrap();
+        assert_eq!(std::fs::read(&spec.stdout).unwrap(), b"hi\n");
+        assert_eq!(std::fs::read(&spec.stderr).unwrap(), b"oops\n");
+        assert_eq!(m.exit, Exit::Code(3));
+        assert!(!m.timed_out && m.peak_rss_bytes > 0 && m.wall_ms > 0.0);
+    }
+
+    #[test]
+    fn the_watchdog_kills_a_run_past_its_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = meter(&shell("exec sleep 30", dir.path(), 200)).unwrap();
+        assert!(m.timed_out);
+        assert_eq!(m.exit, Exit::Signal(libc::SIGKILL));
+        assert!(m.wall_ms < 20_000.0);
+    }
+
+    #[test]
+    fn tail_keeps_the_end() {
+        assert_eq!(tail("abcdef", 2), "ef");
+        assert_eq!(tail("ab", 10), "ab");
+        assert_eq!(tail("aé", 1), "");
+    }
+}

@@ -1,0 +1,311 @@
+//! The "C programs under LD_PRELOAD" section of `REPORT.md`: the programs and their command
+//! lines, wall-time and peak-RSS tables (median [min-max]), each followed by its ratios to
+//! mimalloc and to system malloc (with geometric means), and the failed or skipped runs with
+//! their reasons. Rendered from `c_programs.json` alone, so `bench-harness report` can redo it.
+
+use std::fmt::Write as _;
+
+use super::{CProgramsFile, CRow, SYSTEM};
+use crate::cell::Status;
+use crate::registry::REFERENCE;
+use crate::summary::{geomean, ratio};
+
+/// The section's title.
+pub const TITLE: &str = "C programs under LD_PRELOAD";
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+struct View<'a> {
+    f: &'a CProgramsFile,
+    allocators: Vec<&'a str>,
+    programs: Vec<&'a str>,
+}
+
+impl<'a> View<'a> {
+    fn new(f: &'a CProgramsFile) -> Self {
+        View {
+            f,
+            allocators: f
+                .config
+                .allocators
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect(),
+            programs: f.config.programs.iter().map(|p| p.name.as_str()).collect(),
+        }
+    }
+
+    fn row(&self, p: &str, a: &str) -> Option<&'a CRow> {
+        self.f
+            .rows
+            .iter()
+            .find(|r| r.program == p && r.allocator == a)
+    }
+
+    fn ok(&self, p: &str, a: &str) -> Option<&'a CRow> {
+        self.row(p, a).filter(|r| r.status == Status::Ok)
+    }
+
+    fn mark(&self, p: &str, a: &str) -> String {
+        match self.row(p, a).map(|r| r.status) {
+            Some(Status::Failed) => "failed".into(),
+            Some(Status::Skipped) => "skipped".into(),
+            _ => "-".into(),
+        }
+    }
+
+    fn header(&self, o: &mut String) {
+        let _ = writeln!(o, "| program | {} |", self.allocators.join(" | "));
+        let _ = writeln!(o, "|---|{}", "---:|".repeat(self.allocators.len()));
+    }
+
+    /// A table of one value per (program, allocator).
+    fn values(&self, o: &mut String, cell: impl Fn(&CRow) -> String) {
+        self.header(o);
+        for p in &self.programs {
+            let cells: Vec<String> = self
+                .allocators
+                .iter()
+                .map(|a| self.ok(p, a).map_or_else(|| self.mark(p, a), &cell))
+                .collect();
+            let _ = writeln!(o, "| {p} | {} |", cells.join(" | "));
+        }
+    }
+
+    /// A table of ratios to `reference`'s value, with a geometric-mean row.
+    fn ratios(&self, o: &mut String, reference: &str, get: impl Fn(&CRow) -> f64) {
+        self.header(o);
+        let mut per: Vec<Vec<f64>> = vec![Vec::new(); self.allocators.len()];
+        for p in &self.programs {
+            let base = self.ok(p, reference).map(&get);
+            let cells: Vec<String> = self
+                .allocators
+                .iter()
+                .enumerate()
+                .map(|(i, a)| match self.ok(p, a) {
+                    None => self.mark(p, a),
+                    Some(r) => match base.and_then(|b| ratio(get(r), b)) {
+                        Some(x) => {
+                            per[i].push(x);
+                            format!("{x:.2}")
+                        }
+                        None => "-".into(),
+                    },
+                })
+                .collect();
+            let _ = writeln!(o, "| {p} | {} |", cells.join(" | "));
+        }
+        let gm: Vec<String> = per
+            .iter()
+            .map(|v| match geomean(v) {
+                Some(g) => format!("**{g:.2}** ({})", v.len()),
+                None => "-".into(),
+            })
+            .collect();
+        let _ = writeln!(o, "| **geometric mean** | {} |", gm.join(" | "));
+    }
+
+    fn has(&self, a: &str) -> bool {
+        self.allocators.contains(&a)
+    }
+}
+
+/// The section (starting with its `##` heading).
+pub fn render_section(f: &CProgramsFile) -> String {
+    let v = View::new(f);
+    let c = &f.config;
+    let mut o = String::new();
+    let _ = writeln!(o, "## {TITLE}\n");
+    let _ = writeln!(
+        o,
+        "Each program runs as its own process with the allocator preloaded (`LD_PRELOAD`): system is glibc's malloc \
+         (nothing preloaded), mimalloc and jemalloc are Debian's packages (`libmimalloc2.0`, `libjemalloc2`), the others \
+         are this suite's `lib<name>_preload.so`. Wall time is from start to exit; peak RSS is the child's `ru_maxrss` from \
+         `wait4`. Median over {} repetition(s) [min-max], the repetitions interleaved round robin across allocators. Every \
+         run's standard output must equal system malloc's byte for byte: a run that crashes, exits with an error, times out \
+         or prints something else is **failed** and listed below with the reason. Measured {} at commit {} on {} ({} \
+         logical cores), {:.0} s in all; `bench-harness c-programs --out DIR` measures it again (`bench-harness run` \
+         does too, after the Rust workloads).\n",
+        c.reps,
+        f.machine.started_utc,
+        f.machine.git_commit,
+        f.machine.cpu,
+        f.machine.cores,
+        c.total_seconds
+    );
+    if c.rss_floor_bytes > 0 {
+        let _ = writeln!(
+            o,
+            "Peak RSS cannot be measured below {:.1} MiB (what `true` reports): Linux counts the resident set of the \
+             process that starts a program into the program's peak, and the harness's small meter process starting each \
+             program holds that much.\n",
+            mib(c.rss_floor_bytes)
+        );
+    }
+    if c.quick {
+        let _ = writeln!(
+            o,
+            "> A `--quick` smoke run: tiny inputs, noisy numbers. Do not quote them.\n"
+        );
+    }
+    let _ = writeln!(o, "| program | command | what |\n|---|---|---|");
+    for p in &c.programs {
+        let cmd = if p.command.is_empty() {
+            "-".to_string()
+        } else {
+            format!("`{}`", p.command)
+        };
+        let _ = writeln!(o, "| {} | {cmd} | {} |", p.name, p.description);
+    }
+    let _ = writeln!(o);
+
+    let wall = |r: &CRow| r.wall_ms;
+    let rss = |r: &CRow| r.peak_rss_bytes as f64;
+    let _ = writeln!(o, "### Wall time, ms: median [min-max]\n");
+    v.values(&mut o, |r| {
+        format!(
+            "{:.0} [{:.0}-{:.0}]",
+            r.wall_ms, r.wall_ms_min, r.wall_ms_max
+        )
+    });
+    for (reference, what) in [(REFERENCE, "mimalloc"), (SYSTEM, "system malloc")] {
+        if v.has(reference) {
+            let _ = writeln!(o, "\n### Wall time relative to {what} (below 1: faster)\n");
+            v.ratios(&mut o, reference, wall);
+        }
+    }
+    let _ = writeln!(o, "\n### Peak RSS, MiB: median [min-max]\n");
+    v.values(&mut o, |r| {
+        format!(
+            "{:.1} [{:.1}-{:.1}]",
+            mib(r.peak_rss_bytes),
+            mib(r.peak_rss_min_bytes),
+            mib(r.peak_rss_max_bytes)
+        )
+    });
+    for (reference, what) in [(REFERENCE, "mimalloc"), (SYSTEM, "system malloc")] {
+        if v.has(reference) {
+            let _ = writeln!(
+                o,
+                "\n### Peak RSS relative to {what} (below 1: less memory)\n"
+            );
+            v.ratios(&mut o, reference, rss);
+        }
+    }
+
+    let _ = writeln!(o, "\n### Failed and skipped runs, and notes\n");
+    let notes: Vec<&CRow> = f
+        .rows
+        .iter()
+        .filter(|r| r.status != Status::Ok || !r.reason.is_empty())
+        .collect();
+    if notes.is_empty() {
+        let _ = writeln!(
+            o,
+            "None: every run exited normally with system malloc's output."
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "| program | allocator | status | reason |\n|---|---|---|---|"
+        );
+        for r in notes {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} |",
+                r.program,
+                r.allocator,
+                r.status.as_str().to_uppercase(),
+                r.reason.replace('|', "/").replace('\n', " ")
+            );
+        }
+    }
+    let _ = writeln!(o);
+    o
+}
+
+/// A whole `REPORT.md` holding only this section (a directory without Rust-workload results).
+pub fn render_standalone(f: &CProgramsFile) -> String {
+    format!(
+        "# Allocator comparison\n\nGenerated by `bench-harness` from `c_programs.json` (regenerate with \
+         `bench-harness report --out DIR`). This directory holds only the C-program table; \
+         `bench-harness run` adds the Rust workloads.\n\n{}",
+        render_section(f)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::c_programs::{AllocatorInfo, CConfig, ProgramInfo};
+
+    fn row(p: &str, a: &str, ms: f64, rss_mib: u64) -> CRow {
+        CRow {
+            program: p.into(),
+            allocator: a.into(),
+            reps: 3,
+            wall_ms: ms,
+            wall_ms_min: ms - 1.0,
+            wall_ms_max: ms + 1.0,
+            peak_rss_bytes: rss_mib << 20,
+            peak_rss_min_bytes: rss_mib << 20,
+            peak_rss_max_bytes: rss_mib << 20,
+            status: Status::Ok,
+            reason: String::new(),
+        }
+    }
+
+    fn file() -> CProgramsFile {
+        let names = ["bump", "system", "mimalloc"];
+        CProgramsFile {
+            config: CConfig {
+                programs: vec![ProgramInfo {
+                    name: "sort".into(),
+                    description: "sorts".into(),
+                    command: "LC_ALL=C sort in.txt".into(),
+                }],
+                allocators: names
+                    .iter()
+                    .map(|n| AllocatorInfo {
+                        name: n.to_string(),
+                        library: String::new(),
+                    })
+                    .collect(),
+                reps: 3,
+                ..CConfig::default()
+            },
+            rows: vec![
+                CRow {
+                    status: Status::Failed,
+                    reason: "killed by signal 9".into(),
+                    ..row("sort", "bump", 0.0, 0)
+                },
+                row("sort", "system", 300.0, 20),
+                row("sort", "mimalloc", 200.0, 40),
+            ],
+            ..CProgramsFile::default()
+        }
+    }
+
+    #[test]
+    fn tables_ratios_and_failures() {
+        let md = render_section(&file());
+        assert!(md.starts_with(&format!("## {TITLE}")));
+        assert!(
+            md.contains("| sort | failed | 300 [299-301] | 200 [199-201] |"),
+            "{md}"
+        );
+        // Time relative to mimalloc, then to system.
+        assert!(md.contains("| sort | failed | 1.50 | 1.00 |"), "{md}");
+        assert!(md.contains("| sort | failed | 1.00 | 0.67 |"), "{md}");
+        // RSS relative to mimalloc.
+        assert!(md.contains("| sort | failed | 0.50 | 1.00 |"), "{md}");
+        assert!(
+            md.contains("| sort | bump | FAILED | killed by signal 9 |"),
+            "{md}"
+        );
+        assert!(md.contains("`LC_ALL=C sort in.txt`"));
+    }
+}

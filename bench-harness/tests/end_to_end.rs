@@ -153,46 +153,34 @@ fn a_tiny_c_program_table_and_its_report() {
     assert!(text.contains("| producer-consumer |"), "{text}");
 }
 
+/// Runs the harness with `args`, expects the usage-error exit code 2 and every one of `needles`
+/// in its stderr.
+fn expect_usage_error(args: &[&str], needles: &[&str]) {
+    let out = Command::new(EXE).args(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in needles {
+        assert!(err.contains(needle), "{args:?}: {needle:?} not in {err}");
+    }
+}
+
 #[test]
 fn unknown_c_program_or_allocator_exits_with_code_2_and_lists_valid_ones() {
-    let out = Command::new(EXE)
-        .args(["c-programs", "--programs", "sort,nope"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("unknown program 'nope'") && err.contains("sqlite3"),
-        "{err}"
+    expect_usage_error(
+        &["c-programs", "--programs", "sort,nope"],
+        &["unknown program 'nope'", "sqlite3"],
     );
-    let out = Command::new(EXE)
-        .args(["c-programs", "--allocators", "nope"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("jemalloc") && err.contains("sizeclass"),
-        "{err}"
+    expect_usage_error(
+        &["c-programs", "--allocators", "nope"],
+        &["jemalloc", "sizeclass"],
     );
 }
 
 #[test]
 fn unknown_names_exit_with_code_2_and_list_valid_ones() {
-    let out = Command::new(EXE)
-        .args(["run", "--workloads", "nope"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("unknown workload 'nope'") && err.contains("larson"),
-        "{err}"
+    expect_usage_error(
+        &["run", "--workloads", "nope"],
+        &["unknown workload 'nope'", "larson"],
     );
-    let out = Command::new(EXE)
-        .args(["run", "--allocators", "nope"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("mimalloc"));
+    expect_usage_error(&["run", "--allocators", "nope"], &["mimalloc"]);
 }

@@ -21,7 +21,7 @@
 use core::ptr;
 
 use super::depot::Depot;
-use super::magazine::Magazine;
+use super::magazine::{self, Magazine};
 use super::region::{self, FreeObject, SlabDesc, SlabList};
 
 /// Bytes of objects a cache's depot may hold in full magazines (the limit in magazines is
@@ -209,11 +209,11 @@ impl Cache {
     /// # Safety
     /// `mag` must be a live magazine whose rounds are objects of this cache, out and unused.
     pub unsafe fn flush_magazine(&mut self, mag: *mut Magazine) {
-        // SAFETY: the caller's contract; count <= MAG_MAX by the magazine invariant.
+        // SAFETY: the caller's contract; count <= the magazine's capacity by its invariant.
         unsafe {
             let n = (*mag).count as usize;
             for i in 0..n {
-                self.free_object(*(*mag).rounds.get_unchecked(i));
+                self.free_object(*magazine::round(mag, i));
             }
             (*mag).count = 0;
         }

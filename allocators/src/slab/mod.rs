@@ -49,7 +49,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use self::cache::Cache;
-use self::magazine::{free_magazines, new_magazine, Magazine};
+use self::magazine::{free_magazines, new_magazine, Magazine, MAG_KINDS};
 use self::size_classes::{class_for, depot_limit, magazine_rounds, slab_units, NUM_CLASSES, SIZES};
 use self::thread_counters::ThreadCounters;
 use crate::large;
@@ -67,10 +67,10 @@ static ATFORK: AtomicBool = AtomicBool::new(false);
 #[repr(align(128))]
 struct PaddedCache(Lock<Cache>);
 
-/// The user caches (`0..NUM_CLASSES`, one per size in [`SIZES`]) and the magazine cache
-/// ([`magazine::MAGAZINE_CACHE`]).
-static CACHES: [PaddedCache; NUM_CLASSES + 1] =
-    [const { PaddedCache(Lock::new(Cache::new())) }; NUM_CLASSES + 1];
+/// The user caches (`0..NUM_CLASSES`, one per size in [`SIZES`]) and the magazine caches (one
+/// per magazine capacity, from [`magazine::MAGAZINE_CACHE`]).
+static CACHES: [PaddedCache; NUM_CLASSES + MAG_KINDS] =
+    [const { PaddedCache(Lock::new(Cache::new())) }; NUM_CLASSES + MAG_KINDS];
 
 /// The slab allocator; see the module documentation. A zero-sized handle onto one process-wide
 /// heap.
@@ -146,8 +146,8 @@ impl ThreadCache {
         if n > 0 {
             p.rounds = n - 1;
             // SAFETY: rounds > 0 means `loaded` is a live magazine holding `n` rounds (pair
-            // invariant), n <= MAG_MAX.
-            let block = unsafe { *(*p.loaded).rounds.get_unchecked(n as usize - 1) };
+            // invariant), n <= its capacity.
+            let block = unsafe { *magazine::round(p.loaded, n as usize - 1) };
             self.counters.on_alloc(size, &COUNTERS);
             return block;
         }
@@ -181,7 +181,7 @@ impl ThreadCache {
             }
             drop(cache);
             // SAFETY: magazines the depot could not keep, empty and now ours alone.
-            unsafe { free_magazines(spill) };
+            unsafe { free_magazines(spill, class) };
             pair.previous = pair.loaded;
             pair.prev_rounds = 0;
             pair.loaded = full;
@@ -194,10 +194,10 @@ impl ThreadCache {
             let mut m = cache.depot.pop_empty();
             if m.is_null() {
                 drop(cache);
-                m = new_magazine();
+                m = new_magazine(class);
                 if m.is_null() {
                     // SAFETY: magazines the depot released, empty and now ours alone.
-                    unsafe { free_magazines(spill) };
+                    unsafe { free_magazines(spill, class) };
                     return ptr::null_mut();
                 }
                 cache = lock.lock();
@@ -206,14 +206,14 @@ impl ThreadCache {
             pair.rounds = 0;
             pair.cap = magsize;
         }
-        // SAFETY: `loaded` is a live empty magazine held by this thread; magsize <= MAG_MAX.
+        // SAFETY: `loaded` is a live empty magazine held by this thread; magsize <= its capacity.
         let got = unsafe {
-            let rounds = (*pair.loaded).rounds.get_unchecked_mut(..magsize as usize);
+            let rounds = magazine::rounds_mut(pair.loaded, magsize as usize);
             cache.alloc_objects(class as u8, SIZES[class], slab_units(class), rounds)
         };
         drop(cache);
         // SAFETY: magazines the depot released, empty and now ours alone.
-        unsafe { free_magazines(spill) };
+        unsafe { free_magazines(spill, class) };
         pair.rounds = got as u32;
         if got == 0 {
             return ptr::null_mut();
@@ -227,9 +227,9 @@ impl ThreadCache {
         let p = self.pair(class);
         let n = p.rounds;
         if n < p.cap {
-            // SAFETY: cap > 0 means `loaded` is a live magazine (pair invariant); n < cap <=
-            // MAG_MAX.
-            unsafe { *(*p.loaded).rounds.get_unchecked_mut(n as usize) = block };
+            // SAFETY: cap > 0 means `loaded` is a live magazine (pair invariant); n < cap <= its
+            // capacity.
+            unsafe { *magazine::round(p.loaded, n as usize) = block };
             p.rounds = n + 1;
             self.counters.on_free(size, &COUNTERS);
             return;
@@ -257,7 +257,7 @@ impl ThreadCache {
         let mut empty = cache.depot.pop_empty();
         if empty.is_null() {
             drop(cache);
-            empty = new_magazine();
+            empty = new_magazine(class);
             cache = lock.lock();
             if empty.is_null() {
                 // No memory for a magazine: give the block straight back to its slab.
@@ -265,7 +265,7 @@ impl ThreadCache {
                 unsafe { cache.free_object(block) };
                 drop(cache);
                 // SAFETY: magazines the depot released, empty and now ours alone.
-                unsafe { free_magazines(spill) };
+                unsafe { free_magazines(spill, class) };
                 self.counters.on_free(size, &COUNTERS);
                 return;
             }
@@ -279,7 +279,7 @@ impl ThreadCache {
         }
         drop(cache);
         // SAFETY: magazines the depot could not keep, empty and now ours alone.
-        unsafe { free_magazines(spill) };
+        unsafe { free_magazines(spill, class) };
         pair.previous = pair.loaded;
         pair.prev_rounds = pair.rounds;
         pair.loaded = empty;
@@ -329,7 +329,7 @@ impl ThreadCache {
             cache.release_empty_slabs(cache::EMPTY_RESERVE);
             drop(cache);
             // SAFETY: magazines the depot could not keep, empty and now ours alone.
-            unsafe { free_magazines(spill) };
+            unsafe { free_magazines(spill, class) };
         }
         self.counters.flush(&COUNTERS);
     }
@@ -368,8 +368,11 @@ fn reap_all() {
         };
         let mut spill = ptr::null_mut();
         padded.0.lock().reap(limit, &mut spill);
-        // SAFETY: magazines the depot released, empty and now ours alone.
-        unsafe { free_magazines(spill) };
+        // (The magazine caches' depots stay empty, so only user caches spill.)
+        if index < NUM_CLASSES {
+            // SAFETY: magazines of cache `index` the depot released, empty and now ours alone.
+            unsafe { free_magazines(spill, index) };
+        }
     }
 }
 

@@ -22,7 +22,8 @@
 //!   unmapped (one kept as a spare).
 //!
 //! Requests above 64 KiB, or aligned above 64 KiB, are mapped directly by [`crate::large`] (no
-//! page-level path in between). A power-of-two size is served by the cache of exactly that size,
+//! page-level path in between); a few freed ones of up to 1 MiB are kept for reuse by
+//! [`large_cache`] (bounded, and unmapped once unused for a reap interval). A power-of-two size is served by the cache of exactly that size,
 //! whose objects are aligned to it; other alignments up to 64 KiB take the smallest cache whose
 //! size is a multiple of the alignment.
 //!
@@ -36,6 +37,7 @@
 mod cache;
 mod depot;
 mod hardening;
+mod large_cache;
 mod magazine;
 mod region;
 mod size_classes;
@@ -340,7 +342,8 @@ static LAST_REAP_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Runs [`Cache::reap`] on every cache if a reap interval has passed since the last time; one
 /// thread wins the right to do it. Called from the slow paths (at most once per magazine
-/// exchange), so the reaping needs no thread of its own; a program that stops allocating
+/// exchange, and from every thread's counter fold, once per 256 allocations or frees), so the
+/// reaping needs no thread of its own; a program that stops allocating
 /// altogether keeps what its caches hold (bounded per cache).
 #[inline]
 fn reap_all_if_due() {
@@ -374,6 +377,7 @@ fn reap_all() {
             unsafe { free_magazines(spill, index) };
         }
     }
+    large_cache::reap();
 }
 
 /// A thread's cache; its magazines go back to the depots when the thread exits.
@@ -468,21 +472,37 @@ fn count_resize(old: usize, new: usize) {
 #[inline(never)]
 unsafe fn dealloc_other(ptr: *mut u8, layout: Layout) {
     if region_map::owner_of(ptr) == Owner::Large {
-        // SAFETY: the caller passes a live block of ours; in a Large window it is a large block.
-        unsafe { large::dealloc(ptr, layout.size(), &COUNTERS) };
+        // SAFETY: the caller passes a live block of ours; in a Large window it is a large block,
+        // which the cache keeps or which is unmapped here.
+        unsafe {
+            if !large_cache::put(ptr, layout.size()) {
+                large::dealloc(ptr, layout.size(), &COUNTERS);
+            }
+        }
     } else {
         // Foreign, or a slab object freed with a layout too big for any cache.
         hardening::on_foreign_free(ptr);
     }
 }
 
+/// A request too big for the slabs: a cached large block if one fits ([`large_cache`]; zeroed
+/// here if asked), else a fresh mapping (zero already).
 #[cold]
-fn alloc_large(layout: Layout) -> *mut u8 {
-    large::alloc(layout.size(), layout.align(), Owner::Slab, &COUNTERS)
+fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
+    sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+    let p = large_cache::take(layout.size(), layout.align());
+    if p.is_null() {
+        return large::alloc(layout.size(), layout.align(), Owner::Slab, &COUNTERS);
+    }
+    if zeroed {
+        // SAFETY: a cached block handed to us, with at least layout.size() usable bytes.
+        unsafe { ptr::write_bytes(p, 0, layout.size()) };
+    }
+    p
 }
 
-/// `pthread_atfork` prepare handler: takes every cache lock (in index order), then the page
-/// layer's, so no lock is held by another thread across `fork()`.
+/// `pthread_atfork` prepare handler: takes every cache lock (in index order), then the large
+/// block cache's and the page layer's, so no lock is held by another thread across `fork()`.
 ///
 /// # Safety
 /// Called by libc before `fork()`, paired with [`atfork_release`].
@@ -490,6 +510,7 @@ unsafe extern "C" fn atfork_prepare() {
     for c in CACHES.iter() {
         c.0.force_lock();
     }
+    large_cache::lock_for_fork();
     region::lock_for_fork();
 }
 
@@ -501,6 +522,7 @@ unsafe extern "C" fn atfork_release() {
     // SAFETY: atfork_prepare took every one of these locks in this thread, without guards.
     unsafe {
         region::unlock_after_fork();
+        large_cache::unlock_after_fork();
         for c in CACHES.iter() {
             c.0.force_unlock();
         }
@@ -517,7 +539,7 @@ unsafe impl GlobalAlloc for Slab {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match class_for(layout.size(), layout.align()) {
             Some(class) => alloc_small(class, layout.size()),
-            None => alloc_large(layout),
+            None => alloc_large(layout, false),
         }
     }
 
@@ -532,8 +554,7 @@ unsafe impl GlobalAlloc for Slab {
                 }
                 p
             }
-            // Fresh pages from the kernel are zero already.
-            None => alloc_large(layout),
+            None => alloc_large(layout, true),
         }
     }
 

@@ -21,6 +21,7 @@
 use core::ptr;
 
 use super::depot::Depot;
+use super::hardening;
 use super::magazine::{self, Magazine};
 use super::region::{self, FreeObject, SlabDesc, SlabList};
 
@@ -150,7 +151,7 @@ impl Cache {
                 while got < out.len() {
                     let obj = if !s.free.is_null() {
                         let o = s.free;
-                        s.free = (*o).next;
+                        s.free = hardening::decode_free_link((*o).next, o, s);
                         o.cast::<u8>()
                     } else if s.carve < s.carve_end {
                         let o = s.carve;
@@ -159,6 +160,7 @@ impl Cache {
                     } else {
                         break;
                     };
+                    hardening::on_leave_slab(obj, size);
                     // `got < out.len()` was checked by the loop condition.
                     *out.get_unchecked_mut(got) = obj;
                     got += 1;
@@ -186,7 +188,7 @@ impl Cache {
             debug_assert!(s.list != SlabList::None && s.in_use > 0);
             debug_assert_eq!((obj as usize - s.base) % s.size as usize, 0);
             let o = obj.cast::<FreeObject>();
-            (*o).next = s.free;
+            (*o).next = hardening::encode_free_link(s.free, o);
             s.free = o;
             s.in_use -= 1;
             if s.in_use == 0 {

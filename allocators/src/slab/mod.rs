@@ -32,7 +32,10 @@
 //! (a `thread_local!` with a `const` initialiser and a `Drop` type); code running after that
 //! (other TLS destructors) allocates and frees straight from the slab layer under the cache lock.
 //! Every lock is taken by a `pthread_atfork` handler, so a forked child can allocate. With the
-//! `hardened` feature, frees are checked ([`hardening`]: invalid, foreign and double frees).
+//! `hardened` feature, frees are checked ([`hardening`]: invalid, foreign and double frees, heap
+//! overflow by a canary in each object's last word, writes after free by keyed free-list links
+//! and tags); each request then reserves the canary's 8 bytes, so a power-of-two size takes the
+//! next cache and is aligned as its `Layout` asks, no more.
 
 mod cache;
 mod depot;
@@ -393,6 +396,13 @@ thread_local! {
     static THREAD: ThreadSlot = const { ThreadSlot(UnsafeCell::new(ThreadCache::new())) };
 }
 
+/// The cache serving `size` bytes aligned to `align` (with room for the canary when hardened),
+/// or `None` for a large block.
+#[inline(always)]
+fn cache_for(size: usize, align: usize) -> Option<usize> {
+    class_for(size + hardening::CANARY, align)
+}
+
 #[inline(always)]
 fn alloc_small(class: usize, size: usize) -> *mut u8 {
     let r = THREAD.try_with(|t| {
@@ -537,7 +547,7 @@ unsafe extern "C" fn atfork_release() {
 unsafe impl GlobalAlloc for Slab {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        match class_for(layout.size(), layout.align()) {
+        match cache_for(layout.size(), layout.align()) {
             Some(class) => alloc_small(class, layout.size()),
             None => alloc_large(layout, false),
         }
@@ -545,7 +555,7 @@ unsafe impl GlobalAlloc for Slab {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        match class_for(layout.size(), layout.align()) {
+        match cache_for(layout.size(), layout.align()) {
             Some(class) => {
                 let p = alloc_small(class, layout.size());
                 if !p.is_null() {
@@ -561,7 +571,7 @@ unsafe impl GlobalAlloc for Slab {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if region_map::owner_of(ptr) == Owner::Slab {
-            if let Some(class) = class_for(layout.size(), layout.align()) {
+            if let Some(class) = cache_for(layout.size(), layout.align()) {
                 debug_assert_eq!(
                     // SAFETY: a pointer in a Slab region.
                     unsafe { (*region::slab_of(ptr as usize)).cache } as usize,
@@ -579,9 +589,9 @@ unsafe impl GlobalAlloc for Slab {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let (old, align) = (layout.size(), layout.align());
-        let new_class = class_for(new_size, align);
+        let new_class = cache_for(new_size, align);
         match region_map::owner_of(ptr) {
-            Owner::Slab if new_class.is_some() && new_class == class_for(old, align) => {
+            Owner::Slab if new_class.is_some() && new_class == cache_for(old, align) => {
                 // Same cache: the object already has room.
                 count_resize(old, new_size);
                 return ptr;
@@ -622,7 +632,7 @@ impl Introspect for Slab {
                 }
                 let size = s.size as usize;
                 let inside = addr >= s.base && addr < s.carve_end;
-                (inside && (addr - s.base).is_multiple_of(size)).then_some(size)
+                (inside && (addr - s.base).is_multiple_of(size)).then_some(size - hardening::CANARY)
             }
             // SAFETY: the pointer lies in a Large window.
             Owner::Large => unsafe { large::usable_size_if_owned(ptr, Owner::Slab) },

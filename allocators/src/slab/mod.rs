@@ -596,6 +596,17 @@ unsafe impl GlobalAlloc for Slab {
                 count_resize(old, new_size);
                 return ptr;
             }
+            // SAFETY: a live large block of ours (the caller's contract), in a Large window.
+            Owner::Large
+                if new_class.is_none()
+                    && new_size >= old
+                    && new_size <= unsafe { large::usable_size(ptr) } =>
+            {
+                // Growth into room the block has already (maybe a bigger block reused from the
+                // large cache): no system call. (Shrinking goes to `large`, which returns pages.)
+                count_resize(old, new_size);
+                return ptr;
+            }
             Owner::Large if new_class.is_none() => {
                 // SAFETY: a live large block of ours; large::realloc keeps its alignment.
                 return unsafe { large::realloc_counted(ptr, old, new_size, &COUNTERS) };

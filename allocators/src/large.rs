@@ -225,11 +225,24 @@ pub unsafe fn realloc_counted(
 /// `ptr` must be the start of a live large block, not used afterwards.
 pub unsafe fn dealloc(ptr: *mut u8, size: usize, counters: &GlobalCounters) {
     // SAFETY: forwarded contract.
+    if unsafe { unmap_block(ptr, counters) } {
+        counters.record_free(size);
+    }
+}
+
+/// Unmaps the large block at `ptr` without counting a free of requested bytes (only the pages
+/// go from `counters`): for a caller that kept the block in a cache of its own after counting
+/// its free. Returns whether `ptr` started a live block (hardened builds abort if not).
+///
+/// # Safety
+/// `ptr` must be the start of a live large block, not used afterwards.
+pub unsafe fn unmap_block(ptr: *mut u8, counters: &GlobalCounters) -> bool {
+    // SAFETY: forwarded contract.
     let Some(header) = (unsafe { header_of(ptr) }) else {
         if hardened::ENABLED {
             hardened::misuse("large", hardened::Misuse::InvalidFree, ptr);
         }
-        return;
+        return false;
     };
     // SAFETY: the header is live (magic checked); we read it before unmapping.
     let (base, map_len, usable) = unsafe {
@@ -239,9 +252,9 @@ pub unsafe fn dealloc(ptr: *mut u8, size: usize, counters: &GlobalCounters) {
     };
     region_map::release(base, map_len);
     counters.sub_mapped(usable + page_size());
-    counters.record_free(size);
     // SAFETY: the whole mapping belongs to this block, which the caller says is dead.
     unsafe { os::unmap(base as *mut u8, map_len) };
+    true
 }
 
 /// Resizes the large block at `ptr` to `new_size` bytes, keeping its contents and alignment.

@@ -47,16 +47,7 @@ const ALLOCATORS: &[(&str, &[Bug])] = &[
             Bug::LargeDoubleFree,
         ],
     ),
-    (
-        "slab",
-        &[
-            Bug::DoubleFree,
-            Bug::InteriorFree,
-            Bug::ForeignFree,
-            Bug::LargeOverflow,
-            Bug::LargeDoubleFree,
-        ],
-    ),
+    ("slab", &ALL_BUGS),
     (
         "bump",
         &[

@@ -21,7 +21,8 @@
 use core::ptr;
 
 use super::depot::Depot;
-use super::magazine::Magazine;
+use super::hardening;
+use super::magazine::{self, Magazine};
 use super::region::{self, FreeObject, SlabDesc, SlabList};
 
 /// Bytes of objects a cache's depot may hold in full magazines (the limit in magazines is
@@ -150,7 +151,7 @@ impl Cache {
                 while got < out.len() {
                     let obj = if !s.free.is_null() {
                         let o = s.free;
-                        s.free = (*o).next;
+                        s.free = hardening::decode_free_link((*o).next, o, s);
                         o.cast::<u8>()
                     } else if s.carve < s.carve_end {
                         let o = s.carve;
@@ -159,6 +160,7 @@ impl Cache {
                     } else {
                         break;
                     };
+                    hardening::on_leave_slab(obj, size);
                     // `got < out.len()` was checked by the loop condition.
                     *out.get_unchecked_mut(got) = obj;
                     got += 1;
@@ -186,7 +188,7 @@ impl Cache {
             debug_assert!(s.list != SlabList::None && s.in_use > 0);
             debug_assert_eq!((obj as usize - s.base) % s.size as usize, 0);
             let o = obj.cast::<FreeObject>();
-            (*o).next = s.free;
+            (*o).next = hardening::encode_free_link(s.free, o);
             s.free = o;
             s.in_use -= 1;
             if s.in_use == 0 {
@@ -209,11 +211,11 @@ impl Cache {
     /// # Safety
     /// `mag` must be a live magazine whose rounds are objects of this cache, out and unused.
     pub unsafe fn flush_magazine(&mut self, mag: *mut Magazine) {
-        // SAFETY: the caller's contract; count <= MAG_MAX by the magazine invariant.
+        // SAFETY: the caller's contract; count <= the magazine's capacity by its invariant.
         unsafe {
             let n = (*mag).count as usize;
             for i in 0..n {
-                self.free_object(*(*mag).rounds.get_unchecked(i));
+                self.free_object(*magazine::round(mag, i));
             }
             (*mag).count = 0;
         }

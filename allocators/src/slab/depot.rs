@@ -10,13 +10,14 @@
 
 use core::ptr;
 
+use super::hardening;
 use super::magazine::Magazine;
 
 /// Milliseconds between two working-set reaps of one depot.
 pub const REAP_INTERVAL_MS: u64 = 100;
 
 /// Full and empty magazines. Invariants: `full_count`/`empty_count` count the chains (linked
-/// through `Magazine::next`); full magazines hold `count == magazine_rounds(class)` rounds,
+/// through `Magazine::next`, encoded by `hardening::encode_magazine_link`); full magazines hold `count == magazine_rounds(class)` rounds,
 /// empty ones 0; `full_low <= full_count` and `empty_low <= empty_count` are the minima since
 /// the last reap.
 pub struct Depot {
@@ -56,7 +57,7 @@ impl Depot {
         let m = self.full;
         if !m.is_null() {
             // SAFETY: depot magazines are live and ours (invariant).
-            self.full = unsafe { (*m).next };
+            self.full = hardening::decode_magazine_link(unsafe { (*m).next }, m);
             self.full_count -= 1;
             self.full_low = self.full_low.min(self.full_count);
         }
@@ -68,7 +69,7 @@ impl Depot {
         let m = self.empty;
         if !m.is_null() {
             // SAFETY: depot magazines are live and ours (invariant).
-            self.empty = unsafe { (*m).next };
+            self.empty = hardening::decode_magazine_link(unsafe { (*m).next }, m);
             self.empty_count -= 1;
             self.empty_low = self.empty_low.min(self.empty_count);
         }
@@ -81,7 +82,7 @@ impl Depot {
     /// `mag` must be a live full magazine of this depot's cache, its `count` set, held by nobody.
     pub unsafe fn push_full(&mut self, mag: *mut Magazine) {
         // SAFETY: the caller hands the magazine over.
-        unsafe { (*mag).next = self.full };
+        unsafe { (*mag).next = hardening::encode_magazine_link(self.full, mag) };
         self.full = mag;
         self.full_count += 1;
     }
@@ -94,7 +95,7 @@ impl Depot {
         // SAFETY: the caller hands the magazine over.
         unsafe {
             (*mag).count = 0;
-            (*mag).next = self.empty;
+            (*mag).next = hardening::encode_magazine_link(self.empty, mag);
         }
         self.empty = mag;
         self.empty_count += 1;

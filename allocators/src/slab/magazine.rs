@@ -1,52 +1,102 @@
-//! Magazines (Bonwick & Adams 2001): a small stack of free objects of one cache. Each thread
-//! holds a loaded and a previous magazine per cache; full and empty ones are exchanged with the
-//! cache's depot. Magazines themselves are objects of an internal cache ([`MAGAZINE_CACHE`]),
-//! taken straight from its slab layer, so they never come from the global allocator and their
-//! slabs go back to the kernel like any other.
+//! Magazines (Bonwick & Adams 2001): a stack of free objects of one cache. Each thread holds a
+//! loaded and a previous magazine per cache; full and empty ones are exchanged with the cache's
+//! depot. Magazines themselves are objects of a few internal caches, one per magazine capacity
+//! ([`MAG_CAPS`]), taken straight from their slab layer, so they never come from the global
+//! allocator and their slabs go back to the kernel like any other.
+//!
+//! A cache's magazines hold about 64 KiB of objects, at most [`MAG_MAX`] rounds (Bonwick 2001
+//! §3.6 sizes them so that depot trips stay rare; a fixed small capacity made a thread cycling
+//! through a working set of a thousand small objects trade magazines, and the objects in them,
+//! with the other threads through the depot on every tenth operation or so).
 
 use core::mem::size_of;
 use core::ptr;
 
-use super::size_classes::{MAG_MAX, NUM_CLASSES};
+use super::size_classes::{magazine_rounds, MAG_MAX, NUM_CLASSES};
 use super::CACHES;
 
-/// The index of the internal cache magazines are carved from (after the user caches).
+/// The capacities magazines come in; a cache uses the smallest that holds its
+/// [`magazine_rounds`].
+pub const MAG_CAPS: [usize; MAG_KINDS] = [16, 64, 256, MAG_MAX];
+/// The number of magazine capacities (and of internal magazine caches).
+pub const MAG_KINDS: usize = 4;
+/// The index of the first internal cache magazines are carved from (after the user caches);
+/// kind `k` uses cache `MAGAZINE_CACHE + k`.
 pub const MAGAZINE_CACHE: usize = NUM_CLASSES;
-/// The object size of [`MAGAZINE_CACHE`]: whole cache lines, so that two threads' magazines
-/// (which sit side by side in one slab) never share a line.
-pub const MAGAZINE_SIZE: usize = size_of::<Magazine>().next_multiple_of(64);
 
-/// A stack of free objects of one cache. While a thread holds the magazine, the thread's cache
-/// counts its rounds (as Bonwick's per-CPU `cc_rounds`), keeping the fast path to one line of
-/// thread-local memory; `count` is meaningful only while the magazine sits in a depot (full:
-/// `count == magazine_rounds(class)`; empty: 0) or is being flushed. Invariant: `rounds[..count]`
-/// (or the thread's count) are free objects of that cache, out of their slabs.
+/// Offset of the rounds array from the magazine's start.
+const ROUNDS_OFFSET: usize = size_of::<Magazine>();
+
+/// The object size of magazine kind `kind`: the header and `MAG_CAPS[kind]` rounds, in whole
+/// cache lines so that two threads' magazines (side by side in one slab) never share a line.
+pub const fn magazine_bytes(kind: usize) -> usize {
+    (ROUNDS_OFFSET + MAG_CAPS[kind] * size_of::<*mut u8>()).next_multiple_of(64)
+}
+
+/// The magazine kind of user cache `class`.
+#[inline]
+pub const fn magazine_kind(class: usize) -> usize {
+    let need = magazine_rounds(class) as usize;
+    let mut k = 0;
+    while k < MAG_KINDS - 1 && MAG_CAPS[k] < need {
+        k += 1;
+    }
+    k
+}
+
+/// A stack of free objects of one cache, followed in memory by its rounds (as many as its kind's
+/// capacity, at least the cache's [`magazine_rounds`]). While a thread holds the magazine, the
+/// thread's cache counts its rounds (as Bonwick's per-CPU `cc_rounds`), keeping the fast path to
+/// one line of thread-local memory; `count` is meaningful only while the magazine sits in a depot
+/// (full: `count == magazine_rounds(class)`; empty: 0) or is being flushed. Invariant: the first
+/// `count` rounds (or the thread's count) are free objects of that cache, out of their slabs.
 #[repr(C)]
 pub struct Magazine {
     /// Rounds held (see above).
     pub count: u32,
     /// The next magazine on a depot list.
     pub next: *mut Magazine,
-    /// The objects; only `..count` are meaningful.
-    pub rounds: [*mut u8; MAG_MAX],
 }
 
-/// A new empty magazine; null if the kernel refuses memory.
-pub fn new_magazine() -> *mut Magazine {
+const _: () = assert!(ROUNDS_OFFSET.is_multiple_of(size_of::<*mut u8>()));
+
+/// The address of round `i` of `mag`.
+///
+/// # Safety
+/// `mag` must be a live magazine and `i` below its kind's capacity.
+#[inline(always)]
+pub unsafe fn round(mag: *mut Magazine, i: usize) -> *mut *mut u8 {
+    // SAFETY: the rounds follow the header inside the magazine's object (caller's contract).
+    unsafe { mag.cast::<u8>().add(ROUNDS_OFFSET).cast::<*mut u8>().add(i) }
+}
+
+/// The rounds `0..n` of `mag` as a slice.
+///
+/// # Safety
+/// As for [`round`], with `n` at most the capacity; no other reference to the rounds may live.
+pub unsafe fn rounds_mut<'a>(mag: *mut Magazine, n: usize) -> &'a mut [*mut u8] {
+    // SAFETY: forwarded contract; the rounds are pointer-aligned (ROUNDS_OFFSET checked above).
+    unsafe { core::slice::from_raw_parts_mut(round(mag, 0), n) }
+}
+
+/// A new empty magazine for user cache `class`; null if the kernel refuses memory.
+pub fn new_magazine(class: usize) -> *mut Magazine {
+    let kind = magazine_kind(class);
+    let index = MAGAZINE_CACHE + kind;
     let mut out = [ptr::null_mut::<u8>(); 1];
     let got = {
-        // SAFETY: MAGAZINE_CACHE < CACHES.len().
-        let cache = unsafe { CACHES.get_unchecked(MAGAZINE_CACHE) };
+        // SAFETY: index < MAGAZINE_CACHE + MAG_KINDS == CACHES.len().
+        let cache = unsafe { CACHES.get_unchecked(index) };
         cache
             .0
             .lock()
-            .alloc_objects(MAGAZINE_CACHE as u8, MAGAZINE_SIZE, 1, &mut out)
+            .alloc_objects(index as u8, magazine_bytes(kind), 1, &mut out)
     };
     if got == 0 {
         return ptr::null_mut();
     }
     let m = out[0].cast::<Magazine>();
-    // SAFETY: a fresh object of MAGAZINE_SIZE bytes, 8-aligned, ours alone.
+    // SAFETY: a fresh object of magazine_bytes(kind) bytes, 8-aligned, ours alone.
     unsafe {
         (*m).count = 0;
         (*m).next = ptr::null_mut();
@@ -54,22 +104,37 @@ pub fn new_magazine() -> *mut Magazine {
     m
 }
 
-/// Frees every magazine on the chain starting at `m` (linked through `next`).
+/// Frees every magazine on the chain starting at `m` (linked through `next`), all of user cache
+/// `class`.
 ///
 /// # Safety
-/// The magazines must be live, empty and held by nobody else.
-pub unsafe fn free_magazines(mut m: *mut Magazine) {
+/// The magazines must be live, empty, of cache `class` and held by nobody else.
+pub unsafe fn free_magazines(mut m: *mut Magazine, class: usize) {
     if m.is_null() {
         return;
     }
-    // SAFETY: MAGAZINE_CACHE < CACHES.len().
-    let mut cache = unsafe { CACHES.get_unchecked(MAGAZINE_CACHE) }.0.lock();
+    let index = MAGAZINE_CACHE + magazine_kind(class);
+    // SAFETY: index < CACHES.len().
+    let mut cache = unsafe { CACHES.get_unchecked(index) }.0.lock();
     while !m.is_null() {
-        // SAFETY: the caller's contract: a dead magazine, an object of the magazine cache.
+        // SAFETY: the caller's contract: a dead magazine, an object of that magazine cache.
         unsafe {
             let next = (*m).next;
             cache.free_object(m.cast());
             m = next;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cache_has_a_magazine_kind_that_fits() {
+        for class in 0..NUM_CLASSES {
+            assert!(MAG_CAPS[magazine_kind(class)] >= magazine_rounds(class) as usize);
+        }
+        assert!((0..MAG_KINDS).all(|k| magazine_bytes(k) <= 8192));
     }
 }

@@ -22,7 +22,8 @@
 //!   unmapped (one kept as a spare).
 //!
 //! Requests above 64 KiB, or aligned above 64 KiB, are mapped directly by [`crate::large`] (no
-//! page-level path in between). A power-of-two size is served by the cache of exactly that size,
+//! page-level path in between); a few freed ones of up to 1 MiB are kept for reuse by
+//! [`large_cache`] (bounded, and unmapped once unused for a reap interval). A power-of-two size is served by the cache of exactly that size,
 //! whose objects are aligned to it; other alignments up to 64 KiB take the smallest cache whose
 //! size is a multiple of the alignment.
 //!
@@ -31,11 +32,15 @@
 //! (a `thread_local!` with a `const` initialiser and a `Drop` type); code running after that
 //! (other TLS destructors) allocates and frees straight from the slab layer under the cache lock.
 //! Every lock is taken by a `pthread_atfork` handler, so a forked child can allocate. With the
-//! `hardened` feature, frees are checked ([`hardening`]: invalid, foreign and double frees).
+//! `hardened` feature, frees are checked ([`hardening`]: invalid, foreign and double frees, heap
+//! overflow by a canary in each object's last word, writes after free by keyed free-list links
+//! and tags); each request then reserves the canary's 8 bytes, so a power-of-two size takes the
+//! next cache and is aligned as its `Layout` asks, no more.
 
 mod cache;
 mod depot;
 mod hardening;
+mod large_cache;
 mod magazine;
 mod region;
 mod size_classes;
@@ -49,7 +54,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use self::cache::Cache;
-use self::magazine::{free_magazines, new_magazine, Magazine};
+use self::magazine::{free_magazines, new_magazine, Magazine, MAG_KINDS};
 use self::size_classes::{class_for, depot_limit, magazine_rounds, slab_units, NUM_CLASSES, SIZES};
 use self::thread_counters::ThreadCounters;
 use crate::large;
@@ -67,10 +72,10 @@ static ATFORK: AtomicBool = AtomicBool::new(false);
 #[repr(align(128))]
 struct PaddedCache(Lock<Cache>);
 
-/// The user caches (`0..NUM_CLASSES`, one per size in [`SIZES`]) and the magazine cache
-/// ([`magazine::MAGAZINE_CACHE`]).
-static CACHES: [PaddedCache; NUM_CLASSES + 1] =
-    [const { PaddedCache(Lock::new(Cache::new())) }; NUM_CLASSES + 1];
+/// The user caches (`0..NUM_CLASSES`, one per size in [`SIZES`]) and the magazine caches (one
+/// per magazine capacity, from [`magazine::MAGAZINE_CACHE`]).
+static CACHES: [PaddedCache; NUM_CLASSES + MAG_KINDS] =
+    [const { PaddedCache(Lock::new(Cache::new())) }; NUM_CLASSES + MAG_KINDS];
 
 /// The slab allocator; see the module documentation. A zero-sized handle onto one process-wide
 /// heap.
@@ -146,8 +151,8 @@ impl ThreadCache {
         if n > 0 {
             p.rounds = n - 1;
             // SAFETY: rounds > 0 means `loaded` is a live magazine holding `n` rounds (pair
-            // invariant), n <= MAG_MAX.
-            let block = unsafe { *(*p.loaded).rounds.get_unchecked(n as usize - 1) };
+            // invariant), n <= its capacity.
+            let block = unsafe { *magazine::round(p.loaded, n as usize - 1) };
             self.counters.on_alloc(size, &COUNTERS);
             return block;
         }
@@ -181,7 +186,7 @@ impl ThreadCache {
             }
             drop(cache);
             // SAFETY: magazines the depot could not keep, empty and now ours alone.
-            unsafe { free_magazines(spill) };
+            unsafe { free_magazines(spill, class) };
             pair.previous = pair.loaded;
             pair.prev_rounds = 0;
             pair.loaded = full;
@@ -194,10 +199,10 @@ impl ThreadCache {
             let mut m = cache.depot.pop_empty();
             if m.is_null() {
                 drop(cache);
-                m = new_magazine();
+                m = new_magazine(class);
                 if m.is_null() {
                     // SAFETY: magazines the depot released, empty and now ours alone.
-                    unsafe { free_magazines(spill) };
+                    unsafe { free_magazines(spill, class) };
                     return ptr::null_mut();
                 }
                 cache = lock.lock();
@@ -206,14 +211,14 @@ impl ThreadCache {
             pair.rounds = 0;
             pair.cap = magsize;
         }
-        // SAFETY: `loaded` is a live empty magazine held by this thread; magsize <= MAG_MAX.
+        // SAFETY: `loaded` is a live empty magazine held by this thread; magsize <= its capacity.
         let got = unsafe {
-            let rounds = (*pair.loaded).rounds.get_unchecked_mut(..magsize as usize);
+            let rounds = magazine::rounds_mut(pair.loaded, magsize as usize);
             cache.alloc_objects(class as u8, SIZES[class], slab_units(class), rounds)
         };
         drop(cache);
         // SAFETY: magazines the depot released, empty and now ours alone.
-        unsafe { free_magazines(spill) };
+        unsafe { free_magazines(spill, class) };
         pair.rounds = got as u32;
         if got == 0 {
             return ptr::null_mut();
@@ -227,9 +232,9 @@ impl ThreadCache {
         let p = self.pair(class);
         let n = p.rounds;
         if n < p.cap {
-            // SAFETY: cap > 0 means `loaded` is a live magazine (pair invariant); n < cap <=
-            // MAG_MAX.
-            unsafe { *(*p.loaded).rounds.get_unchecked_mut(n as usize) = block };
+            // SAFETY: cap > 0 means `loaded` is a live magazine (pair invariant); n < cap <= its
+            // capacity.
+            unsafe { *magazine::round(p.loaded, n as usize) = block };
             p.rounds = n + 1;
             self.counters.on_free(size, &COUNTERS);
             return;
@@ -257,7 +262,7 @@ impl ThreadCache {
         let mut empty = cache.depot.pop_empty();
         if empty.is_null() {
             drop(cache);
-            empty = new_magazine();
+            empty = new_magazine(class);
             cache = lock.lock();
             if empty.is_null() {
                 // No memory for a magazine: give the block straight back to its slab.
@@ -265,7 +270,7 @@ impl ThreadCache {
                 unsafe { cache.free_object(block) };
                 drop(cache);
                 // SAFETY: magazines the depot released, empty and now ours alone.
-                unsafe { free_magazines(spill) };
+                unsafe { free_magazines(spill, class) };
                 self.counters.on_free(size, &COUNTERS);
                 return;
             }
@@ -279,7 +284,7 @@ impl ThreadCache {
         }
         drop(cache);
         // SAFETY: magazines the depot could not keep, empty and now ours alone.
-        unsafe { free_magazines(spill) };
+        unsafe { free_magazines(spill, class) };
         pair.previous = pair.loaded;
         pair.prev_rounds = pair.rounds;
         pair.loaded = empty;
@@ -329,7 +334,7 @@ impl ThreadCache {
             cache.release_empty_slabs(cache::EMPTY_RESERVE);
             drop(cache);
             // SAFETY: magazines the depot could not keep, empty and now ours alone.
-            unsafe { free_magazines(spill) };
+            unsafe { free_magazines(spill, class) };
         }
         self.counters.flush(&COUNTERS);
     }
@@ -340,7 +345,8 @@ static LAST_REAP_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Runs [`Cache::reap`] on every cache if a reap interval has passed since the last time; one
 /// thread wins the right to do it. Called from the slow paths (at most once per magazine
-/// exchange), so the reaping needs no thread of its own; a program that stops allocating
+/// exchange, and from every thread's counter fold, once per 256 allocations or frees), so the
+/// reaping needs no thread of its own; a program that stops allocating
 /// altogether keeps what its caches hold (bounded per cache).
 #[inline]
 fn reap_all_if_due() {
@@ -368,9 +374,13 @@ fn reap_all() {
         };
         let mut spill = ptr::null_mut();
         padded.0.lock().reap(limit, &mut spill);
-        // SAFETY: magazines the depot released, empty and now ours alone.
-        unsafe { free_magazines(spill) };
+        // (The magazine caches' depots stay empty, so only user caches spill.)
+        if index < NUM_CLASSES {
+            // SAFETY: magazines of cache `index` the depot released, empty and now ours alone.
+            unsafe { free_magazines(spill, index) };
+        }
     }
+    large_cache::reap();
 }
 
 /// A thread's cache; its magazines go back to the depots when the thread exits.
@@ -384,6 +394,13 @@ impl Drop for ThreadSlot {
 
 thread_local! {
     static THREAD: ThreadSlot = const { ThreadSlot(UnsafeCell::new(ThreadCache::new())) };
+}
+
+/// The cache serving `size` bytes aligned to `align` (with room for the canary when hardened),
+/// or `None` for a large block.
+#[inline(always)]
+fn cache_for(size: usize, align: usize) -> Option<usize> {
+    class_for(size + hardening::CANARY, align)
 }
 
 #[inline(always)]
@@ -465,21 +482,37 @@ fn count_resize(old: usize, new: usize) {
 #[inline(never)]
 unsafe fn dealloc_other(ptr: *mut u8, layout: Layout) {
     if region_map::owner_of(ptr) == Owner::Large {
-        // SAFETY: the caller passes a live block of ours; in a Large window it is a large block.
-        unsafe { large::dealloc(ptr, layout.size(), &COUNTERS) };
+        // SAFETY: the caller passes a live block of ours; in a Large window it is a large block,
+        // which the cache keeps or which is unmapped here.
+        unsafe {
+            if !large_cache::put(ptr, layout.size()) {
+                large::dealloc(ptr, layout.size(), &COUNTERS);
+            }
+        }
     } else {
         // Foreign, or a slab object freed with a layout too big for any cache.
         hardening::on_foreign_free(ptr);
     }
 }
 
+/// A request too big for the slabs: a cached large block if one fits ([`large_cache`]; zeroed
+/// here if asked), else a fresh mapping (zero already).
 #[cold]
-fn alloc_large(layout: Layout) -> *mut u8 {
-    large::alloc(layout.size(), layout.align(), Owner::Slab, &COUNTERS)
+fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
+    sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+    let p = large_cache::take(layout.size(), layout.align());
+    if p.is_null() {
+        return large::alloc(layout.size(), layout.align(), Owner::Slab, &COUNTERS);
+    }
+    if zeroed {
+        // SAFETY: a cached block handed to us, with at least layout.size() usable bytes.
+        unsafe { ptr::write_bytes(p, 0, layout.size()) };
+    }
+    p
 }
 
-/// `pthread_atfork` prepare handler: takes every cache lock (in index order), then the page
-/// layer's, so no lock is held by another thread across `fork()`.
+/// `pthread_atfork` prepare handler: takes every cache lock (in index order), then the large
+/// block cache's and the page layer's, so no lock is held by another thread across `fork()`.
 ///
 /// # Safety
 /// Called by libc before `fork()`, paired with [`atfork_release`].
@@ -487,6 +520,7 @@ unsafe extern "C" fn atfork_prepare() {
     for c in CACHES.iter() {
         c.0.force_lock();
     }
+    large_cache::lock_for_fork();
     region::lock_for_fork();
 }
 
@@ -498,6 +532,7 @@ unsafe extern "C" fn atfork_release() {
     // SAFETY: atfork_prepare took every one of these locks in this thread, without guards.
     unsafe {
         region::unlock_after_fork();
+        large_cache::unlock_after_fork();
         for c in CACHES.iter() {
             c.0.force_unlock();
         }
@@ -512,15 +547,15 @@ unsafe extern "C" fn atfork_release() {
 unsafe impl GlobalAlloc for Slab {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        match class_for(layout.size(), layout.align()) {
+        match cache_for(layout.size(), layout.align()) {
             Some(class) => alloc_small(class, layout.size()),
-            None => alloc_large(layout),
+            None => alloc_large(layout, false),
         }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        match class_for(layout.size(), layout.align()) {
+        match cache_for(layout.size(), layout.align()) {
             Some(class) => {
                 let p = alloc_small(class, layout.size());
                 if !p.is_null() {
@@ -529,15 +564,14 @@ unsafe impl GlobalAlloc for Slab {
                 }
                 p
             }
-            // Fresh pages from the kernel are zero already.
-            None => alloc_large(layout),
+            None => alloc_large(layout, true),
         }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if region_map::owner_of(ptr) == Owner::Slab {
-            if let Some(class) = class_for(layout.size(), layout.align()) {
+            if let Some(class) = cache_for(layout.size(), layout.align()) {
                 debug_assert_eq!(
                     // SAFETY: a pointer in a Slab region.
                     unsafe { (*region::slab_of(ptr as usize)).cache } as usize,
@@ -555,10 +589,21 @@ unsafe impl GlobalAlloc for Slab {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let (old, align) = (layout.size(), layout.align());
-        let new_class = class_for(new_size, align);
+        let new_class = cache_for(new_size, align);
         match region_map::owner_of(ptr) {
-            Owner::Slab if new_class.is_some() && new_class == class_for(old, align) => {
+            Owner::Slab if new_class.is_some() && new_class == cache_for(old, align) => {
                 // Same cache: the object already has room.
+                count_resize(old, new_size);
+                return ptr;
+            }
+            // SAFETY: a live large block of ours (the caller's contract), in a Large window.
+            Owner::Large
+                if new_class.is_none()
+                    && new_size >= old
+                    && new_size <= unsafe { large::usable_size(ptr) } =>
+            {
+                // Growth into room the block has already (maybe a bigger block reused from the
+                // large cache): no system call. (Shrinking goes to `large`, which returns pages.)
                 count_resize(old, new_size);
                 return ptr;
             }
@@ -598,7 +643,7 @@ impl Introspect for Slab {
                 }
                 let size = s.size as usize;
                 let inside = addr >= s.base && addr < s.carve_end;
-                (inside && (addr - s.base).is_multiple_of(size)).then_some(size)
+                (inside && (addr - s.base).is_multiple_of(size)).then_some(size - hardening::CANARY)
             }
             // SAFETY: the pointer lies in a Large window.
             Owner::Large => unsafe { large::usable_size_if_owned(ptr, Owner::Slab) },

@@ -53,8 +53,9 @@ pub enum SlabList {
 
 /// A free object inside a slab: the slab's free list is threaded through the objects themselves.
 pub struct FreeObject {
-    /// The next free object of the same slab.
-    pub next: *mut FreeObject,
+    /// The next free object of the same slab, as stored by `hardening::encode_free_link` (the
+    /// address itself without the `hardened` feature).
+    pub next: usize,
 }
 
 /// The descriptor of one slab, kept in its region's header.

@@ -23,8 +23,8 @@ pub const NUM_CLASSES: usize = 48;
 pub const MAX_SMALL: usize = 64 * 1024;
 /// Objects above this size live in slabs of [`GROUP_UNITS`] units, smaller ones in one unit.
 const ONE_UNIT_MAX: usize = 8192;
-/// The most rounds a magazine can hold (its array length).
-pub const MAG_MAX: usize = 64;
+/// The most rounds a magazine holds (see `magazine::MAG_CAPS`).
+pub const MAG_MAX: usize = 512;
 
 /// Index `(size + 7) / 8` for sizes up to 1024.
 const SMALL_LOOKUP: [u8; 129] = build_lookup::<129>(8, 8);
@@ -111,7 +111,8 @@ pub const fn slab_units(class: usize) -> usize {
     }
 }
 
-/// How many rounds a magazine of cache `class` holds: about 64 KiB of objects, 4 to 64 of them.
+/// How many rounds a magazine of cache `class` holds: about 64 KiB of objects, 4 to [`MAG_MAX`]
+/// of them (so a thread's two magazines hold a working set of a thousand small objects).
 #[inline]
 pub const fn magazine_rounds(class: usize) -> u32 {
     let n = 64 * 1024 / SIZES[class];
@@ -185,7 +186,7 @@ mod tests {
             assert!((w[1] - w[0]) * 4 <= w[0].max(32));
         }
         assert!(SIZES.iter().all(|s| s % 8 == 0));
-        assert!((0..NUM_CLASSES).all(|c| (4..=64).contains(&magazine_rounds(c))));
+        assert!((0..NUM_CLASSES).all(|c| (4..=MAG_MAX as u32).contains(&magazine_rounds(c))));
         assert!((0..NUM_CLASSES).all(|c| {
             let per_slab = slab_units(c) * super::super::region::UNIT_SIZE / SIZES[c];
             per_slab >= 8 || (SIZES[c] > 32 * 1024 && per_slab >= 4)

@@ -56,7 +56,9 @@ impl ThreadCounters {
         }
     }
 
-    /// Folds the counts into `global` and zeroes them.
+    /// Folds the counts into `global` and zeroes them; also the moment for the allocator's
+    /// periodic reap (a thread whose work fits in its magazines never reaches the depot, so the
+    /// depot's slow paths alone would not drive it). Must not be called with a cache lock held.
     #[cold]
     #[inline(never)]
     pub fn flush(&self, global: &GlobalCounters) {
@@ -64,6 +66,7 @@ impl ThreadCounters {
         global.fold(self.bytes.get(), ops & (FREE_ONE - 1), ops >> 32);
         self.bytes.set(0);
         self.ops.set(0);
+        super::reap_all_if_due();
     }
 }
 

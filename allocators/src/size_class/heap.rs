@@ -416,7 +416,7 @@ unsafe fn park_tidy(heap: *mut Heap) {
             u64::MAX
         };
         segment::decay(heap, page_age, 0);
-        segment::drop_cached(heap);
+        segment::release_cached(heap);
     }
 }
 

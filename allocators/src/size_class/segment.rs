@@ -253,9 +253,11 @@ fn usable_pages(seg: *mut Segment) -> usize {
     }
 }
 
-/// A segment of `kind` for `heap`: the heap's cached one if it has that kind, else a fresh one.
+/// A segment of `kind` for `heap`: the heap's cached one if it has that kind, else the spare
+/// one (see [`SPARE`]) if it has that kind, else a fresh one.
 unsafe fn take_segment(heap: *mut Heap, kind: Kind) -> *mut Segment {
-    // SAFETY: the caller owns the heap; the cached segment is empty and owned by it.
+    // SAFETY: the caller owns the heap; the cached segment is empty and owned by it; a segment
+    // swapped out of SPARE is empty and now ours alone.
     unsafe {
         let cached = (*heap).cached_segment;
         if !cached.is_null() {
@@ -266,8 +268,97 @@ unsafe fn take_segment(heap: *mut Heap, kind: Kind) -> *mut Segment {
             }
             unmap_segment(cached);
         }
+        for slot in &SPARE {
+            let spare = slot.swap(ptr::null_mut(), Ordering::Acquire);
+            if spare.is_null() {
+                continue;
+            }
+            if (*spare).kind == kind {
+                (*spare).heap.store(heap, Ordering::Relaxed);
+                (*heap).dirty_bytes += dirty_bytes_of(spare);
+                return spare;
+            }
+            stash_spare(spare);
+        }
         super::heap::reclaim_one_abandoned();
         map_segment(heap, kind)
+    }
+}
+
+/// Empty segments handed back by parked heaps, kept mapped (each with at most [`DIRTY_LIMIT`]
+/// of dirty pages) for the next heap that needs a segment of their kind: a thread that exits and
+/// a new one that starts (a pool recycling threads, a server spawning one per request) then
+/// reuse their pages instead of unmapping a segment and faulting in a fresh one each time. Two
+/// slots, because a new thread often starts before the one it replaces has parked its heap; the
+/// slots bound what is kept to two segments for the whole process. A slot is taken with a swap,
+/// so whoever takes a segment owns it alone.
+static SPARE: [AtomicPtr<Segment>; 2] = [
+    AtomicPtr::new(ptr::null_mut()),
+    AtomicPtr::new(ptr::null_mut()),
+];
+
+/// Puts the empty segment `seg` in a free [`SPARE`] slot (its dirty pages discarded first if
+/// they exceed [`DIRTY_LIMIT`]), or unmaps it if both are taken.
+///
+/// # Safety
+/// `seg` has no page in use, is on no list, and belongs to the caller alone.
+unsafe fn stash_spare(seg: *mut Segment) {
+    // SAFETY: caller's contract.
+    unsafe {
+        if dirty_bytes_of(seg) > DIRTY_LIMIT {
+            let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
+            for i in 0..(*seg).page_count as usize {
+                discard_page(seg, pages.add(i));
+            }
+        }
+        (*seg).heap.store(ptr::null_mut(), Ordering::Relaxed);
+        for slot in &SPARE {
+            if slot
+                .compare_exchange(ptr::null_mut(), seg, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+        unmap_segment(seg);
+    }
+}
+
+/// Gives the heap's cached empty segment (if any) to a [`SPARE`] slot, or unmaps it.
+///
+/// # Safety
+/// The calling thread owns `heap`.
+pub unsafe fn release_cached(heap: *mut Heap) {
+    // SAFETY: the cached segment is empty, owned by the heap, on no list.
+    unsafe {
+        let cached = (*heap).cached_segment;
+        if !cached.is_null() {
+            (*heap).cached_segment = ptr::null_mut();
+            stash_spare(cached);
+        }
+    }
+}
+
+/// Discards free page `p` of `seg` if it is dirty (and its bounds are whole OS pages); returns
+/// the dirty bytes it had (0 if it was not discarded).
+///
+/// # Safety
+/// The caller owns `seg`; `p` is one of its descriptors.
+unsafe fn discard_page(seg: *mut Segment, p: *mut Page) -> usize {
+    let page_size = os::page_size();
+    // SAFETY: caller's contract; a free page holds no live block.
+    unsafe {
+        let dirty = !(*p).in_use && !(*p).is_zero && (*p).area_len != 0;
+        let len = (*p).area_len;
+        if !dirty || !(*p).start.is_multiple_of(page_size) || !len.is_multiple_of(page_size) {
+            return 0;
+        }
+        os::discard((*p).start as *mut u8, len);
+        (*p).discarded = true;
+        (*p).is_zero = true;
+        (*seg).discarded_bytes += len;
+        COUNTERS.sub_mapped(len);
+        core::mem::take(&mut (*p).dirty_len)
     }
 }
 
@@ -322,7 +413,6 @@ pub unsafe fn free_page(heap: *mut Heap, page: *mut Page) {
 /// # Safety
 /// The calling thread owns `heap`.
 pub unsafe fn decay(heap: *mut Heap, page_age: u64, segment_age: u64) {
-    let page_size = os::page_size();
     let now = os::coarse_millis();
     // SAFETY: the caller owns the heap and its segments; discarded pages hold no live block; an
     // empty segment holds no live block either.
@@ -335,18 +425,8 @@ pub unsafe fn decay(heap: *mut Heap, page_age: u64, segment_age: u64) {
                 let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
                 for i in 0..(*seg).page_count as usize {
                     let p = pages.add(i);
-                    let dirty = !(*p).in_use && !(*p).is_zero && (*p).area_len != 0;
-                    if dirty && (*p).freed_at.saturating_add(page_age) <= now {
-                        let len = (*p).area_len;
-                        if (*p).start.is_multiple_of(page_size) && len.is_multiple_of(page_size) {
-                            os::discard((*p).start as *mut u8, len);
-                            (*p).discarded = true;
-                            (*p).is_zero = true;
-                            (*seg).discarded_bytes += len;
-                            (*heap).dirty_bytes -= (*p).dirty_len;
-                            (*p).dirty_len = 0;
-                            COUNTERS.sub_mapped(len);
-                        }
+                    if (*p).freed_at.saturating_add(page_age) <= now {
+                        (*heap).dirty_bytes -= discard_page(seg, p);
                     }
                 }
                 if (*seg).used_pages == 0 && (*seg).emptied_at.saturating_add(segment_age) <= now {

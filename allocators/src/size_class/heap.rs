@@ -293,7 +293,7 @@ pub unsafe fn tidy(heap: *mut Heap, purge: bool) {
             let mut p = (*q).head;
             while !p.is_null() {
                 let next = (*p).next;
-                page::collect(p);
+                page::count_remote_frees(p);
                 if (*p).used == 0 {
                     queue_remove(q, p);
                     segment::free_page(heap, p);

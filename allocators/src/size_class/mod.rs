@@ -15,7 +15,8 @@
 //! (the size rounded up to the alignment first),
 //! pop from that page's `free` list. A free is: mask the pointer to its segment, compare the
 //! segment's owner heap with the thread's, push on the page's `free` list, decrement `used`. No
-//! lock and no atomic read-modify-write on either; a free from another thread is one CAS.
+//! lock and no atomic read-modify-write on either; a free from another thread is one CAS and
+//! one atomic add (the count its page's owner takes out of `used`).
 //! Requests above 512 KiB or aligned above 64 KiB go to [`crate::large`]; `dealloc` and `realloc`
 //! route by the same `Layout` test (GlobalAlloc callers must pass the allocation's layout), so
 //! the region map is only consulted by `usable_size`.
@@ -39,8 +40,8 @@
 //! minus 8), and:
 //! - every free-list link (the owner's `free` list, extended runs, and the atomic `thread_free`
 //!   list, encoded before the CAS push) is stored encoded with the per-process key and the slot's
-//!   address, and decoded on use; a link that is not null or a carved block boundary of the same
-//!   page aborts with "corrupted free list" (a write after free);
+//!   address, and decoded on use; a link that is not null or inside the same page aborts with
+//!   "corrupted free list" (a write after free);
 //! - `dealloc` and `realloc` check the pointer: a Foreign window, a free page, a header slot or an
 //!   address off a block boundary is an invalid free; the state word is the block's canary while
 //!   it is live and the freed tag (the canary's complement) once freed, so a second free is a
@@ -48,7 +49,8 @@
 //!   block must start a live large mapping of ours (which has a guard page after it);
 //! - a freed block gets the freed tag, and in debug builds its usable bytes are filled with
 //!   [`crate::hardened::FREED_BYTE`];
-//! - collecting remote frees stops at more blocks than the page handed out (a cycle).
+//! - a list of remote frees taken over by the owner is walked once: more blocks than the page
+//!   has carved (a cycle) aborts too.
 //!
 //! Not caught: a stale pointer freed again after its block was handed out anew (it is live then),
 //! and two threads freeing one block at the very same instant (both may see the canary).
@@ -324,6 +326,8 @@ unsafe fn free_remote(heap: *mut Heap, page: *mut Page, block: *mut Block, size:
                 }
             }
         }
+        // Last: once counted, the owner may give the page back.
+        page::finish_remote_free(page);
         count_remote_free(heap, size);
     }
 }

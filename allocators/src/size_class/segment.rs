@@ -15,7 +15,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use super::classes::{class_size, kind_of, Kind};
 use super::heap::{Heap, COUNTERS};
-use super::page::{Page, FULL};
+use super::page::Page;
 use crate::os;
 use crate::region_map::{self, Owner, REGION_SIZE};
 
@@ -233,6 +233,7 @@ pub unsafe fn alloc_page(heap: *mut Heap, class: usize) -> *mut Page {
         (*page).used = 0;
         (*page).free = ptr::null_mut();
         (*page).thread_free.store(0, Ordering::Relaxed);
+        (*page).remote_frees.store(0, Ordering::Relaxed);
         (*page).next = ptr::null_mut();
         (*page).prev = ptr::null_mut();
         (*page).rescue_next = ptr::null_mut();
@@ -370,7 +371,6 @@ pub unsafe fn free_page(heap: *mut Heap, page: *mut Page) {
     // SAFETY: the caller owns the page and its segment.
     unsafe {
         debug_assert_eq!((*page).used, 0);
-        debug_assert_eq!((*page).thread_free.load(Ordering::Relaxed) & !FULL, 0);
         let seg = segment_of(page as usize);
         (*page).in_use = false;
         (*page).in_full = false;

@@ -398,7 +398,7 @@ pub unsafe fn abandon(heap: *mut Heap) {
 }
 
 /// Dirty free bytes a parked heap keeps for the next thread that adopts it.
-const PARKED_DIRTY_LIMIT: usize = 4 << 20;
+const PARKED_DIRTY_LIMIT: usize = 8 << 20;
 
 /// Tidies a heap no thread uses: empty segments go back; it keeps at most [`PARKED_DIRTY_LIMIT`]
 /// of dirty free pages in its other segments (the next thread to adopt it reuses them instead of

@@ -22,13 +22,13 @@
 //! the region map is only consulted by `usable_size`.
 //!
 //! Memory coming back: a page whose last block is freed returns to its segment (unless it is the
-//! page allocation is using); once the heap holds more than 1 MiB of dirty free pages (counted by
+//! page allocation is using); once the heap holds more than 4 MiB of dirty free pages (counted by
 //! the bytes they touched), those free for 20 ms of a coarse clock are discarded
-//! (`MADV_DONTNEED`), and segments empty for as long are unmapped (one per heap is kept for
-//! reuse); above 32 MiB of dirty pages everything free goes back at once. At thread exit the heap
-//! is tidied (dirty pages discarded if over 4 MiB, empty segments kept as the process-wide
-//! spares that the next heaps needing a segment take, at most two, the others unmapped) and
-//! parked for the next new thread. In the unit tests, 1 GiB allocated in four threads and freed leaves `mapped_bytes`
+//! (`MADV_DONTNEED`), and segments empty for as long are given back (one per heap is kept for
+//! reuse, up to four more process-wide as spares for any heap, with at most 1 MiB of dirty pages
+//! each; the rest are unmapped); above 32 MiB of dirty pages everything free goes back at once.
+//! At thread exit the heap is tidied (dirty pages discarded if over 8 MiB, empty segments given
+//! back as above) and parked for the next new thread. In the unit tests, 1 GiB allocated in four threads and freed leaves `mapped_bytes`
 //! within a few MiB of where it started.
 //!
 //! `realloc` stays in place while the new size fits the block's class and uses at least half of

@@ -5,7 +5,7 @@
 //! module and are never unmapped: when a thread exits its heap is tidied (empty pages and segments
 //! go back) and parked on the abandoned list, and the next new thread adopts it whole, with its
 //! pages (as snmalloc recycles its allocators). A parked heap's pages still receive remote frees;
-//! whenever a thread maps a new segment it first tidies one parked heap, so memory freed into
+//! whenever a heap takes a segment (fresh or spare) it first tidies one parked heap, so memory freed into
 //! them is given back even if no thread ever adopts them.
 
 use core::cell::UnsafeCell;
@@ -398,7 +398,7 @@ pub unsafe fn abandon(heap: *mut Heap) {
 }
 
 /// Dirty free bytes a parked heap keeps for the next thread that adopts it.
-const PARKED_DIRTY_LIMIT: usize = 8 << 20;
+const PARKED_DIRTY_LIMIT: usize = 4 << 20;
 
 /// Tidies a heap no thread uses: empty segments go back; it keeps at most [`PARKED_DIRTY_LIMIT`]
 /// of dirty free pages in its other segments (the next thread to adopt it reuses them instead of

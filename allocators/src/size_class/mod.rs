@@ -22,12 +22,12 @@
 //! the region map is only consulted by `usable_size`.
 //!
 //! Memory coming back: a page whose last block is freed returns to its segment (unless it is the
-//! page allocation is using); once the heap holds more than 4 MiB of dirty free pages (counted by
+//! page allocation is using); once the heap holds more than 1 MiB of dirty free pages (counted by
 //! the bytes they touched), those free for 20 ms of a coarse clock are discarded
 //! (`MADV_DONTNEED`), and segments empty for as long are given back (one per heap is kept for
 //! reuse, up to four more process-wide as spares for any heap, with at most 1 MiB of dirty pages
 //! each; the rest are unmapped); above 32 MiB of dirty pages everything free goes back at once.
-//! At thread exit the heap is tidied (dirty pages discarded if over 8 MiB, empty segments given
+//! At thread exit the heap is tidied (dirty pages discarded if over 4 MiB, empty segments given
 //! back as above) and parked for the next new thread. In the unit tests, 1 GiB allocated in four threads and freed leaves `mapped_bytes`
 //! within a few MiB of where it started.
 //!
@@ -373,7 +373,7 @@ unsafe fn zero_small(p: *mut u8, size: usize) {
 // `large`), aligned as asked (class sizes are multiples of the alignment and page areas are
 // MAX_SMALL_ALIGN-aligned), and are handed out again only after they were freed.
 unsafe impl GlobalAlloc for SizeClass {
-    #[inline(always)]
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if is_large(layout.size(), layout.align()) {
             return alloc_large(layout);
@@ -397,7 +397,7 @@ unsafe impl GlobalAlloc for SizeClass {
         }
     }
 
-    #[inline(always)]
+    #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if is_large(layout.size(), layout.align()) {
             if hardened::ENABLED {

@@ -20,6 +20,11 @@ pub const MAX_SMALL_SIZE: usize = 512 * 1024;
 pub const MAX_SMALL_ALIGN: usize = 64 * 1024;
 /// Sizes up to this are looked up through the direct table.
 pub const DIRECT_MAX: usize = 1024;
+/// The largest alignment served through the direct table: a size rounded up to a multiple of
+/// it (at most 16) lands in a class that is a multiple of it too (8..=64 by words, then every
+/// class is a multiple of 16), so `DIRECT_CLASS[(round_up(size, align) + 7) / 8]` is the class
+/// [`class_for`] would pick. This matters: `malloc`-style callers ask for 16-byte alignment.
+pub const DIRECT_ALIGN: usize = 16;
 /// Slots of the direct table: `(size + 7) / 8` for `size <= DIRECT_MAX`.
 pub const DIRECT_SLOTS: usize = DIRECT_MAX / 8 + 1;
 /// The last class reachable through the direct table (its size is `DIRECT_MAX`).
@@ -87,7 +92,7 @@ pub fn class_size(class: usize) -> usize {
 }
 
 /// The class serving `size` bytes at alignment `align` (size <= MAX_SMALL_SIZE,
-/// align <= MAX_SMALL_ALIGN): the smallest class that fits and whose size is a multiple of
+/// align <= MAX_SMALL_ALIGN, a power of two): the smallest class that fits and whose size is a multiple of
 /// `align` (page areas start [`MAX_SMALL_ALIGN`]-aligned, so such blocks are aligned).
 #[inline]
 pub fn class_for(size: usize, align: usize) -> usize {
@@ -99,7 +104,7 @@ pub fn class_for(size: usize, align: usize) -> usize {
         class_of_arith(size)
     };
     // Never runs past the last class: 512 KiB is a multiple of every align <= MAX_SMALL_ALIGN.
-    while c < NUM_CLASSES - 1 && !class_size(c).is_multiple_of(align) {
+    while c < NUM_CLASSES - 1 && class_size(c) & (align - 1) != 0 {
         c += 1;
     }
     c
@@ -203,6 +208,19 @@ mod tests {
                 assert!(class_size(c) >= size);
                 assert_eq!(class_size(c) % align, 0);
             }
+        }
+    }
+
+    #[test]
+    fn direct_lookup_matches_class_for_up_to_direct_align() {
+        let mut align = 1;
+        while align <= DIRECT_ALIGN {
+            for size in 1..=DIRECT_MAX {
+                let rounded = (size + align - 1) & !(align - 1);
+                let direct = DIRECT_CLASS[(rounded + 7) >> 3] as usize;
+                assert_eq!(direct, class_for(size, align), "size {size} align {align}");
+            }
+            align *= 2;
         }
     }
 

@@ -5,7 +5,7 @@
 //! module and are never unmapped: when a thread exits its heap is tidied (empty pages and segments
 //! go back) and parked on the abandoned list, and the next new thread adopts it whole, with its
 //! pages (as snmalloc recycles its allocators). A parked heap's pages still receive remote frees;
-//! whenever a thread maps a new segment it first tidies one parked heap, so memory freed into
+//! whenever a heap takes a segment (fresh or spare) it first tidies one parked heap, so memory freed into
 //! them is given back even if no thread ever adopts them.
 
 use core::cell::UnsafeCell;
@@ -293,7 +293,7 @@ pub unsafe fn tidy(heap: *mut Heap, purge: bool) {
             let mut p = (*q).head;
             while !p.is_null() {
                 let next = (*p).next;
-                page::collect(p);
+                page::count_remote_frees(p);
                 if (*p).used == 0 {
                     queue_remove(q, p);
                     segment::free_page(heap, p);
@@ -416,7 +416,7 @@ unsafe fn park_tidy(heap: *mut Heap) {
             u64::MAX
         };
         segment::decay(heap, page_age, 0);
-        segment::drop_cached(heap);
+        segment::release_cached(heap);
     }
 }
 

@@ -10,11 +10,13 @@
 //!   exits and gives it to the next new thread.
 //! - `checks`: the `hardened` feature's checks (see below).
 //!
-//! This file holds the fast paths. Allocation of up to 1 KiB at word alignment is: one `%fs`
-//! load of the thread's heap pointer, one indexed load of the current page for `(size + 7) / 8`,
+//! This file holds the fast paths. Allocation of up to 1 KiB at alignment up to 16 is: one `%fs`
+//! load of the thread's heap pointer, one indexed load of the current page for `(size + 7) / 8`
+//! (the size rounded up to the alignment first),
 //! pop from that page's `free` list. A free is: mask the pointer to its segment, compare the
 //! segment's owner heap with the thread's, push on the page's `free` list, decrement `used`. No
-//! lock and no atomic read-modify-write on either; a free from another thread is one CAS.
+//! lock and no atomic read-modify-write on either; a free from another thread is one CAS and
+//! one atomic add (the count its page's owner takes out of `used`).
 //! Requests above 512 KiB or aligned above 64 KiB go to [`crate::large`]; `dealloc` and `realloc`
 //! route by the same `Layout` test (GlobalAlloc callers must pass the allocation's layout), so
 //! the region map is only consulted by `usable_size`.
@@ -22,10 +24,11 @@
 //! Memory coming back: a page whose last block is freed returns to its segment (unless it is the
 //! page allocation is using); once the heap holds more than 1 MiB of dirty free pages (counted by
 //! the bytes they touched), those free for 20 ms of a coarse clock are discarded
-//! (`MADV_DONTNEED`), and segments empty for as long are unmapped (one per heap is kept for
-//! reuse); above 32 MiB of dirty pages everything free goes back at once. At thread exit the heap
-//! is tidied (empty segments unmapped, dirty pages discarded if over 4 MiB) and parked for the next
-//! new thread. In the unit tests, 1 GiB allocated in four threads and freed leaves `mapped_bytes`
+//! (`MADV_DONTNEED`), and segments empty for as long are given back (one per heap is kept for
+//! reuse, up to four more process-wide as spares for any heap, with at most 1 MiB of dirty pages
+//! each; the rest are unmapped); above 32 MiB of dirty pages everything free goes back at once.
+//! At thread exit the heap is tidied (dirty pages discarded if over 4 MiB, empty segments given
+//! back as above) and parked for the next new thread. In the unit tests, 1 GiB allocated in four threads and freed leaves `mapped_bytes`
 //! within a few MiB of where it started.
 //!
 //! `realloc` stays in place while the new size fits the block's class and uses at least half of
@@ -37,8 +40,8 @@
 //! minus 8), and:
 //! - every free-list link (the owner's `free` list, extended runs, and the atomic `thread_free`
 //!   list, encoded before the CAS push) is stored encoded with the per-process key and the slot's
-//!   address, and decoded on use; a link that is not null or a carved block boundary of the same
-//!   page aborts with "corrupted free list" (a write after free);
+//!   address, and decoded on use; a link that is not null or inside the same page aborts with
+//!   "corrupted free list" (a write after free);
 //! - `dealloc` and `realloc` check the pointer: a Foreign window, a free page, a header slot or an
 //!   address off a block boundary is an invalid free; the state word is the block's canary while
 //!   it is live and the freed tag (the canary's complement) once freed, so a second free is a
@@ -46,7 +49,8 @@
 //!   block must start a live large mapping of ours (which has a guard page after it);
 //! - a freed block gets the freed tag, and in debug builds its usable bytes are filled with
 //!   [`crate::hardened::FREED_BYTE`];
-//! - collecting remote frees stops at more blocks than the page handed out (a cycle).
+//! - a list of remote frees taken over by the owner is walked once: more blocks than the page
+//!   has carved (a cycle) aborts too.
 //!
 //! Not caught: a stale pointer freed again after its block was handed out anew (it is live then),
 //! and two threads freeing one block at the very same instant (both may see the canary).
@@ -64,7 +68,9 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
 use core::ptr;
 
-use self::classes::{class_for, DIRECT_CLASS, DIRECT_MAX, MAX_SMALL_ALIGN, MAX_SMALL_SIZE};
+use self::classes::{
+    class_for, DIRECT_ALIGN, DIRECT_CLASS, DIRECT_MAX, MAX_SMALL_ALIGN, MAX_SMALL_SIZE,
+};
 use self::heap::{empty_heap, Heap, COUNTERS};
 use self::page::{Block, Page};
 use self::segment::{page_of, segment_of};
@@ -199,9 +205,12 @@ unsafe fn alloc_small(layout: Layout) -> *mut u8 {
     let size = layout.size();
     let need = block_need(size);
     let heap = current_heap();
-    if need <= DIRECT_MAX && layout.align() <= 8 {
-        let slot = (need + 7) >> 3;
-        // SAFETY: slot <= DIRECT_MAX / 8 < DIRECT_SLOTS; the heap is the thread's own (or the
+    if need <= DIRECT_MAX && layout.align() <= DIRECT_ALIGN {
+        // Rounding up to the alignment makes the slot's class a multiple of it (see
+        // `classes::DIRECT_ALIGN`); `+ 7` then only matters for word alignment and below.
+        let slot = (((need + layout.align() - 1) & !(layout.align() - 1)) + 7) >> 3;
+        // SAFETY: the rounded size is at most DIRECT_MAX (a multiple of every align <=
+        // DIRECT_ALIGN), so slot <= DIRECT_MAX / 8 < DIRECT_SLOTS; the heap is the thread's own (or the
         // never-written empty heap, whose pages have no free block, so it is never popped or
         // counted into); slot pages are live.
         unsafe {
@@ -212,15 +221,27 @@ unsafe fn alloc_small(layout: Layout) -> *mut u8 {
             alloc_slow(heap, *DIRECT_CLASS.get_unchecked(slot) as usize, size)
         }
     } else {
-        let class = class_for(need, layout.align());
-        // SAFETY: as above; a queue head is a live page of the heap or null.
-        unsafe {
-            let page = (*heap).queues.get_unchecked(class).head;
-            if !page.is_null() && !(*page).free.is_null() {
-                return pop_counted(heap, page, size);
-            }
-            alloc_slow(heap, class, size)
+        // SAFETY: as above.
+        unsafe { alloc_by_class(heap, need, layout.align(), size) }
+    }
+}
+
+/// Allocation of a block bigger than [`DIRECT_MAX`] or aligned above [`DIRECT_ALIGN`] (kept
+/// out of line so the inlined fast path stays small).
+///
+/// # Safety
+/// `heap` is the thread's heap (or the empty heap); `need` and `align` are a small request's.
+#[inline(never)]
+unsafe fn alloc_by_class(heap: *mut Heap, need: usize, align: usize, size: usize) -> *mut u8 {
+    let class = class_for(need, align);
+    // SAFETY: the heap is the thread's own (or the never-written empty heap, whose queues are
+    // empty); a queue head is a live page of the heap or null.
+    unsafe {
+        let page = (*heap).queues.get_unchecked(class).head;
+        if !page.is_null() && !(*page).free.is_null() {
+            return pop_counted(heap, page, size);
         }
+        alloc_slow(heap, class, size)
     }
 }
 
@@ -305,6 +326,8 @@ unsafe fn free_remote(heap: *mut Heap, page: *mut Page, block: *mut Block, size:
                 }
             }
         }
+        // Last: once counted, the owner may give the page back.
+        page::finish_remote_free(page);
         count_remote_free(heap, size);
     }
 }
@@ -350,7 +373,7 @@ unsafe fn zero_small(p: *mut u8, size: usize) {
 // `large`), aligned as asked (class sizes are multiples of the alignment and page areas are
 // MAX_SMALL_ALIGN-aligned), and are handed out again only after they were freed.
 unsafe impl GlobalAlloc for SizeClass {
-    #[inline(always)]
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if is_large(layout.size(), layout.align()) {
             return alloc_large(layout);
@@ -374,7 +397,7 @@ unsafe impl GlobalAlloc for SizeClass {
         }
     }
 
-    #[inline(always)]
+    #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if is_large(layout.size(), layout.align()) {
             if hardened::ENABLED {

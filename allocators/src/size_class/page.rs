@@ -9,7 +9,11 @@
 //! - `thread_free`: blocks freed by other threads, pushed with one CAS and taken in batches by the
 //!   owner with one swap. Its low bit [`FULL`] says the owner has parked the page on its full list:
 //!   the first remote free that clears the bit also hands the page to the owner's `rescued` list,
-//!   so full pages come back without the owner ever scanning them.
+//!   so full pages come back without the owner ever scanning them. After its push (and its last
+//!   touch of the page) a remote free adds one to `remote_frees`, which the owner takes out of
+//!   `used` with one swap: the owner never walks the blocks other threads freed to count them
+//!   (each would be a cache miss), and a page whose blocks all came back is found empty without
+//!   touching its blocks (as when a thread exits and its heap is tidied).
 //!
 //! Blocks are carved lazily ([`extend`]) a few KiB at a time, so an untouched page costs no RSS.
 //! Every list link is written by [`set_link`] and read by [`link_of`]: plain pointers normally,
@@ -18,7 +22,7 @@
 //! overlaps a `&mut Page` held by the owner.
 
 use core::ptr;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use super::checks;
 use crate::hardened;
@@ -47,7 +51,7 @@ unsafe fn set_link(block: *mut Block, next: *mut Block, key: usize) {
 }
 
 /// The block after `block` on a free list of `page` (decoded and checked in hardened builds:
-/// a link that does not lead to a block of the same page aborts with a corrupted free list).
+/// a link that leaves the page aborts with a corrupted free list).
 ///
 /// # Safety
 /// `block` is on a free list of `page`, which the caller owns (or walks as its owner).
@@ -74,7 +78,9 @@ const EXTEND_BYTES: usize = 4096;
 ///
 /// Invariants: while `in_use`, every block of the page is exactly one of: handed out, on `free`,
 /// on `thread_free`, or not yet carved (index >= `capacity`); `used` counts the
-/// handed-out blocks plus those on `thread_free`. `in_full` (owner's view) means the page is on the
+/// handed-out blocks plus the remote frees the owner has not yet counted (`remote_frees` plus
+/// those whose thread has pushed the block but not yet added to `remote_frees`). So `used == 0`
+/// means no block is handed out and no other thread will touch the page again. `in_full` (owner's view) means the page is on the
 /// heap's full list, not in its class queue. `is_zero` means every block on `free` is zero except
 /// its link word. Free pages (`!in_use`) are fresh (`is_zero`), dirty (`!is_zero`), or discarded
 /// (`discarded`, and reads as zero).
@@ -106,6 +112,8 @@ pub struct Page {
     pub area_len: usize,
     /// Blocks freed by other threads, tagged with [`FULL`].
     pub thread_free: AtomicUsize,
+    /// Remote frees finished since the owner last counted them (see the module docs).
+    pub remote_frees: AtomicU32,
     /// Links in the owner's class queue or full list.
     pub next: *mut Page,
     /// Links in the owner's class queue or full list.
@@ -140,6 +148,7 @@ impl Page {
             start: 0,
             area_len: 0,
             thread_free: AtomicUsize::new(0),
+            remote_frees: AtomicU32::new(0),
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
             rescue_next: ptr::null_mut(),
@@ -151,42 +160,74 @@ impl Page {
     }
 }
 
-/// Moves the remote frees on `thread_free` onto `free` and counts them out of `used`.
+/// Counts the finished remote frees out of `used` and, when `free` is empty, takes the
+/// `thread_free` list as the new `free` list (without walking it; hardened builds walk it to
+/// check its links and that it is no longer than the page).
 ///
 /// # Safety
 /// The caller owns `page` (its heap is the caller's), the page is in use and not on the full list.
 #[inline]
 pub unsafe fn collect(page: *mut Page) {
-    // SAFETY: the caller owns the page; only `thread_free` is shared, and it is touched atomically.
+    // SAFETY: the caller owns the page; only `thread_free` and `remote_frees` are shared, and
+    // they are touched atomically.
     unsafe {
-        if (*page).thread_free.load(Ordering::Relaxed) & !FULL == 0 {
+        count_remote_frees(page);
+        if !(*page).free.is_null() || (*page).thread_free.load(Ordering::Relaxed) & !FULL == 0 {
             return;
         }
         let list = (*page).thread_free.swap(0, Ordering::Acquire) & !FULL;
         if list == 0 {
             return;
         }
-        // Count the batch and find its tail; the blocks belong to this page and are dead.
-        let head = list as *mut Block;
-        let key = checks::key();
-        let mut tail = head;
-        let mut count = 1u32;
+        if hardened::ENABLED {
+            check_list(page, list as *mut Block);
+        }
+        (*page).free = list as *mut Block;
+        (*page).is_zero = false;
+    }
+}
+
+/// Takes the remote frees finished since the last call out of `used`.
+///
+/// # Safety
+/// The caller owns `page`, which is in use.
+#[inline]
+pub unsafe fn count_remote_frees(page: *mut Page) {
+    // SAFETY: the caller owns the page; `remote_frees` is touched atomically. The Acquire pairs
+    // with the Release of `finish_remote_free`: once counted, the freeing thread is done with
+    // the page.
+    unsafe {
+        if (*page).remote_frees.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let n = (*page).remote_frees.swap(0, Ordering::Acquire);
+        debug_assert!((*page).used >= n);
+        (*page).used -= n;
+    }
+}
+
+/// Hardened builds: walks a list just taken from `thread_free`, checking every link (see
+/// [`link_of`]) and that it holds no more blocks than the page has carved (else it has a cycle).
+///
+/// # Safety
+/// The caller owns `page`; `head` heads a list of its dead blocks.
+#[cold]
+unsafe fn check_list(page: *mut Page, head: *mut Block) {
+    let key = checks::key();
+    let mut b = head;
+    let mut count = 1u32;
+    // SAFETY: caller's contract; `link_of` aborts on a link that leaves the page.
+    unsafe {
         loop {
-            let next = link_of(page, tail, key);
-            if next.is_null() {
+            b = link_of(page, b, key);
+            if b.is_null() {
                 break;
             }
-            tail = next;
             count += 1;
-            if hardened::ENABLED && count > (*page).used {
+            if count > (*page).capacity {
                 checks::list_too_long(page);
             }
         }
-        set_link(tail, (*page).free, key);
-        (*page).free = head;
-        debug_assert!((*page).used >= count);
-        (*page).used -= count;
-        (*page).is_zero = false;
     }
 }
 
@@ -288,7 +329,7 @@ pub unsafe fn try_unmark_full(page: *mut Page) -> bool {
 
 /// Pushes `block` on the page's `thread_free` list (a free from a thread that does not own the
 /// page). Returns `true` if this free cleared [`FULL`]: the caller must then hand the page to the
-/// owner's `rescued` list.
+/// owner's `rescued` list. The caller ends the free with [`finish_remote_free`].
 ///
 /// # Safety
 /// `block` is a live block of `page`, not used afterwards.
@@ -313,4 +354,18 @@ pub unsafe fn push_thread_free(page: *mut Page, block: *mut Block) -> bool {
             }
         }
     }
+}
+
+/// Ends a remote free begun by [`push_thread_free`]: counts it in `remote_frees`. The page may
+/// be given back (and its segment unmapped) as soon as the owner sees the count, so this is the
+/// freeing thread's last access to the page.
+///
+/// # Safety
+/// The calling thread pushed a block of `page` with [`push_thread_free`] and has not finished
+/// that free yet.
+#[inline]
+pub unsafe fn finish_remote_free(page: *mut Page) {
+    // SAFETY: our pushed block is still counted in `used`, so the page is in use and its
+    // descriptor valid until this add is seen.
+    unsafe { (*page).remote_frees.fetch_add(1, Ordering::Release) };
 }

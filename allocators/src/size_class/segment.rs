@@ -5,9 +5,9 @@
 //!
 //! This file is the page heap: it hands pages to a heap's class queues, takes empty pages back,
 //! gives dirty free pages back to the kernel (`os::discard`) after a decay in milliseconds of a
-//! coarse clock (only while the heap holds more than [`DIRTY_LIMIT`] of them), and unmaps
+//! coarse clock (only while the heap holds more than [`DIRTY_LIMIT`] of them), and gives back
 //! segments once all their pages are free and have sat through the same decay (keeping one per
-//! heap cached). A program that frees a large set and allocates it again soon after (a phase, a
+//! heap cached and a few process-wide spares, [`SPARE`], unmapping the rest). A program that frees a large set and allocates it again soon after (a phase, a
 //! request) so reuses its pages instead of discarding and faulting them in again.
 
 use core::ptr;
@@ -15,7 +15,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use super::classes::{class_size, kind_of, Kind};
 use super::heap::{Heap, COUNTERS};
-use super::page::{Page, FULL};
+use super::page::Page;
 use crate::os;
 use crate::region_map::{self, Owner, REGION_SIZE};
 
@@ -27,6 +27,8 @@ pub const HEADER_RESERVE: usize = 64 * 1024;
 const MAX_PAGES: usize = SEGMENT_SIZE >> 16;
 /// Dirty free bytes a heap keeps before it starts discarding old ones.
 pub const DIRTY_LIMIT: usize = 1 << 20;
+/// Dirty bytes a spare segment (see [`SPARE`]) may keep.
+const SPARE_DIRTY_LIMIT: usize = 1 << 20;
 /// A dirty free page (or an empty segment) is given back once it has been free this many
 /// milliseconds (mimalloc's purge delay is 10 ms; the coarse clock ticks every few ms).
 pub const DECAY_MS: u64 = 20;
@@ -233,6 +235,7 @@ pub unsafe fn alloc_page(heap: *mut Heap, class: usize) -> *mut Page {
         (*page).used = 0;
         (*page).free = ptr::null_mut();
         (*page).thread_free.store(0, Ordering::Relaxed);
+        (*page).remote_frees.store(0, Ordering::Relaxed);
         (*page).next = ptr::null_mut();
         (*page).prev = ptr::null_mut();
         (*page).rescue_next = ptr::null_mut();
@@ -253,9 +256,11 @@ fn usable_pages(seg: *mut Segment) -> usize {
     }
 }
 
-/// A segment of `kind` for `heap`: the heap's cached one if it has that kind, else a fresh one.
+/// A segment of `kind` for `heap`: the heap's cached one if it has that kind, else the spare
+/// one (see [`SPARE`]) if it has that kind, else a fresh one.
 unsafe fn take_segment(heap: *mut Heap, kind: Kind) -> *mut Segment {
-    // SAFETY: the caller owns the heap; the cached segment is empty and owned by it.
+    // SAFETY: the caller owns the heap; the cached segment is empty and owned by it; a segment
+    // swapped out of SPARE is empty and now ours alone.
     unsafe {
         let cached = (*heap).cached_segment;
         if !cached.is_null() {
@@ -266,8 +271,106 @@ unsafe fn take_segment(heap: *mut Heap, kind: Kind) -> *mut Segment {
             }
             unmap_segment(cached);
         }
+        // Each segment a heap takes pays for tidying one parked heap, so memory freed into
+        // heaps nobody adopts still goes back.
         super::heap::reclaim_one_abandoned();
+        for slot in &SPARE {
+            let spare = slot.swap(ptr::null_mut(), Ordering::Acquire);
+            if spare.is_null() {
+                continue;
+            }
+            if (*spare).kind == kind {
+                (*spare).heap.store(heap, Ordering::Relaxed);
+                (*heap).dirty_bytes += dirty_bytes_of(spare);
+                return spare;
+            }
+            stash_spare(spare);
+        }
         map_segment(heap, kind)
+    }
+}
+
+/// Empty segments handed back by heaps, kept mapped (each with at most [`SPARE_DIRTY_LIMIT`]
+/// of dirty pages) for the next heap that needs a segment of their kind: a thread that exits and
+/// a new one that starts (a pool recycling threads, a server spawning one per request) then
+/// reuse their pages instead of unmapping a segment and faulting in a fresh one each time. Four
+/// slots, because a new thread often starts before the one it replaces has parked its heap and
+/// a heap may need segments of several kinds; the slots bound what is kept to four segments
+/// (and 4 MiB of dirty pages) for the whole process. A slot is taken with a swap, so whoever
+/// takes a segment owns it alone.
+static SPARE: [AtomicPtr<Segment>; 4] = [const { AtomicPtr::new(ptr::null_mut()) }; 4];
+
+/// Puts the empty segment `seg` in a free [`SPARE`] slot (its dirty pages discarded first if
+/// they exceed [`SPARE_DIRTY_LIMIT`]), or unmaps it if all are taken.
+///
+/// # Safety
+/// `seg` has no page in use, is on no list, and belongs to the caller alone.
+unsafe fn stash_spare(seg: *mut Segment) {
+    // SAFETY: caller's contract.
+    unsafe {
+        let discard_dirty = dirty_bytes_of(seg) > SPARE_DIRTY_LIMIT;
+        let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
+        for i in 0..(*seg).page_count as usize {
+            let p = pages.add(i);
+            if discard_dirty {
+                discard_page(seg, p);
+            }
+            if (*p).is_zero && !(*p).discarded && (*p).area_len != 0 {
+                // Never touched, so not resident: count it as discarded (no system call) so
+                // that a spare counts in `mapped_bytes` only for the memory it may hold.
+                (*p).discarded = true;
+                (*seg).discarded_bytes += (*p).area_len;
+                COUNTERS.sub_mapped((*p).area_len);
+            }
+        }
+        (*seg).heap.store(ptr::null_mut(), Ordering::Relaxed);
+        for slot in &SPARE {
+            if slot
+                .compare_exchange(ptr::null_mut(), seg, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+        unmap_segment(seg);
+    }
+}
+
+/// Gives the heap's cached empty segment (if any) to a [`SPARE`] slot, or unmaps it.
+///
+/// # Safety
+/// The calling thread owns `heap`.
+pub unsafe fn release_cached(heap: *mut Heap) {
+    // SAFETY: the cached segment is empty, owned by the heap, on no list.
+    unsafe {
+        let cached = (*heap).cached_segment;
+        if !cached.is_null() {
+            (*heap).cached_segment = ptr::null_mut();
+            stash_spare(cached);
+        }
+    }
+}
+
+/// Discards free page `p` of `seg` if it is dirty (and its bounds are whole OS pages); returns
+/// the dirty bytes it had (0 if it was not discarded).
+///
+/// # Safety
+/// The caller owns `seg`; `p` is one of its descriptors.
+unsafe fn discard_page(seg: *mut Segment, p: *mut Page) -> usize {
+    let page_size = os::page_size();
+    // SAFETY: caller's contract; a free page holds no live block.
+    unsafe {
+        let dirty = !(*p).in_use && !(*p).is_zero && (*p).area_len != 0;
+        let len = (*p).area_len;
+        if !dirty || !(*p).start.is_multiple_of(page_size) || !len.is_multiple_of(page_size) {
+            return 0;
+        }
+        os::discard((*p).start as *mut u8, len);
+        (*p).discarded = true;
+        (*p).is_zero = true;
+        (*seg).discarded_bytes += len;
+        COUNTERS.sub_mapped(len);
+        core::mem::take(&mut (*p).dirty_len)
     }
 }
 
@@ -279,7 +382,6 @@ pub unsafe fn free_page(heap: *mut Heap, page: *mut Page) {
     // SAFETY: the caller owns the page and its segment.
     unsafe {
         debug_assert_eq!((*page).used, 0);
-        debug_assert_eq!((*page).thread_free.load(Ordering::Relaxed) & !FULL, 0);
         let seg = segment_of(page as usize);
         (*page).in_use = false;
         (*page).in_full = false;
@@ -317,12 +419,12 @@ pub unsafe fn free_page(heap: *mut Heap, page: *mut Page) {
 
 /// Discards every dirty free page of the heap freed at least `page_age` milliseconds ago, and
 /// takes out of `avail` every segment empty for at least `segment_age`: the first becomes the
-/// heap's cached segment (if it has none), the others are unmapped. `u64::MAX` spares them all.
+/// heap's cached segment (if it has none), the others go to the spare slots (or are unmapped).
+/// `u64::MAX` spares them all.
 ///
 /// # Safety
 /// The calling thread owns `heap`.
 pub unsafe fn decay(heap: *mut Heap, page_age: u64, segment_age: u64) {
-    let page_size = os::page_size();
     let now = os::coarse_millis();
     // SAFETY: the caller owns the heap and its segments; discarded pages hold no live block; an
     // empty segment holds no live block either.
@@ -335,18 +437,8 @@ pub unsafe fn decay(heap: *mut Heap, page_age: u64, segment_age: u64) {
                 let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
                 for i in 0..(*seg).page_count as usize {
                     let p = pages.add(i);
-                    let dirty = !(*p).in_use && !(*p).is_zero && (*p).area_len != 0;
-                    if dirty && (*p).freed_at.saturating_add(page_age) <= now {
-                        let len = (*p).area_len;
-                        if (*p).start.is_multiple_of(page_size) && len.is_multiple_of(page_size) {
-                            os::discard((*p).start as *mut u8, len);
-                            (*p).discarded = true;
-                            (*p).is_zero = true;
-                            (*seg).discarded_bytes += len;
-                            (*heap).dirty_bytes -= (*p).dirty_len;
-                            (*p).dirty_len = 0;
-                            COUNTERS.sub_mapped(len);
-                        }
+                    if (*p).freed_at.saturating_add(page_age) <= now {
+                        (*heap).dirty_bytes -= discard_page(seg, p);
                     }
                 }
                 if (*seg).used_pages == 0 && (*seg).emptied_at.saturating_add(segment_age) <= now {
@@ -355,7 +447,7 @@ pub unsafe fn decay(heap: *mut Heap, page_age: u64, segment_age: u64) {
                     if (*heap).cached_segment.is_null() {
                         (*heap).cached_segment = seg;
                     } else {
-                        unmap_segment(seg);
+                        stash_spare(seg);
                     }
                 }
                 seg = next;

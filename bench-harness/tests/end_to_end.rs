@@ -6,6 +6,17 @@ use std::process::Command;
 
 const EXE: &str = env!("CARGO_BIN_EXE_bench-harness");
 
+/// Runs the harness with `args` followed by `dir` (the value of a trailing `--out`) and expects
+/// it to succeed.
+fn run_ok(args: &[&str], dir: &std::path::Path) {
+    let out = Command::new(EXE).args(args).arg(dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_tiny_cell_runs_in_a_child_process() {
     let spec = r#"{"allocator":"system","workload":"larson","threads":1,"rep":0,"seed":1,"duration_ms":30,"size_factor":0.05}"#;
@@ -25,8 +36,8 @@ fn a_tiny_cell_runs_in_a_child_process() {
 #[test]
 fn a_tiny_run_writes_every_file() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(EXE)
-        .args([
+    run_ok(
+        &[
             "run",
             "--quick",
             "--allocators",
@@ -39,14 +50,8 @@ fn a_tiny_run_writes_every_file() {
             "malloc-churn",
             "--no-progress",
             "--out",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        dir.path(),
     );
     for f in [
         "results.csv",
@@ -99,8 +104,8 @@ fn read_c_rows(dir: &std::path::Path) -> Vec<bench_harness::c_programs::CRow> {
 fn a_tiny_c_program_table_and_its_report() {
     use bench_harness::cell::Status;
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(EXE)
-        .args([
+    run_ok(
+        &[
             "c-programs",
             "--quick",
             "--allocators",
@@ -109,14 +114,8 @@ fn a_tiny_c_program_table_and_its_report() {
             "producer-consumer,sort,sqlite3",
             "--no-progress",
             "--out",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        dir.path(),
     );
     let rows = read_c_rows(dir.path());
     assert_eq!(rows.len(), 6);
@@ -138,16 +137,7 @@ fn a_tiny_c_program_table_and_its_report() {
     // `report` regenerates the section from c_programs.json alone.
     let report = dir.path().join("REPORT.md");
     std::fs::remove_file(&report).unwrap();
-    let out = Command::new(EXE)
-        .args(["report", "--out"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&["report", "--out"], dir.path());
     let text = std::fs::read_to_string(&report).unwrap();
     assert!(text.contains("## C programs under LD_PRELOAD"), "{text}");
     assert!(text.contains("| producer-consumer |"), "{text}");

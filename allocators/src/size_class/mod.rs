@@ -209,10 +209,11 @@ unsafe fn alloc_small(layout: Layout) -> *mut u8 {
         // Rounding up to the alignment makes the slot's class a multiple of it (see
         // `classes::DIRECT_ALIGN`); `+ 7` then only matters for word alignment and below.
         let slot = (((need + layout.align() - 1) & !(layout.align() - 1)) + 7) >> 3;
-        // SAFETY: the rounded size is at most DIRECT_MAX (a multiple of every align <=
-        // DIRECT_ALIGN), so slot <= DIRECT_MAX / 8 < DIRECT_SLOTS; the heap is the thread's own (or the
-        // never-written empty heap, whose pages have no free block, so it is never popped or
-        // counted into); slot pages are live.
+        // Why the block below is sound: the rounded size is at most DIRECT_MAX (a multiple of
+        // every align <= DIRECT_ALIGN), so slot <= DIRECT_MAX / 8 < DIRECT_SLOTS; the heap is the
+        // thread's own (or the never-written empty heap, whose pages have no free block, so it
+        // is never popped or counted into).
+        // SAFETY: slot < DIRECT_SLOTS, the heap and its slot pages are live (see above).
         unsafe {
             let page = *(*heap).pages_direct.get_unchecked(slot);
             if !(*page).free.is_null() {

@@ -596,10 +596,10 @@ unsafe impl GlobalAlloc for Slab {
                 count_resize(old, new_size);
                 return ptr;
             }
-            // SAFETY: a live large block of ours (the caller's contract), in a Large window.
             Owner::Large
                 if new_class.is_none()
                     && new_size >= old
+                    // SAFETY: a live large block of ours (the caller's contract), in a Large window.
                     && new_size <= unsafe { large::usable_size(ptr) } =>
             {
                 // Growth into room the block has already (maybe a bigger block reused from the

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::cell::{CellResult, Status};
@@ -89,8 +90,8 @@ pub struct ResultsFile {
     pub cells: Vec<CellResult>,
 }
 
-/// Writes rows as CSV.
-pub fn write_csv(path: &Path, rows: &[Row]) -> Result<(), String> {
+/// Writes rows (of [`Row`] or any other serialisable record) as CSV.
+pub fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), String> {
     let mut w = csv::Writer::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
     for r in rows {
         w.serialize(r)
@@ -100,21 +101,21 @@ pub fn write_csv(path: &Path, rows: &[Row]) -> Result<(), String> {
 }
 
 /// Reads rows from CSV.
-pub fn read_csv(path: &Path) -> Result<Vec<Row>, String> {
+pub fn read_csv<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, String> {
     let mut r = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
     r.deserialize()
         .map(|row| row.map_err(|e| format!("{}: {e}", path.display())))
         .collect()
 }
 
-/// Writes `results.json`.
-pub fn write_json(path: &Path, results: &ResultsFile) -> Result<(), String> {
+/// Writes `results.json` (or any other serialisable file) as pretty JSON.
+pub fn write_json<T: Serialize>(path: &Path, results: &T) -> Result<(), String> {
     let text = serde_json::to_string_pretty(results).map_err(|e| e.to_string())?;
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Reads `results.json`.
-pub fn read_json(path: &Path) -> Result<ResultsFile, String> {
+/// Reads `results.json` (or any other JSON file of a deserialisable type).
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -157,7 +158,7 @@ mod tests {
         assert!(text.starts_with(
             "allocator,workload,threads,ops_per_sec,p50_ns,p99_ns,p999_ns,peak_rss_bytes,peak_live_bytes,fragmentation,rss_after_free_bytes,reps,"
         ));
-        assert_eq!(read_csv(&path).unwrap(), rows);
+        assert_eq!(read_csv::<Row>(&path).unwrap(), rows);
     }
 
     #[test]
@@ -169,6 +170,6 @@ mod tests {
             ..ResultsFile::default()
         };
         write_json(&path, &file).unwrap();
-        assert_eq!(read_json(&path).unwrap(), file);
+        assert_eq!(read_json::<ResultsFile>(&path).unwrap(), file);
     }
 }

@@ -65,7 +65,8 @@ fn a_tiny_run_writes_every_file() {
     ] {
         assert!(dir.path().join(f).exists(), "{f} missing");
     }
-    let rows = bench_harness::results_io::read_csv(&dir.path().join("results.csv")).unwrap();
+    let rows: Vec<bench_harness::results_io::Row> =
+        bench_harness::results_io::read_csv(&dir.path().join("results.csv")).unwrap();
     assert_eq!(rows.len(), 4);
     let bump_larson = rows
         .iter()

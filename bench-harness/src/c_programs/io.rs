@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::{CProgramsFile, CRow};
+use crate::results_io;
 
 /// The CSV's file name in the output directory.
 pub const CSV_FILE: &str = "c_programs.csv";
@@ -13,32 +14,22 @@ pub const JSON_FILE: &str = "c_programs.json";
 
 /// Writes rows as CSV.
 pub fn write_csv(path: &Path, rows: &[CRow]) -> Result<(), String> {
-    let err = |e: csv::Error| format!("{}: {e}", path.display());
-    let mut w = csv::Writer::from_path(path).map_err(err)?;
-    for r in rows {
-        w.serialize(r).map_err(err)?;
-    }
-    w.flush().map_err(|e| format!("{}: {e}", path.display()))
+    results_io::write_csv(path, rows)
 }
 
 /// Reads rows from CSV.
 pub fn read_csv(path: &Path) -> Result<Vec<CRow>, String> {
-    let mut r = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    r.deserialize()
-        .map(|row| row.map_err(|e| format!("{}: {e}", path.display())))
-        .collect()
+    results_io::read_csv(path)
 }
 
 /// Writes the JSON file.
 pub fn write_json(path: &Path, file: &CProgramsFile) -> Result<(), String> {
-    let text = serde_json::to_string_pretty(file).map_err(|e| e.to_string())?;
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+    results_io::write_json(path, file)
 }
 
 /// Reads the JSON file.
 pub fn read_json(path: &Path) -> Result<CProgramsFile, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    results_io::read_json(path)
 }
 
 /// Writes both files into `out`.

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use bench_harness::c_programs::{self, COptions, CProgramsFile};
 use bench_harness::cell::{self, CellSpec};
@@ -28,42 +28,69 @@ struct Cli {
     command: Cmd,
 }
 
+/// The options `run` and `c-programs` share.
+#[derive(Args)]
+struct Shared {
+    /// Allocators, comma-separated (default: all; `c-programs` takes ours, system, mimalloc and
+    /// jemalloc).
+    #[arg(long)]
+    allocators: Option<String>,
+    /// C programs, comma-separated (default: all; see `list`).
+    #[arg(long)]
+    programs: Option<String>,
+    /// Repetitions per cell and per C program (default 5; 1 with --quick).
+    #[arg(long)]
+    reps: Option<usize>,
+    /// A smoke run: short cells, small live sets, tiny C-program inputs, one repetition.
+    #[arg(long)]
+    quick: bool,
+    /// Output directory.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+impl Shared {
+    /// The repetitions asked for, or the default for the kind of run.
+    fn reps(&self) -> usize {
+        self.reps.unwrap_or(if self.quick { 1 } else { 5 })
+    }
+
+    /// The C table's options for `allocators` (ours, system, mimalloc, jemalloc if `None`).
+    fn c_options(&self, allocators: Option<&str>, exe: &Path) -> Result<COptions, String> {
+        c_programs::options(
+            allocators,
+            self.programs.as_deref(),
+            self.reps(),
+            self.quick,
+            !self.no_progress,
+            exe,
+        )
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Runs the comparison and writes results.csv, results.json, REPORT.md and the charts, then
     /// the C programs under LD_PRELOAD (c_programs.csv, c_programs.json).
     Run {
-        /// Allocators, comma-separated (default: all).
-        #[arg(long)]
-        allocators: Option<String>,
+        #[command(flatten)]
+        shared: Shared,
         /// Workloads, comma-separated (default: all).
         #[arg(long)]
         workloads: Option<String>,
         /// Thread counts, comma-separated.
         #[arg(long, default_value = "1,2")]
         threads: String,
-        /// Repetitions per cell (default 5; 1 with --quick).
-        #[arg(long)]
-        reps: Option<usize>,
-        /// A smoke run: short cells, small live sets, one repetition.
-        #[arg(long)]
-        quick: bool,
-        /// Output directory.
-        #[arg(long, default_value = "results")]
-        out: PathBuf,
         /// Seed of the workloads' random choices.
         #[arg(long, default_value_t = DEFAULT_SEED)]
         seed: u64,
-        /// No progress bar.
-        #[arg(long)]
-        no_progress: bool,
         /// A bench-harness binary built with `--features hardened`: each of our selected
         /// allocators also runs as `<name>-hardened` in it, side by side with the plain build.
         #[arg(long)]
         hardened_exe: Option<PathBuf>,
-        /// C programs, comma-separated (default: all; see `list`).
-        #[arg(long)]
-        programs: Option<String>,
         /// Skip the C programs under LD_PRELOAD.
         #[arg(long)]
         no_c_programs: bool,
@@ -71,24 +98,8 @@ enum Cmd {
     /// Runs only the C programs under each allocator via LD_PRELOAD and writes c_programs.csv,
     /// c_programs.json and REPORT.md's section "C programs under LD_PRELOAD".
     CPrograms {
-        /// Allocators, comma-separated (default: all: ours, system, mimalloc, jemalloc).
-        #[arg(long)]
-        allocators: Option<String>,
-        /// Programs, comma-separated (default: all; see `list`).
-        #[arg(long)]
-        programs: Option<String>,
-        /// Repetitions per program and allocator (default 5; 1 with --quick).
-        #[arg(long)]
-        reps: Option<usize>,
-        /// A smoke run: tiny inputs, one repetition.
-        #[arg(long)]
-        quick: bool,
-        /// Output directory.
-        #[arg(long, default_value = "results")]
-        out: PathBuf,
-        /// No progress bar.
-        #[arg(long)]
-        no_progress: bool,
+        #[command(flatten)]
+        shared: Shared,
     },
     /// Lists the allocators, workloads and C programs.
     List,
@@ -200,10 +211,7 @@ fn main() -> ExitCode {
                     println!("{}", serde_json::to_string(&r).unwrap_or_default());
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
+                Err(e) => failure(&e),
             }
         }
         Cmd::Cell { spec } => {
@@ -233,175 +241,150 @@ fn main() -> ExitCode {
                 println!("wrote {}", out.join("REPORT.md").display());
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
+            Err(e) => failure(&e),
         },
         Cmd::Run {
-            allocators,
+            shared,
             workloads,
             threads,
-            reps,
-            quick,
-            out,
             seed,
-            no_progress,
             hardened_exe,
-            programs,
             no_c_programs,
-        } => {
-            let names: Vec<&str> = ALLOCATORS.iter().map(|a| a.name).collect();
-            let mut allocators =
-                match selection::parse_names(allocators.as_deref(), &names, "allocator") {
-                    Ok(v) => v,
-                    Err(e) => return usage_error(&e),
-                };
-            if let Some(h) = &hardened_exe {
-                if !h.is_file() {
-                    return usage_error(&format!(
-                        "--hardened-exe {}: no such file (build it with `cargo build --release -p bench-harness --features hardened --target-dir target/hardened`)",
-                        h.display()
-                    ));
-                }
-                allocators = with_hardened_twins(allocators);
-            }
-            let names: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
-            let workloads = match selection::parse_names(workloads.as_deref(), &names, "workload") {
-                Ok(v) => v,
-                Err(e) => return usage_error(&e),
-            };
-            let threads = match selection::parse_threads(&threads) {
-                Ok(v) => v,
-                Err(e) => return usage_error(&e),
-            };
-            let reps = reps.unwrap_or(if quick { 1 } else { 5 });
-            if reps == 0 {
-                return usage_error("--reps must be at least 1");
-            }
-            let exe = match this_exe() {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            // The C table's settings and libraries first, so a problem shows before the long part.
-            let c_setup = if no_c_programs {
-                None
-            } else {
-                let chosen = c_programs::allocators_of_run(&allocators, &exe);
-                let opts = match c_programs::options(
-                    chosen.as_deref(),
-                    programs.as_deref(),
-                    reps,
-                    quick,
-                    !no_progress,
-                    &exe,
-                ) {
-                    Ok(o) => o,
-                    Err(e) => return usage_error(&e),
-                };
-                match c_programs::allocators(&opts) {
-                    Ok(a) => Some((opts, a)),
-                    Err(e) => {
-                        eprintln!("error: {e}\n(or pass --no-c-programs)");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            };
-            let opts = RunOptions {
-                allocators,
-                workloads,
-                threads,
-                reps,
-                quick,
-                seed,
-                progress: !no_progress,
-                exe,
-                hardened_exe,
-            };
-            let results = runner::run(&opts);
-            let c = c_setup.map(|(opts, allocators)| c_programs::run(&opts, &allocators));
-            if let Some(c) = &c {
-                if let Err(e) = c_programs::io::write_all(&out, c) {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-            if let Err(e) = write_all(&out, &results) {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-            let ok = results
-                .cells
-                .iter()
-                .filter(|c| c.status == cell::Status::Ok)
-                .count();
-            let skipped = results
-                .cells
-                .iter()
-                .filter(|c| c.status == cell::Status::Skipped)
-                .count();
-            let failed = results.cells.len() - ok - skipped;
-            println!(
-                "{} cells in {:.0} s: {ok} ok, {skipped} skipped, {failed} failed; wrote {}",
-                results.cells.len(),
-                results.config.total_seconds,
-                out.join("REPORT.md").display()
-            );
-            if let Some(c) = &c {
-                println!("{}", c_summary(c));
-            }
-            ExitCode::SUCCESS
+        } => run_cmd(
+            &shared,
+            workloads.as_deref(),
+            &threads,
+            seed,
+            hardened_exe,
+            no_c_programs,
+        ),
+        Cmd::CPrograms { shared } => c_programs_cmd(&shared),
+    }
+}
+
+/// Prints `error: e` and fails (an error of the run itself, not of its arguments).
+fn failure(e: &str) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+/// `run`: the Rust workloads in every selected cell, then (unless left out) the C table.
+fn run_cmd(
+    shared: &Shared,
+    workloads: Option<&str>,
+    threads: &str,
+    seed: u64,
+    hardened_exe: Option<PathBuf>,
+    no_c_programs: bool,
+) -> ExitCode {
+    let names: Vec<&str> = ALLOCATORS.iter().map(|a| a.name).collect();
+    let mut allocators =
+        match selection::parse_names(shared.allocators.as_deref(), &names, "allocator") {
+            Ok(v) => v,
+            Err(e) => return usage_error(&e),
+        };
+    if let Some(h) = &hardened_exe {
+        if !h.is_file() {
+            return usage_error(&format!(
+                "--hardened-exe {}: no such file (build it with `cargo build --release -p bench-harness --features hardened --target-dir target/hardened`)",
+                h.display()
+            ));
         }
-        Cmd::CPrograms {
-            allocators,
-            programs,
-            reps,
-            quick,
-            out,
-            no_progress,
-        } => {
-            let exe = match this_exe() {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let reps = reps.unwrap_or(if quick { 1 } else { 5 });
-            let opts = match c_programs::options(
-                allocators.as_deref(),
-                programs.as_deref(),
-                reps,
-                quick,
-                !no_progress,
-                &exe,
-            ) {
-                Ok(o) => o,
-                Err(e) => return usage_error(&e),
-            };
-            let c = match run_c_programs(&opts) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let written =
-                c_programs::io::write_all(&out, &c).and_then(|()| report::write_from_saved(&out));
-            if let Err(e) = written {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-            println!(
-                "{}; wrote {} and {}",
-                c_summary(&c),
-                out.join(c_programs::io::CSV_FILE).display(),
-                out.join("REPORT.md").display()
-            );
-            ExitCode::SUCCESS
+        allocators = with_hardened_twins(allocators);
+    }
+    let names: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
+    let workloads = match selection::parse_names(workloads, &names, "workload") {
+        Ok(v) => v,
+        Err(e) => return usage_error(&e),
+    };
+    let threads = match selection::parse_threads(threads) {
+        Ok(v) => v,
+        Err(e) => return usage_error(&e),
+    };
+    let reps = shared.reps();
+    if reps == 0 {
+        return usage_error("--reps must be at least 1");
+    }
+    let exe = match this_exe() {
+        Ok(p) => p,
+        Err(e) => return failure(&e),
+    };
+    // The C table's settings and libraries first, so a problem shows before the long part.
+    let c_setup = if no_c_programs {
+        None
+    } else {
+        let chosen = c_programs::allocators_of_run(&allocators, &exe);
+        let opts = match shared.c_options(chosen.as_deref(), &exe) {
+            Ok(o) => o,
+            Err(e) => return usage_error(&e),
+        };
+        match c_programs::allocators(&opts) {
+            Ok(a) => Some((opts, a)),
+            Err(e) => return failure(&format!("{e}\n(or pass --no-c-programs)")),
+        }
+    };
+    let opts = RunOptions {
+        allocators,
+        workloads,
+        threads,
+        reps,
+        quick: shared.quick,
+        seed,
+        progress: !shared.no_progress,
+        exe,
+        hardened_exe,
+    };
+    let results = runner::run(&opts);
+    let c = c_setup.map(|(opts, allocators)| c_programs::run(&opts, &allocators));
+    let out = &shared.out;
+    if let Some(c) = &c {
+        if let Err(e) = c_programs::io::write_all(out, c) {
+            return failure(&e);
         }
     }
+    if let Err(e) = write_all(out, &results) {
+        return failure(&e);
+    }
+    let count = |s: cell::Status| results.cells.iter().filter(|c| c.status == s).count();
+    println!(
+        "{} cells in {:.0} s: {} ok, {} skipped, {} failed; wrote {}",
+        results.cells.len(),
+        results.config.total_seconds,
+        count(cell::Status::Ok),
+        count(cell::Status::Skipped),
+        count(cell::Status::Failed),
+        out.join("REPORT.md").display()
+    );
+    if let Some(c) = &c {
+        println!("{}", c_summary(c));
+    }
+    ExitCode::SUCCESS
+}
+
+/// `c-programs`: only the C table, then the report regenerated from what is saved in `out`.
+fn c_programs_cmd(shared: &Shared) -> ExitCode {
+    let exe = match this_exe() {
+        Ok(p) => p,
+        Err(e) => return failure(&e),
+    };
+    let opts = match shared.c_options(shared.allocators.as_deref(), &exe) {
+        Ok(o) => o,
+        Err(e) => return usage_error(&e),
+    };
+    let c = match run_c_programs(&opts) {
+        Ok(c) => c,
+        Err(e) => return failure(&e),
+    };
+    let out = &shared.out;
+    let written = c_programs::io::write_all(out, &c).and_then(|()| report::write_from_saved(out));
+    if let Err(e) = written {
+        return failure(&e);
+    }
+    println!(
+        "{}; wrote {} and {}",
+        c_summary(&c),
+        out.join(c_programs::io::CSV_FILE).display(),
+        out.join("REPORT.md").display()
+    );
+    ExitCode::SUCCESS
 }

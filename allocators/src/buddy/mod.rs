@@ -24,13 +24,16 @@
 //! written since they were mapped or discarded are tagged clean, which lets `alloc_zeroed` skip
 //! the memset. Debug and `hardened` builds check the tag on every free (double and invalid frees
 //! abort with a message); in debug builds without `hardened` a double free of a block still in a
-//! thread cache goes unnoticed (hardened builds tag cached blocks, so it is caught).
+//! thread cache goes unnoticed (hardened builds tag cached blocks, so it is caught). Hardened
+//! builds also keep a canary in the last word of every block, tag the first word of cached
+//! blocks, and encode the arena's free-list links ([`hardening`]).
 //!
 //! Cost shown by this allocator: rounding every request up to a power of two. It is counted
 //! exactly (sum over live blocks of block size minus requested size) and reported by
 //! [`Buddy::internal_fragmentation_bytes`].
 
 mod arena;
+mod hardening;
 mod region;
 #[cfg(test)]
 mod tests;
@@ -94,9 +97,13 @@ impl Buddy {
 }
 
 /// The block order serving `size` bytes aligned to `align`; above [`MAX_ORDER`] means `large`.
+/// Hardened builds count the canary word after the requested bytes
+/// ([`hardening::CANARY_BYTES`], 0 otherwise).
 #[inline(always)]
 fn order_for(size: usize, align: usize) -> u32 {
-    let s = size.max(align).max(1 << MIN_ORDER);
+    let s = (size + hardening::CANARY_BYTES)
+        .max(align)
+        .max(1 << MIN_ORDER);
     usize::BITS - (s - 1).leading_zeros()
 }
 
@@ -285,6 +292,7 @@ impl ThreadCache {
             if p.is_null() {
                 break;
             }
+            mark_cached(p as usize, order, true);
             *slot = p;
             bin.count += 1;
         }
@@ -399,14 +407,24 @@ unsafe fn free_shared(addr: usize, order: u32, size: usize) {
 
 /// In hardened builds a block sitting in a thread cache is tagged `TAG_USED | TAG_FREE` (a state
 /// no other block has), so freeing it again is caught as a double free by [`check_live`]; the
-/// mark is cleared when the block leaves the cache. Compiles to nothing otherwise.
+/// mark is cleared when the block leaves the cache. Its first word holds a keyed tag while it is
+/// cached, checked when it leaves, so a write after free is caught
+/// ([`hardening::check_cached`]). Compiles to nothing otherwise.
 #[inline(always)]
 fn mark_cached(addr: usize, order: u32, cached: bool) {
     if hardened::ENABLED {
         let tag = TAG_USED | order as u8 | if cached { region::TAG_FREE } else { 0 };
         // SAFETY: addr is a block of a live buddy region owned by the calling thread's cache (or
-        // just leaving it), so its tag byte is mapped and no other thread writes it now.
-        unsafe { region::set_tag(addr, tag) };
+        // just leaving it), so its tag byte is mapped, its memory is the cache's and no other
+        // thread writes either now.
+        unsafe {
+            if cached {
+                hardening::tag_cached(addr);
+            } else {
+                hardening::check_cached(addr);
+            }
+            region::set_tag(addr, tag);
+        }
     }
 }
 
@@ -439,7 +457,12 @@ fn alloc_block(layout: Layout) -> *mut u8 {
         return alloc_large(layout);
     }
     let size = layout.size();
-    with_cache(|c| c.alloc(order, size), || alloc_shared(order, size)).0
+    let p = with_cache(|c| c.alloc(order, size), || alloc_shared(order, size)).0;
+    if hardened::ENABLED && !p.is_null() {
+        // SAFETY: p is a fresh block of `order`, ours alone.
+        unsafe { hardening::write_canary(p as usize, order) };
+    }
+    p
 }
 
 #[cold]
@@ -473,8 +496,11 @@ unsafe impl GlobalAlloc for Buddy {
             } else {
                 size
             };
-            // SAFETY: p is a block of at least `size` bytes, ours alone.
-            unsafe { ptr::write_bytes(p, 0, dirty) };
+            // SAFETY: p is a block of `order` (at least `size` bytes), ours alone.
+            unsafe {
+                ptr::write_bytes(p, 0, dirty);
+                hardening::write_canary(p as usize, order);
+            }
         }
         p
     }
@@ -486,6 +512,8 @@ unsafe impl GlobalAlloc for Buddy {
                 let order = order_for(layout.size(), layout.align());
                 let (addr, size) = (ptr as usize, layout.size());
                 check_live(addr, order);
+                // SAFETY: a live block of `order` (its tag just checked in hardened builds).
+                unsafe { hardening::check_canary(addr, order) };
                 with_cache(
                     // SAFETY: as above.
                     |c| unsafe { c.free(addr, order, size) },
@@ -510,6 +538,8 @@ unsafe impl GlobalAlloc for Buddy {
             Owner::Buddy if new <= MAX_ORDER => {
                 let addr = ptr as usize;
                 check_live(addr, old);
+                // SAFETY: a live block of `old` (its tag just checked in hardened builds).
+                unsafe { hardening::check_canary(addr, old) };
                 let resized = if new == old {
                     true
                 } else {
@@ -526,6 +556,10 @@ unsafe impl GlobalAlloc for Buddy {
                     }
                 };
                 if resized {
+                    if new != old {
+                        // SAFETY: the block is now of order `new`, still ours.
+                        unsafe { hardening::write_canary(addr, new) };
+                    }
                     let waste = ((1isize << new) - new_size as isize)
                         - ((1isize << old) - old_size as isize);
                     with_cache(
@@ -573,7 +607,8 @@ impl Introspect for Buddy {
                 // SAFETY: addr lies in a live buddy region (the region map says so).
                 let tag = unsafe { region::get_tag(addr) };
                 let order = (tag & TAG_ORDER) as u32;
-                (tag & TAG_USED != 0 && addr.is_multiple_of(1 << order)).then_some(1 << order)
+                (tag & TAG_USED != 0 && addr.is_multiple_of(1 << order))
+                    .then_some((1 << order) - hardening::CANARY_BYTES)
             }
             // SAFETY: the pointer lies in a Large window.
             Owner::Large => unsafe { large::usable_size_if_owned(ptr, Owner::Buddy) },

@@ -615,4 +615,35 @@ impl Introspect for Buddy {
             _ => None,
         }
     }
+
+    /// One lookup: the block's order is in its tag, next to the region map entry already read.
+    unsafe fn free_unsized(&self, ptr: *mut u8) {
+        match region_map::owner_of(ptr) {
+            Owner::Buddy => {
+                let addr = ptr as usize;
+                // SAFETY: addr lies in a live buddy region (the region map says so).
+                let tag = unsafe { region::get_tag(addr) };
+                let order = (tag & TAG_ORDER) as u32;
+                // Debug and hardened builds stop here on anything but a live block's tag.
+                check_live(addr, order);
+                if tag & (TAG_USED | region::TAG_FREE) != TAG_USED || order < MIN_ORDER {
+                    // Not a block handed out (a plain build's double free of a block given back
+                    // to its arena): ignored, as C's free of an unknown pointer is.
+                    return;
+                }
+                // SAFETY: a live block of `order` (the caller's contract; its tag checked above).
+                unsafe { hardening::check_canary(addr, order) };
+                let size = (1 << order) - hardening::CANARY_BYTES;
+                with_cache(
+                    // SAFETY: a live block of `order`, given up by the caller.
+                    |c| unsafe { c.free(addr, order, size) },
+                    // SAFETY: as above.
+                    || unsafe { free_shared(addr, order, size) },
+                );
+            }
+            // SAFETY: the pointer lies in a Large window; a live block of ours is given up.
+            Owner::Large => unsafe { large::free_unsized(ptr, Owner::Buddy, &COUNTERS) },
+            _ => {}
+        }
+    }
 }

@@ -16,7 +16,7 @@
 //! | double free of a small block | yes (freed bit in the size word) | yes (keyed tag in the last word) | yes (order tag; cached blocks tagged) | yes (state word) |
 //! | free of an interior pointer | yes (address-keyed tag) | yes | yes (tag) | yes (block boundary) |
 //! | free of memory not ours | yes (region map) | yes | yes | yes |
-//! | overflow past a small block | yes (canary) | yes (canary in the last word) | yes (canary in the last word) | yes (canary in the last word) |
+//! | overflow past a small block | yes (canary) | yes (canary in the last word) | yes (canary in the last word, when the block has 8 bytes of slack: all but requests within 8 bytes of a power of two) | yes (canary in the last word) |
 //! | overflow past a large block | yes (guard page, SIGSEGV) | yes | yes | yes |
 //! | double free of a large block | yes (reported as invalid free) | yes | yes | yes |
 //! | write after free steering a free list | n/a (no free lists) | yes (keyed links; keyed tag of cached objects checked on reuse) | yes (keyed, back-checked links; keyed tag of cached blocks checked on reuse) | yes (keyed links) |

@@ -473,7 +473,12 @@ impl Arena {
                 let addr = base + offset;
                 // SAFETY: addr lies in a live region of this arena.
                 let t = unsafe { get_tag(addr) } & !TAG_CLEAN;
-                assert!(t & TAG_USED == 0 || unsafe { get_tag(addr) } & TAG_CLEAN == 0);
+                // Allocated blocks are never clean (the bit means a canary on them when hardened).
+                assert!(
+                    crate::hardened::ENABLED
+                        || t & TAG_USED == 0
+                        || unsafe { get_tag(addr) } & TAG_CLEAN == 0
+                );
                 let order = (t & region::TAG_ORDER) as u32;
                 assert!(t & (TAG_FREE | TAG_USED) != 0, "block start without tag");
                 assert!((MIN_ORDER..=MAX_ORDER).contains(&order));

@@ -5,11 +5,13 @@
 //!
 //! Block layout in hardened builds:
 //!
-//! - **Canary**: the last word of every handed-out block (`addr + 2^order - 8`) holds
-//!   [`hardened::canary_keyed`] of its address, written on allocation and checked on free (and
-//!   realloc); a mismatch is a heap overflow. It sits in the slack a power-of-two block nearly
-//!   always has: the order is chosen for `size + 8` bytes ([`super::order_for`]), so only a request
-//!   within 8 bytes of a power of two takes the next order. The usable size is `2^order - 8`.
+//! - **Canary**: a handed-out block whose order leaves at least 8 bytes of slack after the
+//!   requested ones (all but requests within 8 bytes of a power of two) holds
+//!   [`hardened::canary_keyed`] of its address in its last word (`addr + 2^order - 8`) and carries
+//!   [`TAG_CANARY`] in its tag; the canary is written on allocation (and in-place realloc) and
+//!   checked on free and realloc; a mismatch is a heap overflow. Its usable size is then
+//!   `2^order - 8`. Blocks are never grown to make room (a 64-byte request stays a 64-byte block,
+//!   without canary): that doubled the memory, and halved the speed, of power-of-two workloads.
 //! - **Cached tag**: a block in a thread cache holds [`cached_tag`] in its first word, written when
 //!   it enters the cache and checked when it leaves (handed out again or given back to the arena);
 //!   a mismatch means the block was written after it was freed.
@@ -18,47 +20,85 @@
 //!   a free block of the same order in a buddy region whose own back link points here (glibc's
 //!   safe unlinking); anything else is reported as a corrupted free list and never followed.
 
-use super::region::{self, get_tag, META_SIZE, TAG_CLEAN, TAG_FREE};
+use super::region::{self, get_tag, set_tag, META_SIZE, TAG_CANARY, TAG_CLEAN, TAG_FREE, TAG_USED};
 use crate::hardened::{self, Misuse};
 use crate::region_map::{self, Owner};
 
 /// The name the misuse reports carry.
 const NAME: &str = "buddy";
 
-/// Bytes at the end of every block kept for the canary (0 without the feature).
+/// Bytes at the end of a block kept for the canary (0 without the feature).
 pub const CANARY_BYTES: usize = hardened::CANARY_BYTES;
+/// The canary's size, feature or not.
+const WORD: usize = core::mem::size_of::<usize>();
+
+/// Bytes the canary takes from a block with tag `tag`: [`CANARY_BYTES`] if it carries
+/// [`TAG_CANARY`] in a hardened build, else 0.
+#[inline(always)]
+pub fn canary_bytes(tag: u8) -> usize {
+    if hardened::ENABLED && tag & (TAG_USED | TAG_CANARY) == TAG_USED | TAG_CANARY {
+        CANARY_BYTES
+    } else {
+        0
+    }
+}
 
 /// The address of the canary word of the block at `addr` of `order`.
 #[inline(always)]
 fn canary_slot(addr: usize, order: u32) -> *mut usize {
-    (addr + (1usize << order) - CANARY_BYTES) as *mut usize
+    (addr + (1usize << order) - WORD) as *mut usize
 }
 
-/// Writes the canary into the last word of the freshly allocated block at `addr` of `order`.
+/// Arms the block at `addr` of `order`, just allocated (or resized in place) for `size` bytes:
+/// if it has room after them, writes the canary into its last word and tags it
+/// `TAG_USED | TAG_CANARY | order`; otherwise tags it `TAG_USED | order`. Nothing without the
+/// feature.
 ///
 /// # Safety
-/// `addr` must be a block of `order` owned by the caller.
+/// `addr` must be a block of `order` of a live region, owned by the caller, `size <= 2^order`.
 #[inline(always)]
-pub unsafe fn write_canary(addr: usize, order: u32) {
+pub unsafe fn arm(addr: usize, order: u32, size: usize) {
     if hardened::ENABLED {
-        // SAFETY: the last word lies inside the caller's block.
-        unsafe { canary_slot(addr, order).write(hardened::canary_keyed(addr, hardened::key())) };
+        let mut tag = TAG_USED | order as u8;
+        if (1usize << order) - size >= WORD {
+            tag |= TAG_CANARY;
+            // SAFETY: the last word lies inside the caller's block, past its `size` bytes.
+            unsafe {
+                canary_slot(addr, order).write(hardened::canary_keyed(addr, hardened::key()))
+            };
+        }
+        // SAFETY: the caller owns the block, whose tag byte lies in its live region.
+        unsafe { set_tag(addr, tag) };
     }
 }
 
-/// Checks the canary of the live block at `addr` of `order`; aborts with a heap overflow report
-/// if it was overwritten.
+/// Checks the canary of the live block at `addr` of `order` with tag `tag`, if it has one;
+/// aborts with a heap overflow report if it was overwritten.
 ///
 /// # Safety
-/// `addr` must be a live block of `order` (its tag checked by the caller).
+/// `addr` must be a live block of `order` (its tag `tag` checked by the caller).
 #[inline(always)]
-pub unsafe fn check_canary(addr: usize, order: u32) {
-    if hardened::ENABLED {
+pub unsafe fn check_canary(addr: usize, order: u32, tag: u8) {
+    if canary_bytes(tag) != 0 {
         // SAFETY: the last word lies inside the live block.
         let word = unsafe { canary_slot(addr, order).read() };
         if word != hardened::canary_keyed(addr, hardened::key()) {
             hardened::misuse(NAME, Misuse::HeapOverflow, addr as *const u8);
         }
+    }
+}
+
+/// Clears [`TAG_CANARY`] from the tag of the block at `addr` of `order`, about to go back to its
+/// arena (whose free lists expect `TAG_USED | order`). Nothing without the feature.
+///
+/// # Safety
+/// `addr` must be a block of `order` of a live region, given up by the caller, under its arena's
+/// lock or otherwise owned by the caller.
+#[inline(always)]
+pub unsafe fn disarm(addr: usize, order: u32) {
+    if hardened::ENABLED {
+        // SAFETY: the caller's contract.
+        unsafe { set_tag(addr, TAG_USED | order as u8) };
     }
 }
 

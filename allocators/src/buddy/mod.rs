@@ -25,8 +25,8 @@
 //! the memset. Debug and `hardened` builds check the tag on every free (double and invalid frees
 //! abort with a message); in debug builds without `hardened` a double free of a block still in a
 //! thread cache goes unnoticed (hardened builds tag cached blocks, so it is caught). Hardened
-//! builds also keep a canary in the last word of every block, tag the first word of cached
-//! blocks, and encode the arena's free-list links ([`hardening`]).
+//! builds also keep a canary in the last word of every block with room for it, tag the first
+//! word of cached blocks, and encode the arena's free-list links ([`hardening`]).
 //!
 //! Cost shown by this allocator: rounding every request up to a power of two. It is counted
 //! exactly (sum over live blocks of block size minus requested size) and reported by
@@ -97,13 +97,9 @@ impl Buddy {
 }
 
 /// The block order serving `size` bytes aligned to `align`; above [`MAX_ORDER`] means `large`.
-/// Hardened builds count the canary word after the requested bytes
-/// ([`hardening::CANARY_BYTES`], 0 otherwise).
 #[inline(always)]
 fn order_for(size: usize, align: usize) -> u32 {
-    let s = (size + hardening::CANARY_BYTES)
-        .max(align)
-        .max(1 << MIN_ORDER);
+    let s = size.max(align).max(1 << MIN_ORDER);
     usize::BITS - (s - 1).leading_zeros()
 }
 
@@ -347,8 +343,11 @@ impl ThreadCache {
 unsafe fn free_to_arena(addr: usize, order: u32) {
     // SAFETY: the block lies in a live region (caller).
     let index = unsafe { arena_of(addr) };
-    // SAFETY: forwarded contract.
-    unsafe { lock_arena(index).free_block(addr, order, &COUNTERS) };
+    // SAFETY: forwarded contract; the block is ours to retag until it is freed.
+    unsafe {
+        hardening::disarm(addr, order);
+        lock_arena(index).free_block(addr, order, &COUNTERS);
+    }
 }
 
 /// A thread's cache, emptied when the thread exits.
@@ -432,6 +431,7 @@ fn mark_cached(addr: usize, order: u32, cached: bool) {
 /// the caller's layout gives the order, which realloc keeps in step with the tag. A block freed
 /// to its arena reads as free (double free); in hardened builds so does one sitting in a thread
 /// cache (see [`mark_cached`]); in plain debug builds a cached block still reads as used.
+/// Hardened builds then check the block's canary, if it has one ([`hardening::check_canary`]).
 #[inline(always)]
 fn check_live(addr: usize, order: u32) {
     if hardened::ENABLED || cfg!(debug_assertions) {
@@ -439,7 +439,12 @@ fn check_live(addr: usize, order: u32) {
         let tag = unsafe { region::get_tag(addr) };
         let misaligned = !addr.is_multiple_of(region::GRANULE)
             || addr - region::base_of(addr) < region::META_SIZE;
-        if misaligned || tag != TAG_USED | order as u8 {
+        let canary_bit = if hardened::ENABLED {
+            region::TAG_CANARY
+        } else {
+            0
+        };
+        if misaligned || tag & !canary_bit != TAG_USED | order as u8 {
             let kind = if !misaligned && tag & region::TAG_FREE != 0 {
                 Misuse::DoubleFree
             } else {
@@ -447,6 +452,8 @@ fn check_live(addr: usize, order: u32) {
             };
             hardened::misuse("buddy", kind, addr as *const u8);
         }
+        // SAFETY: a live block of `order` with tag `tag` (just checked).
+        unsafe { hardening::check_canary(addr, order, tag) };
     }
 }
 
@@ -459,8 +466,8 @@ fn alloc_block(layout: Layout) -> *mut u8 {
     let size = layout.size();
     let p = with_cache(|c| c.alloc(order, size), || alloc_shared(order, size)).0;
     if hardened::ENABLED && !p.is_null() {
-        // SAFETY: p is a fresh block of `order`, ours alone.
-        unsafe { hardening::write_canary(p as usize, order) };
+        // SAFETY: p is a fresh block of `order` for `size` bytes, ours alone.
+        unsafe { hardening::arm(p as usize, order, size) };
     }
     p
 }
@@ -499,7 +506,7 @@ unsafe impl GlobalAlloc for Buddy {
             // SAFETY: p is a block of `order` (at least `size` bytes), ours alone.
             unsafe {
                 ptr::write_bytes(p, 0, dirty);
-                hardening::write_canary(p as usize, order);
+                hardening::arm(p as usize, order, size);
             }
         }
         p
@@ -512,8 +519,6 @@ unsafe impl GlobalAlloc for Buddy {
                 let order = order_for(layout.size(), layout.align());
                 let (addr, size) = (ptr as usize, layout.size());
                 check_live(addr, order);
-                // SAFETY: a live block of `order` (its tag just checked in hardened builds).
-                unsafe { hardening::check_canary(addr, order) };
                 with_cache(
                     // SAFETY: as above.
                     |c| unsafe { c.free(addr, order, size) },
@@ -538,8 +543,6 @@ unsafe impl GlobalAlloc for Buddy {
             Owner::Buddy if new <= MAX_ORDER => {
                 let addr = ptr as usize;
                 check_live(addr, old);
-                // SAFETY: a live block of `old` (its tag just checked in hardened builds).
-                unsafe { hardening::check_canary(addr, old) };
                 let resized = if new == old {
                     true
                 } else {
@@ -556,10 +559,8 @@ unsafe impl GlobalAlloc for Buddy {
                     }
                 };
                 if resized {
-                    if new != old {
-                        // SAFETY: the block is now of order `new`, still ours.
-                        unsafe { hardening::write_canary(addr, new) };
-                    }
+                    // SAFETY: the block is now of order `new` for `new_size` bytes, still ours.
+                    unsafe { hardening::arm(addr, new, new_size) };
                     let waste = ((1isize << new) - new_size as isize)
                         - ((1isize << old) - old_size as isize);
                     with_cache(
@@ -608,7 +609,7 @@ impl Introspect for Buddy {
                 let tag = unsafe { region::get_tag(addr) };
                 let order = (tag & TAG_ORDER) as u32;
                 (tag & TAG_USED != 0 && addr.is_multiple_of(1 << order))
-                    .then_some((1 << order) - hardening::CANARY_BYTES)
+                    .then_some((1 << order) - hardening::canary_bytes(tag))
             }
             // SAFETY: the pointer lies in a Large window.
             Owner::Large => unsafe { large::usable_size_if_owned(ptr, Owner::Buddy) },
@@ -624,16 +625,15 @@ impl Introspect for Buddy {
                 // SAFETY: addr lies in a live buddy region (the region map says so).
                 let tag = unsafe { region::get_tag(addr) };
                 let order = (tag & TAG_ORDER) as u32;
-                // Debug and hardened builds stop here on anything but a live block's tag.
+                // Debug and hardened builds stop here on anything but a live block's tag (or on
+                // an overwritten canary).
                 check_live(addr, order);
                 if tag & (TAG_USED | region::TAG_FREE) != TAG_USED || order < MIN_ORDER {
                     // Not a block handed out (a plain build's double free of a block given back
                     // to its arena): ignored, as C's free of an unknown pointer is.
                     return;
                 }
-                // SAFETY: a live block of `order` (the caller's contract; its tag checked above).
-                unsafe { hardening::check_canary(addr, order) };
-                let size = (1 << order) - hardening::CANARY_BYTES;
+                let size = (1 << order) - hardening::canary_bytes(tag);
                 with_cache(
                     // SAFETY: a live block of `order`, given up by the caller.
                     |c| unsafe { c.free(addr, order, size) },

@@ -13,12 +13,15 @@
 //!   `2^order - 8`. Blocks are never grown to make room (a 64-byte request stays a 64-byte block,
 //!   without canary): that doubled the memory, and halved the speed, of power-of-two workloads.
 //! - **Cached tag**: a block in a thread cache holds [`cached_tag`] in its first word, written when
-//!   it enters the cache and checked when it leaves (handed out again or given back to the arena);
-//!   a mismatch means the block was written after it was freed.
+//!   it enters the cache and checked when the cache gives it back to the arena; a mismatch means
+//!   the block was written after it was freed. (A write into a cached block cannot steer the
+//!   allocator: the cache is an array of addresses and never reads the block. Checking the tag
+//!   when the cache hands the block out again would load a cold block on every allocation.)
 //! - **Free-list links**: the arena's links in the first two words of a free block are encoded
 //!   with [`hardened::encode_link`] and, when followed, decoded and checked: a link must be null or
-//!   a free block of the same order in a buddy region whose own back link points here (glibc's
-//!   safe unlinking); anything else is reported as a corrupted free list and never followed.
+//!   a free block of the same order in a buddy region (region map and tag); anything else is
+//!   reported as a corrupted free list and never followed. (The neighbours' back links are not
+//!   read, as glibc's safe unlinking does: two more cold loads per unlink.)
 
 use super::region::{self, get_tag, set_tag, META_SIZE, TAG_CANARY, TAG_CLEAN, TAG_FREE, TAG_USED};
 use crate::hardened::{self, Misuse};

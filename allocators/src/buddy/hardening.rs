@@ -11,7 +11,7 @@
 //!   [`TAG_CANARY`] in its tag; the canary is written on allocation (and in-place realloc) and
 //!   checked on free and realloc; a mismatch is a heap overflow. Its usable size is then
 //!   `2^order - 8`. Blocks are never grown to make room (a 64-byte request stays a 64-byte block,
-//!   without canary): that doubled the memory, and halved the speed, of power-of-two workloads.
+//!   without canary): growing it would double the memory of power-of-two workloads.
 //! - **Cached tag**: a block in a thread cache holds [`cached_tag`] in its first word, written when
 //!   it enters the cache and checked when the cache gives it back to the arena; a mismatch means
 //!   the block was written after it was freed. (A write into a cached block cannot steer the

@@ -413,8 +413,8 @@ unsafe fn free_shared(addr: usize, order: u32, size: usize) {
 /// mark is cleared when the block leaves the cache. Its first word holds a keyed tag while it is
 /// cached, checked when the block goes back to its arena ([`ThreadCache::flush_bin`]), so a write
 /// after free into a block that leaves the cache is caught ([`hardening::check_cached`]); it is
-/// not checked when the block is handed out again from the cache (a load of a cold block on
-/// every allocation: a fifth of the throughput of some workloads). Compiles to nothing otherwise.
+/// not checked when the block is handed out again from the cache (that would load a possibly
+/// cold block on every allocation). Compiles to nothing otherwise.
 #[inline(always)]
 fn mark_cached(addr: usize, order: u32, cached: bool) {
     if hardened::ENABLED {

@@ -16,10 +16,10 @@
 //! | double free of a small block | yes (freed bit in the size word) | yes (keyed tag in the last word) | yes (order tag; cached blocks tagged) | yes (state word) |
 //! | free of an interior pointer | yes (address-keyed tag) | yes | yes (tag) | yes (block boundary) |
 //! | free of memory not ours | yes (region map) | yes | yes | yes |
-//! | overflow past a small block | yes (canary) | yes (canary in the last word) | no | yes (canary in the last word) |
+//! | overflow past a small block | yes (canary) | yes (canary in the last word) | yes (canary in the last word, when the block has 8 bytes of slack: all but requests within 8 bytes of a power of two) | yes (canary in the last word) |
 //! | overflow past a large block | yes (guard page, SIGSEGV) | yes | yes | yes |
 //! | double free of a large block | yes (reported as invalid free) | yes | yes | yes |
-//! | write after free steering a free list | n/a (no free lists) | yes (keyed links; keyed tag of cached objects checked on reuse) | no (links not encoded) | yes (keyed links) |
+//! | write after free steering a free list | n/a (no free lists) | yes (keyed links; keyed tag of cached objects checked on reuse) | yes (keyed links on the arena lists, checked before use; a cached block is in an array of addresses, which a write cannot steer: its keyed tag is checked only when it goes back to the arena) | yes (keyed links) |
 //!
 //! Not caught anywhere: a stale pointer freed after its block was handed out again (it is a live
 //! block by then), and reads of freed memory.

@@ -199,6 +199,23 @@ pub unsafe fn usable_size_if_owned(ptr: *const u8, owner: Owner) -> Option<usize
     }
 }
 
+/// Frees the large block at `ptr` if it starts a live block handed out by `owner`, counting the
+/// free of its usable bytes in `counters` (the requested size is not known); does nothing
+/// otherwise. The `Owner::Large` arm of `Introspect::free_unsized` for the allocators that keep no
+/// large blocks of their own.
+///
+/// # Safety
+/// `ptr` must lie in a window that the region map says is [`Owner::Large`]; a live block of
+/// `owner` starting there is not used afterwards.
+pub unsafe fn free_unsized(ptr: *mut u8, owner: Owner, counters: &GlobalCounters) {
+    // SAFETY: forwarded contract; `dealloc` gets the start of a live block of ours.
+    unsafe {
+        if let Some(usable) = usable_size_if_owned(ptr, owner) {
+            dealloc(ptr, usable, counters);
+        }
+    }
+}
+
 /// [`realloc`], counting the move in `counters` as a free of `old_size` requested bytes and an
 /// allocation of `new_size` when it succeeds.
 ///

@@ -28,7 +28,8 @@
 //! mimalloc's `MiMalloc`): two values of `Bump` share the same memory. All of them initialise
 //! lazily on first use (std allocates before `main`), never allocate through the global allocator
 //! themselves, return null when the kernel refuses memory, and answer [`Introspect::usable_size`]
-//! from a bare pointer (no `Layout`), which is what C's `free` needs.
+//! and [`Introspect::free_unsized`] from a bare pointer (no `Layout`), which is what C's
+//! `malloc_usable_size` and `free` need.
 //!
 //! The shared parts: [`os`] (pages from the kernel), [`sync`] (the internal lock), [`stats`] (the
 //! counters), [`region_map`] (which allocator owns an address) and [`large`] (directly mapped
@@ -56,7 +57,7 @@ pub use size_class::SizeClass;
 pub use slab::Slab;
 pub use stats::Stats;
 
-use core::alloc::GlobalAlloc;
+use core::alloc::{GlobalAlloc, Layout};
 
 /// What every allocator of this crate answers besides `GlobalAlloc`: its counters, and a block's
 /// size from its address alone.
@@ -75,6 +76,61 @@ pub trait Introspect: GlobalAlloc + Sync {
     /// If `ptr` points into this allocator's memory, it must be a block that has not been freed,
     /// or a pointer that was never a block start; a freed pointer may give any answer.
     unsafe fn usable_size(&self, ptr: *const u8) -> Option<usize>;
+
+    /// Frees the block at `ptr` without its `Layout`, as C's `free` must: the allocator finds the
+    /// block from the address alone. Memory this allocator never mapped (say, a block the dynamic
+    /// loader handed out before the allocator was loaded) is left alone: not freed and not
+    /// reported, even in `hardened` builds. The block's free is counted in [`Introspect::stats`]
+    /// as one of [`Introspect::usable_size`] bytes (the requested size is not known).
+    ///
+    /// The default implementation rebuilds a layout with [`layout_hint`] (two lookups of the
+    /// block) and calls `dealloc`; the allocators of this crate override it with one lookup.
+    ///
+    /// # Safety
+    /// `ptr` must be non-null and either a live block of this allocator, not used afterwards, or
+    /// memory this allocator never mapped. Anything else (a block already freed, a pointer into
+    /// the middle of a block) is undefined behaviour, as for `dealloc`; `hardened` builds abort
+    /// with a report on the cases their checks catch, as `dealloc` does.
+    unsafe fn free_unsized(&self, ptr: *mut u8) {
+        // SAFETY: forwarded contract: a live block of ours, or memory we never mapped (for which
+        // `layout_hint` is `None`).
+        unsafe {
+            if let Some(layout) = layout_hint(self, ptr) {
+                self.dealloc(ptr, layout);
+            }
+        }
+    }
+}
+
+/// The alignment [`layout_hint`] gives a block in the allocator's own regions (also the
+/// alignment of every block the C interface hands out: glibc's `MALLOC_ALIGNMENT`).
+pub const HINT_ALIGN: usize = 16;
+
+/// The alignment [`layout_hint`] gives a directly mapped large block ([`Owner::Large`]): above
+/// every allocator's small-block alignment limit, so an allocator that chooses between its own
+/// blocks and [`large`] by the layout sends the block to `large`.
+pub const HINT_LARGE_ALIGN: usize = region_map::REGION_SIZE;
+
+/// A layout that `a`'s `dealloc` and `realloc` accept for the live block at `ptr`, rebuilt from
+/// the address alone: [`Introspect::usable_size`] bytes, aligned to [`HINT_LARGE_ALIGN`] for a
+/// large block or [`HINT_ALIGN`] for any other. It is not the layout the block was allocated
+/// with; every allocator of this crate handles it correctly (Bump and Buddy route by the region
+/// map; Slab's class of a usable size at alignment 16 is the block's own; SizeClass and Slab send
+/// a layout aligned above their small-block limit to `large`). `None` if `a` does not recognise
+/// `ptr` (memory it never mapped).
+///
+/// # Safety
+/// `ptr` must be either a live block of `a` or memory `a` never mapped.
+#[inline]
+pub unsafe fn layout_hint<A: Introspect + ?Sized>(a: &A, ptr: *const u8) -> Option<Layout> {
+    // SAFETY: forwarded contract.
+    let usable = unsafe { a.usable_size(ptr) }?;
+    let align = if region_map::owner_of(ptr) == Owner::Large {
+        HINT_LARGE_ALIGN
+    } else {
+        HINT_ALIGN
+    };
+    Layout::from_size_align(usable.max(1), align).ok()
 }
 
 /// Realloc by moving: allocates `new_size` bytes with `layout`'s alignment, copies the bytes both

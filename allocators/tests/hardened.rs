@@ -23,6 +23,9 @@ enum Bug {
     LargeOverflow,
     LargeDoubleFree,
     WriteAfterFree,
+    /// A write into a freed 100 KiB block: past Buddy's thread caches, so on an arena free list
+    /// whose links the write corrupts (Buddy only: the others serve it differently).
+    MidWriteAfterFree,
 }
 
 const ALL_BUGS: [Bug; 7] = [
@@ -35,16 +38,33 @@ const ALL_BUGS: [Bug; 7] = [
     Bug::WriteAfterFree,
 ];
 
+/// Every kind, for reading a child's case back.
+const EVERY_BUG: [Bug; 8] = [
+    Bug::DoubleFree,
+    Bug::InteriorFree,
+    Bug::ForeignFree,
+    Bug::SmallOverflow,
+    Bug::LargeOverflow,
+    Bug::LargeDoubleFree,
+    Bug::WriteAfterFree,
+    Bug::MidWriteAfterFree,
+];
+
 /// (allocator name, the bugs its design catches).
 const ALLOCATORS: &[(&str, &[Bug])] = &[
+    // Buddy's thread caches are arrays of addresses: a write into a cached small block
+    // (`WriteAfterFree`) steers nothing and is caught only if the block goes back to its arena;
+    // a write into a block on an arena free list is caught when the list is next used.
     (
         "buddy",
         &[
             Bug::DoubleFree,
             Bug::InteriorFree,
             Bug::ForeignFree,
+            Bug::SmallOverflow,
             Bug::LargeOverflow,
             Bug::LargeDoubleFree,
+            Bug::MidWriteAfterFree,
         ],
     ),
     ("slab", &ALL_BUGS),
@@ -71,7 +91,7 @@ fn expectation(bug: Bug) -> (&'static str, i32) {
         Bug::LargeDoubleFree => ("invalid free", libc::SIGABRT),
         Bug::SmallOverflow => ("heap overflow detected", libc::SIGABRT),
         Bug::LargeOverflow => ("", libc::SIGSEGV),
-        Bug::WriteAfterFree => ("corrupted free list", libc::SIGABRT),
+        Bug::WriteAfterFree | Bug::MidWriteAfterFree => ("corrupted free list", libc::SIGABRT),
     }
 }
 
@@ -126,6 +146,18 @@ fn commit<A: GlobalAlloc + Introspect>(a: &A, bug: Bug) {
                     std::hint::black_box(a.alloc(small));
                 }
             }
+            Bug::MidWriteAfterFree => {
+                let mid = Layout::from_size_align(100 << 10, 8).unwrap();
+                // `keep` (p's buddy in Buddy) stays live, so p is not merged on free.
+                let p = a.alloc(mid);
+                let keep = a.alloc(mid);
+                a.dealloc(p, mid);
+                (p as *mut usize).write(0x4141_4141_4141);
+                for _ in 0..4 {
+                    std::hint::black_box(a.alloc(mid));
+                }
+                a.dealloc(keep, mid);
+            }
         }
     }
 }
@@ -144,7 +176,7 @@ fn run_child(allocator: &str, bug: Bug) {
 fn misuse_is_caught() {
     if let Ok(case) = std::env::var("HARDENED_CASE") {
         let (name, bug) = case.split_once(':').unwrap();
-        let bug = ALL_BUGS
+        let bug = EVERY_BUG
             .into_iter()
             .find(|b| format!("{b:?}") == bug)
             .unwrap();

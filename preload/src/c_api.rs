@@ -7,19 +7,22 @@
 //! - Every block is requested with an alignment of at least [`MALLOC_ALIGN`] (glibc's guarantee on
 //!   64-bit targets) and a size of at least 1 (`GlobalAlloc` forbids size 0; `malloc(0)` thus
 //!   returns a unique pointer, as glibc does).
-//! - `free` and `realloc` are given no size: [`block_layout`] rebuilds a layout from the
-//!   allocator's [`Introspect::usable_size`] and an alignment *hint*: [`MALLOC_ALIGN`] for a block
-//!   in the allocator's own regions, [`LARGE_ALIGN_HINT`] for a directly mapped large block
-//!   ([`Owner::Large`] in the region map). This is not the layout the block was allocated with,
-//!   so it relies on each allocator's `dealloc`/`realloc` being correct for it. They are (checked
-//!   in the code of all four): Bump and Buddy route by the region map; Slab's size class of a
-//!   usable size (a class size, a multiple of 16) at alignment 16 is the block's own class;
-//!   SizeClass and Slab send any layout aligned above their small-block limit to `large`, which
-//!   finds the block from its header. The pointer's own alignment is *not* a usable hint: a
-//!   32-byte block at a page-aligned address would claim a 4 KiB class (Slab) or order (Buddy).
+//! - `free` is given no size: it calls [`Introspect::free_unsized`], which finds the block from
+//!   its address (one lookup in the allocators of the suite).
+//! - `realloc` is given no size either: [`block_layout`] rebuilds a layout from the allocator's
+//!   [`Introspect::usable_size`] and an alignment *hint* ([`allocators::layout_hint`]):
+//!   [`MALLOC_ALIGN`] for a block in the allocator's own regions, [`LARGE_ALIGN_HINT`] for a
+//!   directly mapped large block ([`allocators::Owner::Large`] in the region map). This is not the layout the
+//!   block was allocated with, so it relies on each allocator's `realloc` being correct for it.
+//!   They are (checked in the code of all four): Bump and Buddy route by the region map; Slab's
+//!   size class of a usable size (a class size, a multiple of 16) at alignment 16 is the block's
+//!   own class; SizeClass and Slab send any layout aligned above their small-block limit to
+//!   `large`, which finds the block from its header. The pointer's own alignment is *not* a
+//!   usable hint: a 32-byte block at a page-aligned address would claim a 4 KiB class (Slab) or
+//!   order (Buddy).
 //! - A pointer the allocator does not recognise ([`Introspect::usable_size`] is `None`: memory
 //!   handed out before the library was loaded, e.g. by the dynamic loader's own minimal malloc) is
-//!   ignored by `free`, reported as 0 bytes by `malloc_usable_size`, and moved by `realloc` with
+//!   ignored by `free` (`free_unsized` leaves it alone), reported as 0 bytes by `malloc_usable_size`, and moved by `realloc` with
 //!   [`crate::foreign::copy_readable`] (its size is unknown; see there).
 //!
 //! Nothing here allocates through the global allocator (which in a preloaded library is the libc
@@ -30,7 +33,6 @@ use core::alloc::Layout;
 use core::ffi::{c_int, c_void};
 use core::ptr;
 
-use allocators::region_map::{self, Owner, REGION_SIZE};
 use allocators::{os, Introspect};
 
 use crate::{bootstrap, foreign, reentry};
@@ -38,7 +40,7 @@ use crate::{bootstrap, foreign, reentry};
 /// The alignment of every block `malloc`, `calloc` and `realloc` return: glibc's
 /// `MALLOC_ALIGNMENT` on 64-bit targets (`2 * sizeof(size_t)`), which C programs rely on for SSE
 /// types and `long double`.
-pub const MALLOC_ALIGN: usize = 16;
+pub const MALLOC_ALIGN: usize = allocators::HINT_ALIGN;
 
 /// Sets the calling thread's `errno`.
 #[inline]
@@ -76,7 +78,7 @@ fn alloc_block<A: Introspect>(a: &A, size: usize, align: usize, zeroed: bool) ->
 /// The alignment [`block_layout`] claims for a directly mapped large block: above every
 /// allocator's small-block alignment limit, so allocators that choose between their own blocks
 /// and `large` by the layout send the block to `large`.
-pub const LARGE_ALIGN_HINT: usize = REGION_SIZE;
+pub const LARGE_ALIGN_HINT: usize = allocators::HINT_LARGE_ALIGN;
 
 /// Below this many bytes, `realloc` of a large block moves it into the allocator's own blocks
 /// (malloc, copy, free) instead of asking the allocator, which would keep it large (the
@@ -92,13 +94,7 @@ pub const LARGE_MOVE_BELOW: usize = 64 * 1024;
 #[inline]
 pub unsafe fn block_layout<A: Introspect>(a: &A, ptr: *const c_void) -> Option<Layout> {
     // SAFETY: forwarded contract.
-    let usable = unsafe { a.usable_size(ptr.cast()) }?;
-    let align = if region_map::owner_of(ptr.cast()) == Owner::Large {
-        LARGE_ALIGN_HINT
-    } else {
-        MALLOC_ALIGN
-    };
-    Layout::from_size_align(usable.max(1), align).ok()
+    unsafe { allocators::layout_hint(a, ptr.cast()) }
 }
 
 /// `malloc(size)`: a block of at least `size` bytes (a unique pointer for 0), aligned to
@@ -118,15 +114,13 @@ pub unsafe fn free<A: Introspect>(a: &A, ptr: *mut c_void) {
     if ptr.is_null() {
         return;
     }
-    // SAFETY: forwarded contract.
-    if let Some(layout) = unsafe { block_layout(a, ptr) } {
-        reentry::guarded(
-            // SAFETY: a live block of `a`; its dealloc needs only the pointer (see module docs).
-            || unsafe { a.dealloc(ptr.cast(), layout) },
-            // A free from inside the allocator (never seen in glibc): leak rather than re-enter.
-            || {},
-        );
-    }
+    reentry::guarded(
+        // SAFETY: forwarded contract: a live block of `a` or memory it never mapped, which
+        // free_unsized leaves alone.
+        || unsafe { a.free_unsized(ptr.cast()) },
+        // A free from inside the allocator (never seen in glibc): leak rather than re-enter.
+        || {},
+    );
 }
 
 /// `calloc(n, size)`: `n * size` zeroed bytes; null with `errno = ENOMEM` if the product

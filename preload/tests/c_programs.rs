@@ -1,6 +1,7 @@
 //! C programs compiled with `cc` and run under every preload library: the interface's edge cases
 //! (each checked against glibc's behaviour, by running the same program without the library too),
-//! eight threads freeing each other's blocks, and thousands of short-lived threads.
+//! eight threads freeing each other's blocks, thousands of short-lived threads, and `free` giving
+//! memory back for every way of allocating.
 
 mod common;
 
@@ -65,6 +66,22 @@ fn thousands_of_short_lived_threads_under_every_library() {
             run_ok(Command::new(&exe).arg("4000"), Some(lib)),
             native,
             "{}",
+            lib.name
+        );
+    }
+}
+
+#[test]
+fn free_gives_memory_back_under_every_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_c("free_reuses_memory", dir.path());
+    let native = run_ok(&mut Command::new(&exe), None);
+    assert!(native.contains("PASSED"), "{native}");
+    for lib in libraries() {
+        let out = run_ok(&mut Command::new(&exe), Some(lib));
+        assert!(
+            out.contains("PASSED") && !out.contains("FAIL"),
+            "{}:\n{out}",
             lib.name
         );
     }

@@ -7,6 +7,8 @@
 //! - [`global`]: the allocator installed as the `#[global_allocator]` of real programs (threads,
 //!   collections, `fork`, out of memory), through the [`global_allocator_tests!`] macro; one test
 //!   binary per allocator.
+//! - [`unsized_free`]: `Introspect::free_unsized` (C's `free`) frees, for every allocator of the
+//!   workspace (`tests/tests/free_unsized.rs`).
 //!
 //! Adding an allocator is one line in `tests/tests/conformance.rs` and one file
 //! `tests/tests/global_<name>.rs` holding one line.
@@ -18,6 +20,7 @@ pub mod broken;
 pub mod conformance;
 pub mod global;
 pub mod pattern;
+pub mod unsized_free;
 
 /// Re-exported so the macros can name `Introspect` from any crate.
 pub use allocators;

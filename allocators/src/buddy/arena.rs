@@ -17,10 +17,14 @@
 //! program that frees and reallocates one large block from paying page faults every time.
 //! `mapped_bytes` counts, per region, the metadata plus every block that is not clean.
 //!
+//! Hardened builds encode the links with the per-process key and check them before following
+//! them (see [`super::hardening`]).
+//!
 //! An arena is not thread-safe by itself; the allocator keeps each behind a `sync::Lock`.
 
 use core::ptr;
 
+use super::hardening;
 use super::region::{
     self, get_tag, set_tag, RegionHeader, CAPACITY, MAX_ORDER, META_SIZE, MIN_ORDER, NUM_ORDERS,
     TAG_CLEAN, TAG_FREE, TAG_USED,
@@ -34,14 +38,38 @@ pub const PURGE_MIN_ORDER: u32 = 18;
 /// Bytes of dirty free blocks of [`PURGE_MIN_ORDER`] and up an arena keeps before discarding them.
 pub const PURGE_THRESHOLD: usize = 8 << 20;
 
-/// The links written into a free block.
-#[repr(C)]
-struct FreeNode {
-    next: *mut FreeNode,
-    prev: *mut FreeNode,
+/// Where a free block keeps its link to the next block of its list (an offset in the block).
+const NEXT: usize = 0;
+/// Where a free block keeps its link to the previous block of its list.
+const PREV: usize = core::mem::size_of::<usize>();
+
+/// Reads the link at offset `field` of the free block `node` (0 for none), decoded in hardened
+/// builds but not checked (see [`hardening::check_link`]).
+///
+/// # Safety
+/// `node` must be a free block (at least 16 bytes) in a live region.
+#[inline(always)]
+unsafe fn load_link(node: usize, field: usize) -> usize {
+    let slot = node + field;
+    // SAFETY: the link words lie inside the free block (caller).
+    hardening::decode_link(unsafe { (slot as *const usize).read() }, slot)
+}
+
+/// Writes the link at offset `field` of the free block `node` (encoded in hardened builds).
+///
+/// # Safety
+/// `node` must be a block (at least 16 bytes) in a live region that nobody else uses.
+#[inline(always)]
+unsafe fn store_link(node: usize, field: usize, link: usize) {
+    let slot = node + field;
+    // SAFETY: the link words lie inside the block (caller).
+    unsafe { (slot as *mut usize).write(hardening::encode_link(link, slot)) }
 }
 
 /// The free lists and regions of one arena.
+///
+/// `free[k]` is the address of the first block of list `k` (0 for an empty list); each free block
+/// links to its neighbours at offsets [`NEXT`] and [`PREV`].
 ///
 /// Invariants: every block on `free[k]` is tagged `TAG_FREE | (MIN_ORDER + k)` (plus `TAG_CLEAN`
 /// if it was never written since it was mapped or discarded) and lies in a region of this arena;
@@ -51,7 +79,7 @@ struct FreeNode {
 /// [`PURGE_MIN_ORDER`] and up that are not clean.
 pub struct Arena {
     index: usize,
-    free: [*mut FreeNode; NUM_ORDERS],
+    free: [usize; NUM_ORDERS],
     regions: *mut RegionHeader,
     empty_regions: usize,
     dirty_large: usize,
@@ -66,7 +94,7 @@ impl Arena {
     pub const fn new(index: usize) -> Self {
         Arena {
             index,
-            free: [ptr::null_mut(); NUM_ORDERS],
+            free: [0; NUM_ORDERS],
             regions: ptr::null_mut(),
             empty_regions: 0,
             dirty_large: 0,
@@ -84,22 +112,19 @@ impl Arena {
         debug_assert!(slot < NUM_ORDERS);
         // SAFETY: slot < NUM_ORDERS (orders are validated by callers).
         let head = unsafe { self.free.get_unchecked_mut(slot) };
-        let node = addr as *mut FreeNode;
         // SAFETY: the block is at least 16 B, 16-aligned and unused; the old head is a live node.
         unsafe {
-            node.write(FreeNode {
-                next: *head,
-                prev: ptr::null_mut(),
-            });
-            if !(*head).is_null() {
-                (**head).prev = node;
+            store_link(addr, NEXT, *head);
+            store_link(addr, PREV, 0);
+            if *head != 0 {
+                store_link(*head, PREV, addr);
             }
             set_tag(
                 addr,
                 TAG_FREE | order as u8 | if clean { TAG_CLEAN } else { 0 },
             );
         }
-        *head = node;
+        *head = addr;
         if !clean && order >= PURGE_MIN_ORDER {
             self.dirty_large += 1 << order;
         }
@@ -113,25 +138,43 @@ impl Arena {
     #[inline]
     unsafe fn unlink(&mut self, addr: usize, order: u32) -> bool {
         let slot = (order - MIN_ORDER) as usize;
-        let node = addr as *mut FreeNode;
         // SAFETY: the block is on our list, so its tag is live.
         let clean = unsafe { get_tag(addr) } & TAG_CLEAN != 0;
         if !clean && order >= PURGE_MIN_ORDER {
             self.dirty_large -= 1 << order;
         }
-        // SAFETY: node is on the list, so it and its neighbours are live nodes.
+        // SAFETY: the block is on the list, so it is a live node; so are its neighbours, which
+        // hardened builds check before writing through the links.
         unsafe {
-            let FreeNode { next, prev } = node.read();
-            if prev.is_null() {
+            let next = load_link(addr, NEXT);
+            let prev = load_link(addr, PREV);
+            self.check_unlink(addr, order, next, prev);
+            if prev == 0 {
                 *self.free.get_unchecked_mut(slot) = next;
             } else {
-                (*prev).next = next;
+                store_link(prev, NEXT, next);
             }
-            if !next.is_null() {
-                (*next).prev = prev;
+            if next != 0 {
+                store_link(next, PREV, prev);
             }
         }
         clean
+    }
+
+    /// In hardened builds, checks the links `next` and `prev` read from the free block `addr` of
+    /// `order` before they are written through: each must be null or a free block of `order`
+    /// ([`hardening::check_link`]), and a block without `prev` must head its list. Aborts with a
+    /// corrupted free list report otherwise. Nothing without the feature.
+    #[inline(always)]
+    fn check_unlink(&self, addr: usize, order: u32, next: usize, prev: usize) {
+        if !crate::hardened::ENABLED {
+            return;
+        }
+        hardening::check_link(next, addr, order);
+        hardening::check_link(prev, addr, order);
+        if prev == 0 && self.free[(order - MIN_ORDER) as usize] != addr {
+            hardening::corrupt(addr);
+        }
     }
 
     /// Allocates a block of `order` (`MIN_ORDER..=MAX_ORDER`), mapping a region if no free block
@@ -147,7 +190,7 @@ impl Arena {
     pub fn alloc_block_clean(&mut self, order: u32, counters: &GlobalCounters) -> (*mut u8, bool) {
         debug_assert!((MIN_ORDER..=MAX_ORDER).contains(&order));
         let mut k = order;
-        while k <= MAX_ORDER && self.free[(k - MIN_ORDER) as usize].is_null() {
+        while k <= MAX_ORDER && self.free[(k - MIN_ORDER) as usize] == 0 {
             k += 1;
         }
         if k > MAX_ORDER {
@@ -156,7 +199,7 @@ impl Arena {
             }
             k = MAX_ORDER;
         }
-        let addr = self.free[(k - MIN_ORDER) as usize] as usize;
+        let addr = self.free[(k - MIN_ORDER) as usize];
         // SAFETY: addr heads list k, so it is a free block of order k in one of our regions; its
         // upper halves split off below lie inside it and are owned by nobody.
         let clean = unsafe {
@@ -225,12 +268,14 @@ impl Arena {
     fn purge(&mut self, counters: &GlobalCounters) {
         for order in PURGE_MIN_ORDER..=MAX_ORDER {
             let mut node = self.free[(order - MIN_ORDER) as usize];
-            while !node.is_null() {
-                let addr = node as usize;
-                // SAFETY: a node of our list; its link is read before the block is discarded,
-                // and blocks re-pushed at the head are never visited again.
+            while node != 0 {
+                let addr = node;
+                // SAFETY: a node of our list; its link is read (and in hardened builds checked)
+                // before the block is discarded, and blocks re-pushed at the head are never
+                // visited again.
                 unsafe {
-                    node = (*node).next;
+                    node = load_link(addr, NEXT);
+                    hardening::check_link(node, addr, order);
                     if get_tag(addr) & TAG_CLEAN == 0 {
                         self.unlink(addr, order);
                         os::discard(addr as *mut u8, 1 << order);
@@ -363,7 +408,7 @@ impl Arena {
     pub fn largest_free_order(&self) -> Option<u32> {
         (MIN_ORDER..=MAX_ORDER)
             .rev()
-            .find(|&k| !self.free[(k - MIN_ORDER) as usize].is_null())
+            .find(|&k| self.free[(k - MIN_ORDER) as usize] != 0)
     }
 
     /// Returns every wholly free region to the kernel, the spare included (tests only).
@@ -390,18 +435,18 @@ impl Arena {
         let mut listed = 0usize;
         for (slot, &head) in self.free.iter().enumerate() {
             let order = MIN_ORDER + slot as u32;
-            let mut prev = ptr::null_mut();
+            let mut prev = 0;
             let mut node = head;
-            while !node.is_null() {
-                let addr = node as usize;
+            while node != 0 {
+                let addr = node;
                 // SAFETY: list nodes are free blocks in live regions of this arena.
                 unsafe {
                     let t = get_tag(addr) & !TAG_CLEAN;
                     assert_eq!(t, TAG_FREE | order as u8, "listed block tag");
                     assert_eq!((*region::header_of(addr)).arena, self.index);
-                    assert_eq!((*node).prev, prev, "prev link");
+                    assert_eq!(load_link(addr, PREV), prev, "prev link");
                     prev = node;
-                    node = (*node).next;
+                    node = load_link(addr, NEXT);
                 }
                 listed += 1;
             }
@@ -419,7 +464,12 @@ impl Arena {
                 let addr = base + offset;
                 // SAFETY: addr lies in a live region of this arena.
                 let t = unsafe { get_tag(addr) } & !TAG_CLEAN;
-                assert!(t & TAG_USED == 0 || unsafe { get_tag(addr) } & TAG_CLEAN == 0);
+                // Allocated blocks are never clean (the bit means a canary on them when hardened).
+                assert!(
+                    crate::hardened::ENABLED
+                        || t & TAG_USED == 0
+                        || unsafe { get_tag(addr) } & TAG_CLEAN == 0
+                );
                 let order = (t & region::TAG_ORDER) as u32;
                 assert!(t & (TAG_FREE | TAG_USED) != 0, "block start without tag");
                 assert!((MIN_ORDER..=MAX_ORDER).contains(&order));

@@ -24,13 +24,16 @@
 //! written since they were mapped or discarded are tagged clean, which lets `alloc_zeroed` skip
 //! the memset. Debug and `hardened` builds check the tag on every free (double and invalid frees
 //! abort with a message); in debug builds without `hardened` a double free of a block still in a
-//! thread cache goes unnoticed (hardened builds tag cached blocks, so it is caught).
+//! thread cache goes unnoticed (hardened builds tag cached blocks, so it is caught). Hardened
+//! builds also keep a canary in the last word of every block with room for it, tag the first
+//! word of cached blocks, and encode the arena's free-list links ([`hardening`]).
 //!
 //! Cost shown by this allocator: rounding every request up to a power of two. It is counted
 //! exactly (sum over live blocks of block size minus requested size) and reported by
 //! [`Buddy::internal_fragmentation_bytes`].
 
 mod arena;
+mod hardening;
 mod region;
 #[cfg(test)]
 mod tests;
@@ -285,6 +288,7 @@ impl ThreadCache {
             if p.is_null() {
                 break;
             }
+            mark_cached(p as usize, order, true);
             *slot = p;
             bin.count += 1;
         }
@@ -313,8 +317,12 @@ impl ThreadCache {
                 }
             };
             mark_cached(addr, order, false);
-            // SAFETY: a cached block is a used block of `order` that nobody references.
-            unsafe { arena.free_block(addr, order, &COUNTERS) };
+            // SAFETY: a cached block is a used block of `order` that nobody references, tagged
+            // by `mark_cached` in hardened builds.
+            unsafe {
+                hardening::check_cached(addr);
+                arena.free_block(addr, order, &COUNTERS);
+            }
         }
         drop(held);
         bin.slots.copy_within(n..bin.count, 0);
@@ -339,8 +347,11 @@ impl ThreadCache {
 unsafe fn free_to_arena(addr: usize, order: u32) {
     // SAFETY: the block lies in a live region (caller).
     let index = unsafe { arena_of(addr) };
-    // SAFETY: forwarded contract.
-    unsafe { lock_arena(index).free_block(addr, order, &COUNTERS) };
+    // SAFETY: forwarded contract; the block is ours to retag until it is freed.
+    unsafe {
+        hardening::disarm(addr, order);
+        lock_arena(index).free_block(addr, order, &COUNTERS);
+    }
 }
 
 /// A thread's cache, emptied when the thread exits.
@@ -399,14 +410,24 @@ unsafe fn free_shared(addr: usize, order: u32, size: usize) {
 
 /// In hardened builds a block sitting in a thread cache is tagged `TAG_USED | TAG_FREE` (a state
 /// no other block has), so freeing it again is caught as a double free by [`check_live`]; the
-/// mark is cleared when the block leaves the cache. Compiles to nothing otherwise.
+/// mark is cleared when the block leaves the cache. Its first word holds a keyed tag while it is
+/// cached, checked when the block goes back to its arena ([`ThreadCache::flush_bin`]), so a write
+/// after free into a block that leaves the cache is caught ([`hardening::check_cached`]); it is
+/// not checked when the block is handed out again from the cache (that would load a possibly
+/// cold block on every allocation). Compiles to nothing otherwise.
 #[inline(always)]
 fn mark_cached(addr: usize, order: u32, cached: bool) {
     if hardened::ENABLED {
         let tag = TAG_USED | order as u8 | if cached { region::TAG_FREE } else { 0 };
         // SAFETY: addr is a block of a live buddy region owned by the calling thread's cache (or
-        // just leaving it), so its tag byte is mapped and no other thread writes it now.
-        unsafe { region::set_tag(addr, tag) };
+        // just leaving it), so its tag byte is mapped, its memory is the cache's and no other
+        // thread writes either now.
+        unsafe {
+            if cached {
+                hardening::tag_cached(addr);
+            }
+            region::set_tag(addr, tag);
+        }
     }
 }
 
@@ -414,6 +435,7 @@ fn mark_cached(addr: usize, order: u32, cached: bool) {
 /// the caller's layout gives the order, which realloc keeps in step with the tag. A block freed
 /// to its arena reads as free (double free); in hardened builds so does one sitting in a thread
 /// cache (see [`mark_cached`]); in plain debug builds a cached block still reads as used.
+/// Hardened builds then check the block's canary, if it has one ([`hardening::check_canary`]).
 #[inline(always)]
 fn check_live(addr: usize, order: u32) {
     if hardened::ENABLED || cfg!(debug_assertions) {
@@ -421,7 +443,12 @@ fn check_live(addr: usize, order: u32) {
         let tag = unsafe { region::get_tag(addr) };
         let misaligned = !addr.is_multiple_of(region::GRANULE)
             || addr - region::base_of(addr) < region::META_SIZE;
-        if misaligned || tag != TAG_USED | order as u8 {
+        let canary_bit = if hardened::ENABLED {
+            region::TAG_CANARY
+        } else {
+            0
+        };
+        if misaligned || tag & !canary_bit != TAG_USED | order as u8 {
             let kind = if !misaligned && tag & region::TAG_FREE != 0 {
                 Misuse::DoubleFree
             } else {
@@ -429,6 +456,8 @@ fn check_live(addr: usize, order: u32) {
             };
             hardened::misuse("buddy", kind, addr as *const u8);
         }
+        // SAFETY: a live block of `order` with tag `tag` (just checked).
+        unsafe { hardening::check_canary(addr, order, tag) };
     }
 }
 
@@ -439,7 +468,12 @@ fn alloc_block(layout: Layout) -> *mut u8 {
         return alloc_large(layout);
     }
     let size = layout.size();
-    with_cache(|c| c.alloc(order, size), || alloc_shared(order, size)).0
+    let p = with_cache(|c| c.alloc(order, size), || alloc_shared(order, size)).0;
+    if hardened::ENABLED && !p.is_null() {
+        // SAFETY: p is a fresh block of `order` for `size` bytes, ours alone.
+        unsafe { hardening::arm(p as usize, order, size) };
+    }
+    p
 }
 
 #[cold]
@@ -473,8 +507,11 @@ unsafe impl GlobalAlloc for Buddy {
             } else {
                 size
             };
-            // SAFETY: p is a block of at least `size` bytes, ours alone.
-            unsafe { ptr::write_bytes(p, 0, dirty) };
+            // SAFETY: p is a block of `order` (at least `size` bytes), ours alone.
+            unsafe {
+                ptr::write_bytes(p, 0, dirty);
+                hardening::arm(p as usize, order, size);
+            }
         }
         p
     }
@@ -526,6 +563,8 @@ unsafe impl GlobalAlloc for Buddy {
                     }
                 };
                 if resized {
+                    // SAFETY: the block is now of order `new` for `new_size` bytes, still ours.
+                    unsafe { hardening::arm(addr, new, new_size) };
                     let waste = ((1isize << new) - new_size as isize)
                         - ((1isize << old) - old_size as isize);
                     with_cache(
@@ -573,11 +612,42 @@ impl Introspect for Buddy {
                 // SAFETY: addr lies in a live buddy region (the region map says so).
                 let tag = unsafe { region::get_tag(addr) };
                 let order = (tag & TAG_ORDER) as u32;
-                (tag & TAG_USED != 0 && addr.is_multiple_of(1 << order)).then_some(1 << order)
+                (tag & TAG_USED != 0 && addr.is_multiple_of(1 << order))
+                    .then_some((1 << order) - hardening::canary_bytes(tag))
             }
             // SAFETY: the pointer lies in a Large window.
             Owner::Large => unsafe { large::usable_size_if_owned(ptr, Owner::Buddy) },
             _ => None,
+        }
+    }
+
+    /// One lookup: the block's order is in its tag, next to the region map entry already read.
+    unsafe fn free_unsized(&self, ptr: *mut u8) {
+        match region_map::owner_of(ptr) {
+            Owner::Buddy => {
+                let addr = ptr as usize;
+                // SAFETY: addr lies in a live buddy region (the region map says so).
+                let tag = unsafe { region::get_tag(addr) };
+                let order = (tag & TAG_ORDER) as u32;
+                // Debug and hardened builds stop here on anything but a live block's tag (or on
+                // an overwritten canary).
+                check_live(addr, order);
+                if tag & (TAG_USED | region::TAG_FREE) != TAG_USED || order < MIN_ORDER {
+                    // Not a block handed out (a plain build's double free of a block given back
+                    // to its arena): ignored, as C's free of an unknown pointer is.
+                    return;
+                }
+                let size = (1 << order) - hardening::canary_bytes(tag);
+                with_cache(
+                    // SAFETY: a live block of `order`, given up by the caller.
+                    |c| unsafe { c.free(addr, order, size) },
+                    // SAFETY: as above.
+                    || unsafe { free_shared(addr, order, size) },
+                );
+            }
+            // SAFETY: the pointer lies in a Large window; a live block of ours is given up.
+            Owner::Large => unsafe { large::free_unsized(ptr, Owner::Buddy, &COUNTERS) },
+            _ => {}
         }
     }
 }

@@ -514,6 +514,30 @@ impl Introspect for Bump {
             _ => None,
         }
     }
+
+    /// One lookup: the block's size is in the word before it.
+    unsafe fn free_unsized(&self, ptr: *mut u8) {
+        match region_map::owner_of(ptr) {
+            Owner::Bump => {
+                let addr = ptr as usize;
+                if hardened::ENABLED {
+                    // SAFETY: ptr lies in a mapped Bump chunk.
+                    unsafe { check_live(addr, true) };
+                }
+                // SAFETY: a live block of a mapped chunk (the caller's contract, checked above in
+                // hardened builds): the word before it is its size word.
+                let size = unsafe { read_size(addr) };
+                with_arena(|a| {
+                    if !a.free_last(addr, size) {
+                        a.counters.on_free(size, &COUNTERS);
+                    }
+                });
+            }
+            // SAFETY: the pointer lies in a Large window; a live block of ours is given up.
+            Owner::Large => unsafe { large::free_unsized(ptr, Owner::Bump, &COUNTERS) },
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -496,4 +496,22 @@ impl Introspect for SizeClass {
             _ => None,
         }
     }
+
+    /// One lookup: the block's page descriptor, found from the address, gives its size.
+    unsafe fn free_unsized(&self, ptr: *mut u8) {
+        match region_map::owner_of(ptr) {
+            Owner::SizeClass => {
+                // SAFETY: the address lies in one of our live segments, whose page descriptors
+                // are valid; a live block (the caller's contract; checked by free_small in
+                // hardened builds) is freed.
+                unsafe {
+                    let size = (*page_of(ptr as usize)).block_size - hardened::CANARY_BYTES;
+                    free_small(ptr, size);
+                }
+            }
+            // SAFETY: the pointer lies in a Large window; a live block of ours is given up.
+            Owner::Large => unsafe { large::free_unsized(ptr, Owner::SizeClass, &COUNTERS) },
+            _ => {}
+        }
+    }
 }

@@ -650,4 +650,36 @@ impl Introspect for Slab {
             _ => None,
         }
     }
+
+    /// One lookup: the object's slab descriptor, found from the address, names its cache.
+    unsafe fn free_unsized(&self, ptr: *mut u8) {
+        match region_map::owner_of(ptr) {
+            Owner::Slab => {
+                // SAFETY: a pointer in a Slab region: its header is mapped and initialised; for a
+                // live object (the caller's contract) its slab is owned by the object's cache, so
+                // the fields read are fixed.
+                let slab = unsafe { region::slab_of(ptr as usize) };
+                // SAFETY: a non-null head names a descriptor in the same mapped header.
+                let (class, size) = match unsafe { slab.as_ref() } {
+                    Some(s) if s.size != 0 && (s.cache as usize) < NUM_CLASSES => {
+                        (s.cache as usize, s.size as usize)
+                    }
+                    _ => return hardening::on_foreign_free(ptr),
+                };
+                // SAFETY: ptr lies in a Slab region.
+                unsafe { hardening::on_free(ptr, class) };
+                free_small(class, ptr, size - hardening::CANARY);
+            }
+            Owner::Large => {
+                // SAFETY: the pointer lies in a Large window.
+                let usable = unsafe { large::usable_size_if_owned(ptr, Owner::Slab) };
+                if let Some(layout) = usable.and_then(|n| Layout::from_size_align(n, 1).ok()) {
+                    // SAFETY: a live large block of ours, given up by the caller; dealloc_other
+                    // keeps it in the large cache or unmaps it, as `dealloc` does.
+                    unsafe { dealloc_other(ptr, layout) };
+                }
+            }
+            _ => {}
+        }
+    }
 }

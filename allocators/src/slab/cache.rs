@@ -221,11 +221,12 @@ impl Cache {
         }
     }
 
-    /// Puts a full magazine (its `count` set) in the depot, then trims the depot to `limit`
+    /// Puts a magazine with rounds (its `count` set) among the depot's full ones, then trims the depot to `limit`
     /// magazines of each kind ([`Cache::trim`]).
     ///
     /// # Safety
-    /// `mag` must be a live full magazine of this cache that nobody else holds.
+    /// `mag` must be a live magazine of this cache with `count > 0` rounds, that nobody else
+    /// holds.
     pub unsafe fn push_full(&mut self, mag: *mut Magazine, limit: u32, spill: &mut *mut Magazine) {
         // SAFETY: forwarded contract.
         unsafe { self.depot.push_full(mag) };

@@ -17,8 +17,9 @@ use super::magazine::Magazine;
 pub const REAP_INTERVAL_MS: u64 = 100;
 
 /// Full and empty magazines. Invariants: `full_count`/`empty_count` count the chains (linked
-/// through `Magazine::next`, encoded by `hardening::encode_magazine_link`); full magazines hold `count == magazine_rounds(class)` rounds,
-/// empty ones 0; `full_low <= full_count` and `empty_low <= empty_count` are the minima since
+/// through `Magazine::next`, encoded by `hardening::encode_magazine_link`); "full" magazines hold
+/// `1..=magazine_rounds(class)` rounds, their `count` (a thread's magazine ran full at its own
+/// magazine size, or an exiting thread handed it back part-filled), empty ones 0; `full_low <= full_count` and `empty_low <= empty_count` are the minima since
 /// the last reap.
 pub struct Depot {
     full: *mut Magazine,
@@ -76,10 +77,11 @@ impl Depot {
         m
     }
 
-    /// Adds a full magazine.
+    /// Adds a magazine with rounds.
     ///
     /// # Safety
-    /// `mag` must be a live full magazine of this depot's cache, its `count` set, held by nobody.
+    /// `mag` must be a live magazine of this depot's cache holding `count > 0` rounds (set),
+    /// held by nobody.
     pub unsafe fn push_full(&mut self, mag: *mut Magazine) {
         // SAFETY: the caller hands the magazine over.
         unsafe { (*mag).next = hardening::encode_magazine_link(self.full, mag) };

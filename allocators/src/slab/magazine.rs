@@ -4,10 +4,14 @@
 //! ([`MAG_CAPS`]), taken straight from their slab layer, so they never come from the global
 //! allocator and their slabs go back to the kernel like any other.
 //!
-//! A cache's magazines hold about 64 KiB of objects, at most [`MAG_MAX`] rounds (Bonwick 2001
-//! §3.6 sizes them so that depot trips stay rare; a fixed small capacity made a thread cycling
-//! through a working set of a thousand small objects trade magazines, and the objects in them,
-//! with the other threads through the depot on every tenth operation or so).
+//! A cache's magazines have room for about 64 KiB of objects, at most [`MAG_MAX`] rounds (Bonwick
+//! 2001 §3.6 sizes them so that depot trips stay rare; a fixed small capacity made a thread
+//! cycling through a working set of a thousand small objects trade magazines, and the objects in
+//! them, with the other threads through the depot on every tenth operation or so). A thread uses
+//! only part of that room at first: its magazine size per cache starts at
+//! [`super::size_classes::MAG_START`] rounds and doubles with each depot trip
+//! ([`super::size_classes::grown_rounds`]), so a short-lived thread fills and hands back a few
+//! objects per cache instead of a magazine of 64 KiB.
 
 use core::mem::size_of;
 use core::ptr;
@@ -48,7 +52,7 @@ pub const fn magazine_kind(class: usize) -> usize {
 /// capacity, at least the cache's [`magazine_rounds`]). While a thread holds the magazine, the
 /// thread's cache counts its rounds (as Bonwick's per-CPU `cc_rounds`), keeping the fast path to
 /// one line of thread-local memory; `count` is meaningful only while the magazine sits in a depot
-/// (full: `count == magazine_rounds(class)`; empty: 0) or is being flushed. Invariant: the first
+/// (full: `1..=magazine_rounds(class)`; empty: 0) or is being flushed. Invariant: the first
 /// `count` rounds (or the thread's count) are free objects of that cache, out of their slabs.
 #[repr(C)]
 pub struct Magazine {

@@ -7,7 +7,13 @@
 //!   ([`magazine`]). `alloc` pops from the loaded magazine, `dealloc` pushes onto it: one
 //!   thread-local access, no lock, no atomic read-modify-write. When the loaded magazine is
 //!   empty (alloc) or full (free) the two are swapped if that helps; otherwise a full or empty
-//!   magazine is exchanged with the cache's depot, under the cache lock.
+//!   magazine is exchanged with the cache's depot, under the cache lock. A thread's magazine
+//!   size per cache starts small (16 rounds) and doubles with each depot trip, up to about
+//!   64 KiB of objects, so short-lived threads stay cheap and long-lived ones trade rarely; an
+//!   exiting thread hands its magazines to the depot as they are, part-filled ones included.
+//!   A thread's first free into a cache it holds no magazine of (most likely an object another
+//!   thread allocated) goes to the bottom of a magazine filled from the slabs, so the thread does
+//!   not reuse it first (passive false sharing).
 //! - **Depot and slab layer** ([`cache`]): one cache per object size ([`size_classes`]: 44 sizes,
 //!   four per doubling, 8 B to 64 KiB), under one lock each. The depot ([`depot`]) holds full
 //!   and empty magazines: at most about 8 MiB of objects per cache, released once unused for a
@@ -55,7 +61,9 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use self::cache::Cache;
 use self::magazine::{free_magazines, new_magazine, Magazine, MAG_KINDS};
-use self::size_classes::{class_for, depot_limit, magazine_rounds, slab_units, NUM_CLASSES, SIZES};
+use self::size_classes::{
+    class_for, depot_limit, grown_rounds, magazine_rounds, slab_units, NUM_CLASSES, SIZES,
+};
 use self::thread_counters::ThreadCounters;
 use crate::large;
 use crate::os;
@@ -96,8 +104,11 @@ impl Slab {
 ///
 /// Invariants: `loaded` and `previous` are null or live magazines of that cache held by this
 /// thread alone; `rounds[..rounds]` of `loaded` and `rounds[..prev_rounds]` of `previous` are free
-/// objects; `cap` is 0 while `loaded` is null and `magazine_rounds(class)` otherwise; `previous`
-/// is always null, empty or full (it only ever receives a magazine that just ran empty or full).
+/// objects; `magsize` is the thread's magazine size for this cache (0 before its first depot
+/// trip, then between [`size_classes::MAG_START`] (or less) and `magazine_rounds(class)`, never
+/// shrinking); `cap` is 0 while `loaded` is null and `magsize` otherwise; `rounds` and
+/// `prev_rounds` are at most `magazine_rounds(class)` (every magazine's capacity); `previous` is
+/// always null, empty or full (it only ever receives a magazine that just ran empty or full).
 #[derive(Clone, Copy)]
 struct MagazinePair {
     loaded: *mut Magazine,
@@ -105,6 +116,7 @@ struct MagazinePair {
     rounds: u32,
     prev_rounds: u32,
     cap: u32,
+    magsize: u32,
 }
 
 impl MagazinePair {
@@ -114,11 +126,20 @@ impl MagazinePair {
         rounds: 0,
         prev_rounds: 0,
         cap: 0,
+        magsize: 0,
     };
 
     fn swap(&mut self) {
         core::mem::swap(&mut self.loaded, &mut self.previous);
         core::mem::swap(&mut self.rounds, &mut self.prev_rounds);
+    }
+
+    /// A depot trip: the thread keeps using this cache, so its magazines grow.
+    fn grow(&mut self, class: usize) {
+        self.magsize = grown_rounds(self.magsize, class);
+        if !self.loaded.is_null() {
+            self.cap = self.magsize;
+        }
     }
 }
 
@@ -160,17 +181,37 @@ impl ThreadCache {
     }
 
     /// The loaded magazine is empty (or missing): swap with the previous one if it has rounds,
-    /// else trade an empty magazine for a full one at the depot, else fill one from the slabs.
+    /// else load one at the depot ([`ThreadCache::load`]).
     #[cold]
     #[inline(never)]
     fn alloc_refill(&mut self, class: usize, size: usize) -> *mut u8 {
-        let limit = depot_limit(class);
-        let magsize = magazine_rounds(class);
         let pair = self.pair(class);
         if pair.prev_rounds > 0 {
             pair.swap();
             return self.alloc(class, size);
         }
+        self.load(class, ptr::null_mut());
+        if self.pair(class).rounds == 0 {
+            return ptr::null_mut();
+        }
+        self.alloc(class, size)
+    }
+
+    /// Loads a magazine with rounds while neither of the thread's magazines of `class` has any:
+    /// trades an empty magazine for a full one at the depot, else fills one from the slabs. The
+    /// thread's magazine size grows with the trip.
+    ///
+    /// With a non-null `block` (the first free into a cache the thread holds no magazine of),
+    /// the block becomes the *bottom* round: the objects above it come from the slabs, so the
+    /// thread's next allocations do not hand it an object another thread allocated (likely on a
+    /// cache line that thread still writes: Hoard's passive false sharing). Returns whether it
+    /// took `block`. Afterwards `rounds == 0` only if the kernel refused memory.
+    fn load(&mut self, class: usize, block: *mut u8) -> bool {
+        let limit = depot_limit(class);
+        let pair = self.pair(class);
+        debug_assert!(pair.rounds == 0 && pair.prev_rounds == 0);
+        pair.grow(class);
+        let magsize = pair.magsize;
         // Going to the depot: the moment for the rare chores.
         sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
         reap_all_if_due();
@@ -178,7 +219,11 @@ impl ThreadCache {
         let lock = unsafe { &CACHES.get_unchecked(class).0 };
         let mut spill = ptr::null_mut();
         let mut cache = lock.lock();
-        let full = cache.depot.pop_full();
+        let full = if block.is_null() {
+            cache.depot.pop_full()
+        } else {
+            ptr::null_mut()
+        };
         if !full.is_null() {
             if !pair.previous.is_null() {
                 // SAFETY: `previous` is empty here (prev_rounds == 0) and ours to give up.
@@ -187,14 +232,18 @@ impl ThreadCache {
             drop(cache);
             // SAFETY: magazines the depot could not keep, empty and now ours alone.
             unsafe { free_magazines(spill, class) };
+            // SAFETY: a depot magazine, now ours; its count is set while in the depot.
+            let count = unsafe { (*full).count };
+            debug_assert!(count > 0 && count <= magazine_rounds(class));
             pair.previous = pair.loaded;
             pair.prev_rounds = 0;
             pair.loaded = full;
-            pair.rounds = magsize;
-            pair.cap = magsize;
-            return self.alloc(class, size);
+            pair.rounds = count;
+            pair.magsize = pair.magsize.max(count);
+            pair.cap = pair.magsize;
+            return false;
         }
-        // No full magazine anywhere: fill the loaded one from the slabs.
+        // No full magazine to take: fill the loaded one from the slabs.
         if pair.loaded.is_null() {
             let mut m = cache.depot.pop_empty();
             if m.is_null() {
@@ -203,7 +252,7 @@ impl ThreadCache {
                 if m.is_null() {
                     // SAFETY: magazines the depot released, empty and now ours alone.
                     unsafe { free_magazines(spill, class) };
-                    return ptr::null_mut();
+                    return false;
                 }
                 cache = lock.lock();
             }
@@ -211,19 +260,26 @@ impl ThreadCache {
             pair.rounds = 0;
             pair.cap = magsize;
         }
+        let bottom = usize::from(!block.is_null());
         // SAFETY: `loaded` is a live empty magazine held by this thread; magsize <= its capacity.
         let got = unsafe {
             let rounds = magazine::rounds_mut(pair.loaded, magsize as usize);
-            cache.alloc_objects(class as u8, SIZES[class], slab_units(class), rounds)
+            cache.alloc_objects(
+                class as u8,
+                SIZES[class],
+                slab_units(class),
+                rounds.get_unchecked_mut(bottom..),
+            )
         };
         drop(cache);
         // SAFETY: magazines the depot released, empty and now ours alone.
         unsafe { free_magazines(spill, class) };
-        pair.rounds = got as u32;
-        if got == 0 {
-            return ptr::null_mut();
+        if bottom == 1 {
+            // SAFETY: round 0 lies inside the loaded magazine (magsize >= 4).
+            unsafe { *magazine::round(pair.loaded, 0) = block };
         }
-        self.alloc(class, size)
+        pair.rounds = (got + bottom) as u32;
+        bottom == 1
     }
 
     /// The fast path of `dealloc`: push the block onto the loaded magazine.
@@ -248,12 +304,27 @@ impl ThreadCache {
     #[inline(never)]
     fn free_exchange(&mut self, class: usize, block: *mut u8, size: usize) {
         let limit = depot_limit(class);
-        let magsize = magazine_rounds(class);
         let pair = self.pair(class);
+        if pair.loaded.is_null() {
+            // The thread's first free into this cache (since it last traded both magazines):
+            // most likely a block another thread allocated.
+            if self.load(class, block) {
+                self.counters.on_free(size, &COUNTERS);
+                return;
+            }
+            if self.pair(class).loaded.is_null() {
+                // No memory for a magazine: give the block straight back to its slab.
+                // SAFETY: the caller frees a live block of this cache.
+                unsafe { free_shared(class, block, size) };
+                return;
+            }
+            return self.free(class, block, size);
+        }
         if !pair.previous.is_null() && pair.prev_rounds == 0 {
             pair.swap();
             return self.free(class, block, size);
         }
+        pair.grow(class);
         reap_all_if_due();
         // SAFETY: class < NUM_CLASSES (from class_for).
         let lock = unsafe { &CACHES.get_unchecked(class).0 };
@@ -289,12 +360,13 @@ impl ThreadCache {
         pair.prev_rounds = pair.rounds;
         pair.loaded = empty;
         pair.rounds = 0;
-        pair.cap = magsize;
+        pair.cap = pair.magsize;
         self.free(class, block, size);
     }
 
-    /// Hands every magazine back to its depot (thread exit): full ones as they are, partly
-    /// filled ones emptied into their slabs first; then trims those depots to
+    /// Hands every magazine back to its depot (thread exit), as it is: one with rounds joins
+    /// the full magazines (with its count; the next thread takes it without touching the slabs),
+    /// an empty one the empty magazines; then trims those depots to
     /// [`cache::DEPOT_KEEP_AFTER_EXIT`].
     fn release_all(&mut self) {
         for class in 0..NUM_CLASSES {
@@ -302,7 +374,6 @@ impl ThreadCache {
             if pair.loaded.is_null() && pair.previous.is_null() {
                 continue;
             }
-            let magsize = magazine_rounds(class);
             let limit = depot_limit(class);
             let mut spill = ptr::null_mut();
             // SAFETY: class < NUM_CLASSES.
@@ -318,10 +389,9 @@ impl ThreadCache {
                 // held and gives up.
                 unsafe {
                     (*m).count = n;
-                    if n == magsize {
+                    if n > 0 {
                         cache.push_full(m, limit, &mut spill);
                     } else {
-                        cache.flush_magazine(m);
                         cache.push_empty(m, limit, &mut spill);
                     }
                 }

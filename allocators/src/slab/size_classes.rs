@@ -125,6 +125,29 @@ pub const fn magazine_rounds(class: usize) -> u32 {
     }
 }
 
+/// The magazine size (in rounds) a thread starts each cache with: small, so that a short-lived
+/// thread fills and hands back only a few objects per cache.
+pub const MAG_START: u32 = 16;
+
+/// A thread's next magazine size for cache `class` after a depot trip with size `current` (0:
+/// first use): [`MAG_START`], then doubling up to [`magazine_rounds`] (Bonwick 2001 §3.6 grows
+/// the magazine size under depot traffic; a thread that keeps allocating in a cache reaches the
+/// full size after five trips, one that only passes through stays small).
+#[inline]
+pub const fn grown_rounds(current: u32, class: usize) -> u32 {
+    let max = magazine_rounds(class);
+    let next = if current == 0 {
+        MAG_START
+    } else {
+        current.saturating_mul(2)
+    };
+    if next > max {
+        max
+    } else {
+        next
+    }
+}
+
 /// Full magazines (and empty ones) a cache's depot keeps: about
 /// [`super::cache::DEPOT_BYTES`] of objects, at least 16 magazines.
 pub const fn depot_limit(class: usize) -> u32 {
@@ -187,6 +210,14 @@ mod tests {
         }
         assert!(SIZES.iter().all(|s| s % 8 == 0));
         assert!((0..NUM_CLASSES).all(|c| (4..=MAG_MAX as u32).contains(&magazine_rounds(c))));
+        for c in 0..NUM_CLASSES {
+            let mut r = grown_rounds(0, c);
+            assert!((4..=MAG_START).contains(&r));
+            for _ in 0..8 {
+                r = grown_rounds(r, c);
+            }
+            assert_eq!(r, magazine_rounds(c));
+        }
         assert!((0..NUM_CLASSES).all(|c| {
             let per_slab = slab_units(c) * super::super::region::UNIT_SIZE / SIZES[c];
             per_slab >= 8 || (SIZES[c] > 32 * 1024 && per_slab >= 4)

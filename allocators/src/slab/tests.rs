@@ -384,3 +384,22 @@ fn cached_large_blocks_are_reused_zeroed_and_grow_in_place() {
         A.dealloc(s, big);
     }
 }
+
+#[test]
+fn a_thread_does_not_first_reuse_an_object_another_thread_allocated() {
+    let l = layout(40, 8);
+    // SAFETY: valid layout; the block is freed once, by the other thread.
+    let given = unsafe { A.alloc(l) } as usize;
+    let got = thread::spawn(move || {
+        // SAFETY: a live block of this layout, handed over; the new one is freed once.
+        unsafe {
+            A.dealloc(given as *mut u8, l);
+            let p = A.alloc(l);
+            A.dealloc(p, l);
+            p as usize
+        }
+    })
+    .join()
+    .unwrap();
+    assert_ne!(got, given);
+}

@@ -26,7 +26,8 @@
 //! the bytes they touched), those free for 20 ms of a coarse clock are discarded
 //! (`MADV_DONTNEED`), and segments empty for as long are given back (one per heap is kept for
 //! reuse, up to four more process-wide as spares for any heap, with at most 1 MiB of dirty pages
-//! each; the rest are unmapped); above 32 MiB of dirty pages everything free goes back at once.
+//! each; the rest are unmapped); above 8 MiB of dirty pages everything free goes back at once
+//! (the decay runs on the thread's own page frees, so this bounds what an idle thread keeps).
 //! At thread exit the heap is tidied (dirty pages discarded if over 4 MiB, empty segments given
 //! back as above) and parked for the next new thread. In the unit tests, 1 GiB allocated in four threads and freed leaves `mapped_bytes`
 //! within a few MiB of where it started.

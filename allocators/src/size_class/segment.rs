@@ -33,8 +33,10 @@ const SPARE_DIRTY_LIMIT: usize = 1 << 20;
 /// milliseconds (mimalloc's purge delay is 10 ms; the coarse clock ticks every few ms).
 pub const DECAY_MS: u64 = 20;
 /// Above this many dirty bytes a heap discards at once, whatever their age (a bound on the memory
-/// the decay may keep).
-const DIRTY_HARD_LIMIT: usize = 32 << 20;
+/// the decay may keep). The decay only runs when the heap's own thread frees a page, so this is
+/// also what a thread keeps for good once it goes idle after a burst of frees (at 32 MiB, a
+/// thread that freed 300 MB and then only waited kept 37 MB mapped).
+const DIRTY_HARD_LIMIT: usize = 8 << 20;
 
 /// The header at the start of every segment.
 #[repr(C)]

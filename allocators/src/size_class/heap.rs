@@ -400,7 +400,7 @@ pub unsafe fn abandon(heap: *mut Heap) {
 /// Dirty free bytes a parked heap keeps for the next thread that adopts it.
 const PARKED_DIRTY_LIMIT: usize = 4 << 20;
 /// Dirty free bytes the heap of a thread that is just exiting keeps (it is likely adopted soon).
-const EXITED_DIRTY_LIMIT: usize = 16 << 20;
+const EXITED_DIRTY_LIMIT: usize = 8 << 20;
 
 /// Tidies a heap no thread uses. Up to [`EXITED_DIRTY_LIMIT`] (`just_exited`: its thread is
 /// exiting) or [`PARKED_DIRTY_LIMIT`] (tidied again while parked) of dirty free pages, it keeps

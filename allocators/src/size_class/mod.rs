@@ -28,7 +28,7 @@
 //! reuse, up to four more process-wide as spares for any heap, with at most 1 MiB of dirty pages
 //! each; the rest are unmapped); above 8 MiB of dirty pages everything free goes back at once
 //! (the decay runs on the thread's own page frees, so this bounds what an idle thread keeps).
-//! At thread exit the heap is tidied and parked for the next new thread: up to 16 MiB of dirty
+//! At thread exit the heap is tidied and parked for the next new thread: up to 8 MiB of dirty
 //! free pages it keeps them, and its empty segments of small pages, for that thread (above, all
 //! are discarded and its empty segments given back as above); tidied again while parked, it keeps
 //! up to 4 MiB. A new page is taken dirty rather than fresh when its segment has one. In the

@@ -22,7 +22,7 @@
 //! the region map is only consulted by `usable_size`.
 //!
 //! Memory coming back: a page whose last block is freed returns to its segment (unless it is the
-//! page allocation is using); once the heap holds more than 4 MiB of dirty free pages (counted by
+//! page allocation is using); once the heap holds more than 1 MiB of dirty free pages (counted by
 //! the bytes they touched), those free for 20 ms of a coarse clock are discarded
 //! (`MADV_DONTNEED`), and segments empty for as long are given back (one per heap is kept for
 //! reuse, up to four more process-wide as spares for any heap, with at most 1 MiB of dirty pages

@@ -26,7 +26,7 @@ pub const HEADER_RESERVE: usize = 64 * 1024;
 /// Page descriptors per segment (small pages: 64 KiB each).
 const MAX_PAGES: usize = SEGMENT_SIZE >> 16;
 /// Dirty free bytes a heap keeps before it starts discarding old ones.
-pub const DIRTY_LIMIT: usize = 4 << 20;
+pub const DIRTY_LIMIT: usize = 1 << 20;
 /// Dirty bytes a spare segment (see [`SPARE`]) may keep.
 const SPARE_DIRTY_LIMIT: usize = 1 << 20;
 /// A dirty free page (or an empty segment) is given back once it has been free this many

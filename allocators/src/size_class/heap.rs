@@ -2,8 +2,8 @@
 //! the segments with free pages, and the slow paths that refill the fast path.
 //!
 //! A heap is used by one thread at a time and needs no lock. Heaps live in memory mapped by this
-//! module and are never unmapped: when a thread exits its heap is tidied (empty pages and segments
-//! go back) and parked on the abandoned list, and the next new thread adopts it whole, with its
+//! module and are never unmapped: when a thread exits its heap is tidied (empty pages go back to
+//! their segments; see `park_tidy` for what it keeps) and parked on the abandoned list, and the next new thread adopts it whole, with its
 //! pages (as snmalloc recycles its allocators). A parked heap's pages still receive remote frees;
 //! whenever a heap takes a segment (fresh or spare) it first tidies one parked heap, so memory freed into
 //! them is given back even if no thread ever adopts them.
@@ -393,29 +393,39 @@ pub fn acquire() -> *mut Heap {
 /// The calling thread owns `heap` and never uses it again.
 pub unsafe fn abandon(heap: *mut Heap) {
     // SAFETY: forwarded ownership.
-    unsafe { park_tidy(heap) };
+    unsafe { park_tidy(heap, true) };
     pool_push(&mut POOL.lock(), heap);
 }
 
 /// Dirty free bytes a parked heap keeps for the next thread that adopts it.
 const PARKED_DIRTY_LIMIT: usize = 4 << 20;
+/// Dirty free bytes the heap of a thread that is just exiting keeps (it is likely adopted soon).
+const EXITED_DIRTY_LIMIT: usize = 8 << 20;
 
-/// Tidies a heap no thread uses: empty segments go back; it keeps at most [`PARKED_DIRTY_LIMIT`]
-/// of dirty free pages in its other segments (the next thread to adopt it reuses them instead of
-/// faulting fresh ones in); above that all of them are discarded.
+/// Tidies a heap no thread uses. Up to [`EXITED_DIRTY_LIMIT`] (`just_exited`: its thread is
+/// exiting) or [`PARKED_DIRTY_LIMIT`] (tidied again while parked) of dirty free pages, it keeps
+/// them and its empty segments of small pages for the next thread that adopts it (see
+/// `segment::keep_for_next_thread`); above that all of them are discarded and its empty segments
+/// given back. Threads re-created in a loop (mstress) otherwise gave back and discarded, at
+/// every exit and every tidy of a parked heap, the very pages the next thread then faulted in
+/// again (page faults and discards were about 40% of that workload's time).
 ///
 /// # Safety
 /// The calling thread owns `heap` exclusively.
-unsafe fn park_tidy(heap: *mut Heap) {
+unsafe fn park_tidy(heap: *mut Heap, just_exited: bool) {
     // SAFETY: forwarded ownership.
     unsafe {
         tidy(heap, false);
-        let page_age = if (*heap).dirty_bytes > PARKED_DIRTY_LIMIT {
-            0
+        let limit = if just_exited {
+            EXITED_DIRTY_LIMIT
         } else {
-            u64::MAX
+            PARKED_DIRTY_LIMIT
         };
-        segment::decay(heap, page_age, 0);
+        if (*heap).dirty_bytes > limit {
+            segment::decay(heap, 0, 0);
+        } else {
+            segment::keep_for_next_thread(heap);
+        }
         segment::release_cached(heap);
     }
 }
@@ -431,7 +441,7 @@ pub fn reclaim_one_abandoned() {
         return;
     }
     // SAFETY: popped from the pool, so no thread owns it but us until we push it back.
-    unsafe { park_tidy(h) };
+    unsafe { park_tidy(h, false) };
     pool_push(&mut POOL.lock(), h);
 }
 

@@ -26,10 +26,14 @@
 //! the bytes they touched), those free for 20 ms of a coarse clock are discarded
 //! (`MADV_DONTNEED`), and segments empty for as long are given back (one per heap is kept for
 //! reuse, up to four more process-wide as spares for any heap, with at most 1 MiB of dirty pages
-//! each; the rest are unmapped); above 32 MiB of dirty pages everything free goes back at once.
-//! At thread exit the heap is tidied (dirty pages discarded if over 4 MiB, empty segments given
-//! back as above) and parked for the next new thread. In the unit tests, 1 GiB allocated in four threads and freed leaves `mapped_bytes`
-//! within a few MiB of where it started.
+//! each; the rest are unmapped); above 8 MiB of dirty pages everything free goes back at once
+//! (the decay runs on the thread's own page frees, so this bounds what an idle thread keeps).
+//! At thread exit the heap is tidied and parked for the next new thread: up to 8 MiB of dirty
+//! free pages it keeps them, and its empty segments of small pages, for that thread (above, all
+//! are discarded and its empty segments given back as above); tidied again while parked, it keeps
+//! up to 4 MiB. A new page is taken dirty rather than fresh when its segment has one. In the
+//! unit tests, 1 GiB allocated in four threads and freed leaves `mapped_bytes` within a few MiB
+//! of where it started.
 //!
 //! `realloc` stays in place while the new size fits the block's class and uses at least half of
 //! it; `alloc_zeroed` skips the memset on pages fresh from the kernel (or discarded since).

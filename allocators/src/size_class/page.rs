@@ -84,7 +84,13 @@ const EXTEND_BYTES: usize = 4096;
 /// heap's full list, not in its class queue. `is_zero` means every block on `free` is zero except
 /// its link word. Free pages (`!in_use`) are fresh (`is_zero`), dirty (`!is_zero`), or discarded
 /// (`discarded`, and reads as zero).
-#[repr(C)]
+///
+/// Layout: the fields the owner's fast paths write (`free`, `used`, `is_zero`) fill the first
+/// cache line, the ones other threads write (`thread_free`, `remote_frees`, `rescue_next`) start
+/// the second, and descriptors are cache-line aligned: a remote free then no longer takes away
+/// the line the owner pops from (false sharing between owner and freeing thread, and between
+/// neighbouring descriptors).
+#[repr(C, align(64))]
 pub struct Page {
     /// The allocation list.
     pub free: *mut Block,
@@ -110,16 +116,16 @@ pub struct Page {
     pub start: usize,
     /// Bytes of the page's memory (0 for the slot covered by the segment header).
     pub area_len: usize,
-    /// Blocks freed by other threads, tagged with [`FULL`].
+    /// Links in the owner's class queue or full list.
+    pub next: *mut Page,
+    /// Blocks freed by other threads, tagged with [`FULL`] (second cache line: see above).
     pub thread_free: AtomicUsize,
     /// Remote frees finished since the owner last counted them (see the module docs).
     pub remote_frees: AtomicU32,
-    /// Links in the owner's class queue or full list.
-    pub next: *mut Page,
-    /// Links in the owner's class queue or full list.
-    pub prev: *mut Page,
     /// Link in the owner's `rescued` list.
     pub rescue_next: *mut Page,
+    /// Links in the owner's class queue or full list.
+    pub prev: *mut Page,
     /// Clock (`os::coarse_millis`) when this page was last freed (for the discard decay).
     pub freed_at: u64,
     /// While free and dirty: the bytes of the page touched since it was last fresh (whole OS
@@ -130,6 +136,8 @@ pub struct Page {
     #[cfg(feature = "hardened")]
     pub div_magic: u64,
 }
+
+const _: () = assert!(core::mem::offset_of!(Page, thread_free) == 64);
 
 impl Page {
     /// An unused descriptor (the sentinel the empty heap points at).

@@ -357,6 +357,8 @@ fn remote_frees_into_exited_threads_come_back() {
                     .collect()
             })
         })
+        .collect::<Vec<_>>() // all four run at once, so each parks its own heap
+        .into_iter()
         .map(|h| h.join().unwrap())
         .collect();
     for v in blocks {

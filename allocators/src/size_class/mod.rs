@@ -26,7 +26,7 @@
 //! the bytes they touched), those free for 20 ms of a coarse clock are discarded
 //! (`MADV_DONTNEED`), and segments empty for as long are given back (one per heap is kept for
 //! reuse, up to four more process-wide as spares for any heap, with at most 1 MiB of dirty pages
-//! each; the rest are unmapped); above 8 MiB of dirty pages everything free goes back at once
+//! each; the rest are unmapped); above 32 MiB of dirty pages everything free goes back at once
 //! (the decay runs on the thread's own page frees, so this bounds what an idle thread keeps).
 //! At thread exit the heap is tidied and parked for the next new thread: up to 8 MiB of dirty
 //! free pages it keeps them, and its empty segments of small pages, for that thread (above, all

@@ -29,7 +29,7 @@ use super::region::{self, FreeObject, SlabDesc, SlabList};
 /// derived per cache, at least 16).
 pub const DEPOT_BYTES: usize = 8 << 20;
 /// Magazines of each kind a depot keeps after a thread using it exits.
-pub const DEPOT_KEEP_AFTER_EXIT: u32 = 4;
+pub const DEPOT_KEEP_AFTER_EXIT: u32 = 2;
 /// Empty slabs a cache keeps however long they go unused.
 pub const EMPTY_RESERVE: u32 = 2;
 /// Bytes of empty slabs a cache keeps at most; more go back to the kernel at once.

@@ -12,18 +12,19 @@
 //! - `realloc` is given no size either: [`block_layout`] rebuilds a layout from the allocator's
 //!   [`Introspect::usable_size`] and an alignment *hint* ([`allocators::layout_hint`]):
 //!   [`MALLOC_ALIGN`] for a block in the allocator's own regions, [`LARGE_ALIGN_HINT`] for a
-//!   directly mapped large block ([`allocators::Owner::Large`] in the region map). This is not the layout the
-//!   block was allocated with, so it relies on each allocator's `realloc` being correct for it.
-//!   They are (checked in the code of all four): Bump and Buddy route by the region map; Slab's
-//!   size class of a usable size (a class size, a multiple of 16) at alignment 16 is the block's
-//!   own class; SizeClass and Slab send any layout aligned above their small-block limit to
-//!   `large`, which finds the block from its header. The pointer's own alignment is *not* a
-//!   usable hint: a 32-byte block at a page-aligned address would claim a 4 KiB class (Slab) or
-//!   order (Buddy).
+//!   directly mapped large block ([`allocators::Owner::Large`] in the region map). This is not
+//!   the layout the block was allocated with, so it relies on each allocator's `realloc` being
+//!   correct for it. They are (checked in the code of all four): Bump and Buddy route by the
+//!   region map; Slab's size class of a usable size (a class size, a multiple of 16) at
+//!   alignment 16 is the block's own class; SizeClass and Slab send any layout aligned above
+//!   their small-block limit to `large`, which finds the block from its header. The pointer's
+//!   own alignment is *not* a usable hint: a 32-byte block at a page-aligned address would claim
+//!   a 4 KiB class (Slab) or order (Buddy).
 //! - A pointer the allocator does not recognise ([`Introspect::usable_size`] is `None`: memory
 //!   handed out before the library was loaded, e.g. by the dynamic loader's own minimal malloc) is
-//!   ignored by `free` (`free_unsized` leaves it alone), reported as 0 bytes by `malloc_usable_size`, and moved by `realloc` with
-//!   [`crate::foreign::copy_readable`] (its size is unknown; see there).
+//!   ignored by `free` (`free_unsized` leaves it alone), reported as 0 bytes by
+//!   `malloc_usable_size`, and moved by `realloc` with [`crate::foreign::copy_readable`] (its size
+//!   is unknown; see there).
 //!
 //! Nothing here allocates through the global allocator (which in a preloaded library is the libc
 //! `malloc` this module replaces) and nothing can panic: all arithmetic is checked or provably in

@@ -463,13 +463,10 @@ impl Arena {
             while offset < REGION_SIZE {
                 let addr = base + offset;
                 // SAFETY: addr lies in a live region of this arena.
-                let t = unsafe { get_tag(addr) } & !TAG_CLEAN;
+                let raw = unsafe { get_tag(addr) };
+                let t = raw & !TAG_CLEAN;
                 // Allocated blocks are never clean (the bit means a canary on them when hardened).
-                assert!(
-                    crate::hardened::ENABLED
-                        || t & TAG_USED == 0
-                        || unsafe { get_tag(addr) } & TAG_CLEAN == 0
-                );
+                assert!(crate::hardened::ENABLED || t & TAG_USED == 0 || raw & TAG_CLEAN == 0);
                 let order = (t & region::TAG_ORDER) as u32;
                 assert!(t & (TAG_FREE | TAG_USED) != 0, "block start without tag");
                 assert!((MIN_ORDER..=MAX_ORDER).contains(&order));
@@ -477,8 +474,7 @@ impl Arena {
                 // A block in a thread cache is tagged TAG_USED | TAG_FREE in hardened builds
                 // (`mark_cached`): handed out as far as the arena is concerned.
                 if t & TAG_FREE != 0 && t & TAG_USED == 0 {
-                    // SAFETY: as above.
-                    let clean = unsafe { get_tag(addr) } & TAG_CLEAN != 0;
+                    let clean = raw & TAG_CLEAN != 0;
                     if !clean && order >= PURGE_MIN_ORDER {
                         dirty_large += 1 << order;
                     }

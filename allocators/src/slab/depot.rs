@@ -19,8 +19,8 @@ pub const REAP_INTERVAL_MS: u64 = 100;
 /// Full and empty magazines. Invariants: `full_count`/`empty_count` count the chains (linked
 /// through `Magazine::next`, encoded by `hardening::encode_magazine_link`); "full" magazines hold
 /// `1..=magazine_rounds(class)` rounds, their `count` (a thread's magazine ran full at its own
-/// magazine size, or an exiting thread handed it back part-filled), empty ones 0; `full_low <= full_count` and `empty_low <= empty_count` are the minima since
-/// the last reap.
+/// magazine size, or an exiting thread handed it back part-filled), empty ones 0;
+/// `full_low <= full_count` and `empty_low <= empty_count` are the minima since the last reap.
 pub struct Depot {
     full: *mut Magazine,
     full_count: u32,

@@ -33,10 +33,13 @@
 //! whose objects are aligned to it; other alignments up to 64 KiB take the smallest cache whose
 //! size is a multiple of the alignment.
 //!
-//! `dealloc` routes by the region map (Slab, Large or foreign) and finds the cache from the
-//! `Layout`, exactly as `alloc` chose it. A thread's magazines go back to the depot when it exits
-//! (a `thread_local!` with a `const` initialiser and a `Drop` type); code running after that
-//! (other TLS destructors) allocates and frees straight from the slab layer under the cache lock.
+//! `dealloc` finds the cache from the `Layout`, exactly as `alloc` chose it; only a layout too big
+//! (or too aligned) for the inline lookup is routed by the region map (Slab, Large or foreign), and
+//! a hardened build checks every pointer's region first. The thread's magazines live in a `thread_local!` without
+//! a destructor (so the fast path reaches them with no initialisation check); a second one, with a
+//! destructor, is touched on the thread's first slow path and hands the magazines back to the
+//! depots when the thread exits; code running after that (other TLS destructors) allocates and
+//! frees straight from the slab layer under the cache lock.
 //! Every lock is taken by a `pthread_atfork` handler, so a forked child can allocate. With the
 //! `hardened` feature, frees are checked ([`hardening`]: invalid, foreign and double frees, heap
 //! overflow by a canary in each object's last word, writes after free by keyed free-list links
@@ -55,7 +58,7 @@ mod tests;
 mod thread_counters;
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -65,6 +68,7 @@ use self::size_classes::{
     class_for, depot_limit, grown_rounds, magazine_rounds, slab_units, NUM_CLASSES, SIZES,
 };
 use self::thread_counters::ThreadCounters;
+use crate::hardened;
 use crate::large;
 use crate::os;
 use crate::region_map::{self, Owner};
@@ -164,37 +168,43 @@ impl ThreadCache {
         unsafe { self.pairs.get_unchecked_mut(class) }
     }
 
-    /// The fast path of `alloc`: pop a round from the loaded magazine.
+    /// The fast path of `alloc`: pops a round from the loaded magazine; `None` (and nothing
+    /// done) if it has none or the counters are due for a fold.
     #[inline(always)]
-    fn alloc(&mut self, class: usize, size: usize) -> *mut u8 {
+    fn pop(&mut self, class: usize, size: usize) -> Option<*mut u8> {
+        let due = self.counters.due();
         let p = self.pair(class);
         let n = p.rounds;
-        if n > 0 {
-            p.rounds = n - 1;
-            // SAFETY: rounds > 0 means `loaded` is a live magazine holding `n` rounds (pair
-            // invariant), n <= its capacity.
-            let block = unsafe { *magazine::round(p.loaded, n as usize - 1) };
-            self.counters.on_alloc(size, &COUNTERS);
-            return block;
+        if n == 0 || due {
+            return None;
         }
-        self.alloc_refill(class, size)
+        p.rounds = n - 1;
+        // SAFETY: rounds > 0 means `loaded` is a live magazine holding `n` rounds (pair
+        // invariant), n <= its capacity.
+        let block = unsafe { *magazine::round(p.loaded, n as usize - 1) };
+        self.counters.count_alloc(size);
+        Some(block)
     }
 
-    /// The loaded magazine is empty (or missing): swap with the previous one if it has rounds,
-    /// else load one at the depot ([`ThreadCache::load`]).
+    /// The slow path of `alloc`: folds the counters if due; then, if the loaded magazine is empty
+    /// (or missing), swaps with the previous one if that has rounds, else loads one at the depot
+    /// ([`ThreadCache::load`]). Null only if the kernel refused memory.
     #[cold]
     #[inline(never)]
-    fn alloc_refill(&mut self, class: usize, size: usize) -> *mut u8 {
+    fn refill(&mut self, class: usize, size: usize) -> *mut u8 {
+        if self.counters.due() {
+            self.counters.flush(&COUNTERS);
+        }
         let pair = self.pair(class);
-        if pair.prev_rounds > 0 {
-            pair.swap();
-            return self.alloc(class, size);
+        if pair.rounds == 0 {
+            if pair.prev_rounds > 0 {
+                pair.swap();
+            } else {
+                self.load(class, ptr::null_mut());
+            }
         }
-        self.load(class, ptr::null_mut());
-        if self.pair(class).rounds == 0 {
-            return ptr::null_mut();
-        }
-        self.alloc(class, size)
+        // None only if `load` got no memory.
+        self.pop(class, size).unwrap_or(ptr::null_mut())
     }
 
     /// Loads a magazine with rounds while neither of the thread's magazines of `class` has any:
@@ -282,20 +292,32 @@ impl ThreadCache {
         bottom == 1
     }
 
-    /// The fast path of `dealloc`: push the block onto the loaded magazine.
+    /// The fast path of `dealloc`: pushes the block onto the loaded magazine; false (and nothing
+    /// done) if it is full or missing or the counters are due for a fold.
     #[inline(always)]
-    fn free(&mut self, class: usize, block: *mut u8, size: usize) {
+    fn push(&mut self, class: usize, block: *mut u8, size: usize) -> bool {
+        let due = self.counters.due();
         let p = self.pair(class);
         let n = p.rounds;
-        if n < p.cap {
-            // SAFETY: cap > 0 means `loaded` is a live magazine (pair invariant); n < cap <= its
-            // capacity.
-            unsafe { *magazine::round(p.loaded, n as usize) = block };
-            p.rounds = n + 1;
-            self.counters.on_free(size, &COUNTERS);
-            return;
+        if n >= p.cap || due {
+            return false;
         }
-        self.free_exchange(class, block, size);
+        // SAFETY: cap > 0 means `loaded` is a live magazine (pair invariant); n < cap <= its
+        // capacity.
+        unsafe { *magazine::round(p.loaded, n as usize) = block };
+        p.rounds = n + 1;
+        self.counters.count_free(size);
+        true
+    }
+
+    /// A free inside the slow paths: folds the counters if due, then a push, else an exchange.
+    fn free(&mut self, class: usize, block: *mut u8, size: usize) {
+        if self.counters.due() {
+            self.counters.flush(&COUNTERS);
+        }
+        if !self.push(class, block, size) {
+            self.free_exchange(class, block, size);
+        }
     }
 
     /// The loaded magazine is full (or missing): swap with the previous one if it is empty, else
@@ -453,17 +475,68 @@ fn reap_all() {
     large_cache::reap();
 }
 
-/// A thread's cache; its magazines go back to the depots when the thread exits.
+/// A thread's cache, in a `thread_local!` with a `const` initialiser and no destructor: reaching
+/// it is an address relative to the thread pointer, with no "is it initialised / destroyed yet"
+/// check on the fast path. Its magazines go back to the depots through [`ExitHook`].
 struct ThreadSlot(UnsafeCell<ThreadCache>);
 
-impl Drop for ThreadSlot {
+/// Where a thread stands with its [`ExitHook`]. While not `Attached`, the thread's magazine pairs
+/// are all empty, so its fast paths always miss and the slow paths serve it from the slab layer
+/// (thread exit, or an allocation made while the hook registers its destructor).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Attach {
+    /// The thread has not reached a slow path yet.
+    Fresh,
+    /// Registering the hook's destructor (which may allocate, e.g. glibc's list node).
+    Attaching,
+    /// The hook is registered: the thread may hold magazines.
+    Attached,
+    /// The hook's destructor ran (or could not be registered): no magazines any more.
+    Exited,
+}
+
+/// A thread-local with a destructor, touched once per thread from a slow path: its destructor
+/// hands the thread's magazines back when the thread exits.
+struct ExitHook;
+
+impl Drop for ExitHook {
     fn drop(&mut self) {
-        self.0.get_mut().release_all();
+        ATTACH.set(Attach::Exited);
+        // SAFETY: no other reference to the thread cache is live: destructors run outside the
+        // allocator, and nothing in `release_all` allocates through the global allocator.
+        unsafe { &mut *thread_cache() }.release_all();
     }
 }
 
 thread_local! {
     static THREAD: ThreadSlot = const { ThreadSlot(UnsafeCell::new(ThreadCache::new())) };
+    static ATTACH: Cell<Attach> = const { Cell::new(Attach::Fresh) };
+    static EXIT_HOOK: ExitHook = const { ExitHook };
+}
+
+/// The calling thread's cache. Each use makes a reference that ends before the next one begins:
+/// the allocator never calls itself, and [`attached`] runs with no reference live.
+#[inline(always)]
+fn thread_cache() -> *mut ThreadCache {
+    THREAD.with(|t| t.0.get())
+}
+
+/// Whether the thread may hold magazines, registering its exit hook on the first call. Called by
+/// the slow paths only, with no reference to the thread cache live (the registration may
+/// allocate, and that allocation must find the thread not attached, so it takes the slab layer).
+#[cold]
+#[inline(never)]
+fn attached() -> bool {
+    match ATTACH.get() {
+        Attach::Attached => true,
+        Attach::Attaching | Attach::Exited => false,
+        Attach::Fresh => {
+            ATTACH.set(Attach::Attaching);
+            let ok = EXIT_HOOK.try_with(|_| ()).is_ok();
+            ATTACH.set(if ok { Attach::Attached } else { Attach::Exited });
+            ok
+        }
+    }
 }
 
 /// The cache serving `size` bytes aligned to `align` (with room for the canary when hardened),
@@ -473,36 +546,53 @@ fn cache_for(size: usize, align: usize) -> Option<usize> {
     class_for(size + hardening::CANARY, align)
 }
 
+/// The fast path of `alloc` for a small block: one pop from the thread's loaded magazine.
 #[inline(always)]
 fn alloc_small(class: usize, size: usize) -> *mut u8 {
-    let r = THREAD.try_with(|t| {
-        // SAFETY: the thread cache is reached only through these `try_with` calls, which never
-        // nest on one thread (nothing inside allocates through the global allocator), so this is
-        // the only live reference.
-        unsafe { &mut *t.0.get() }.alloc(class, size)
-    });
-    let p = match r {
-        Ok(p) => p,
-        Err(_) => alloc_shared(class, size),
+    // SAFETY: a reference that ends here (see `thread_cache`).
+    let p = match unsafe { &mut *thread_cache() }.pop(class, size) {
+        Some(p) => p,
+        None => alloc_refill(class, size),
     };
     // SAFETY: p is null or a fresh object of cache `class`, ours.
     unsafe { hardening::on_alloc(p, class) };
     p
 }
 
+/// The thread's [`ThreadCache::refill`], or the slab layer if the thread holds no magazines.
+#[cold]
+#[inline(never)]
+fn alloc_refill(class: usize, size: usize) -> *mut u8 {
+    if !attached() {
+        return alloc_shared(class, size);
+    }
+    // SAFETY: a reference that ends here (see `thread_cache`).
+    unsafe { &mut *thread_cache() }.refill(class, size)
+}
+
+/// The fast path of `dealloc` for a small block: one push onto the thread's loaded magazine.
 #[inline(always)]
 fn free_small(class: usize, block: *mut u8, size: usize) {
-    let r = THREAD.try_with(|t| {
-        // SAFETY: as in `alloc_small`.
-        unsafe { &mut *t.0.get() }.free(class, block, size)
-    });
-    if r.is_err() {
-        // SAFETY: the caller frees a live block of this cache.
-        unsafe { free_shared(class, block, size) };
+    // SAFETY: a reference that ends here (see `thread_cache`).
+    if !unsafe { &mut *thread_cache() }.push(class, block, size) {
+        free_slow(class, block, size);
     }
 }
 
-/// Allocation after the thread's cache is gone: straight from the slab layer.
+/// The thread's [`ThreadCache::free`] (a fold or a magazine exchange), or straight back to the
+/// block's slab if the thread holds no magazines.
+#[cold]
+#[inline(never)]
+fn free_slow(class: usize, block: *mut u8, size: usize) {
+    if !attached() {
+        // SAFETY: the caller frees a live block of this cache.
+        return unsafe { free_shared(class, block, size) };
+    }
+    // SAFETY: a reference that ends here (see `thread_cache`).
+    unsafe { &mut *thread_cache() }.free(class, block, size);
+}
+
+/// Allocation while the thread holds no magazines: straight from the slab layer.
 #[cold]
 fn alloc_shared(class: usize, size: usize) -> *mut u8 {
     sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
@@ -519,7 +609,7 @@ fn alloc_shared(class: usize, size: usize) -> *mut u8 {
     out[0]
 }
 
-/// A free after the thread's cache is gone: straight back to the slab.
+/// A free while the thread holds no magazines: straight back to the slab.
 ///
 /// # Safety
 /// `block` must be a live block of cache `class`, unused afterwards.
@@ -532,36 +622,84 @@ unsafe fn free_shared(class: usize, block: *mut u8, size: usize) {
 
 /// Counts a resize in place in the calling thread's counters (or the shared ones).
 fn count_resize(old: usize, new: usize) {
-    let r = THREAD.try_with(|t| {
-        // SAFETY: as in `alloc_small`.
-        let tc = unsafe { &*t.0.get() };
+    if ATTACH.get() == Attach::Attached {
+        // SAFETY: a reference that ends here (see `thread_cache`).
+        let tc = unsafe { &*thread_cache() };
         tc.counters.on_free(old, &COUNTERS);
         tc.counters.on_alloc(new, &COUNTERS);
-    });
-    if r.is_err() {
+    } else {
+        // The thread's counters are folded only while it is attached.
         COUNTERS.record_free(old);
         COUNTERS.record_alloc(new);
     }
 }
 
-/// `dealloc` of anything but a small block: a large block, or a pointer that is not ours.
+/// The cache of a request aligned to at most 16 bytes (the common case, looked up inline), or
+/// `None` for a large or more aligned one (which [`alloc_other`] and [`dealloc_other`] sort out).
+#[inline(always)]
+fn common_cache_for(layout: Layout) -> Option<usize> {
+    if layout.align() > 16 {
+        return None;
+    }
+    cache_for(layout.size(), layout.align())
+}
+
+/// `alloc` of anything [`common_cache_for`] does not place: a small block aligned to more than
+/// 16 bytes, or a large block.
+#[cold]
+#[inline(never)]
+fn alloc_other(layout: Layout, zeroed: bool) -> *mut u8 {
+    let Some(class) = cache_for(layout.size(), layout.align()) else {
+        return alloc_large(layout, zeroed);
+    };
+    let p = alloc_small(class, layout.size());
+    if zeroed && !p.is_null() {
+        // SAFETY: p is a fresh object of at least layout.size() bytes.
+        unsafe { ptr::write_bytes(p, 0, layout.size()) };
+    }
+    p
+}
+
+/// Frees a small block after the hardened checks (none in a plain build).
+///
+/// # Safety
+/// `ptr` lies in a Slab region and is (the caller's contract) a live object of cache `class`.
+#[inline(always)]
+unsafe fn free_small_checked(class: usize, ptr: *mut u8, size: usize) {
+    debug_assert_eq!(
+        // SAFETY: a pointer in a Slab region.
+        unsafe { (*region::slab_of(ptr as usize)).cache } as usize,
+        class
+    );
+    // SAFETY: ptr lies in a Slab region.
+    unsafe { hardening::on_free(ptr, class) };
+    free_small(class, ptr, size);
+}
+
+/// `dealloc` of anything [`GlobalAlloc::dealloc`] did not free inline: a small block aligned to
+/// more than 16 bytes, a large block, or a pointer that is not ours.
 ///
 /// # Safety
 /// As for `GlobalAlloc::dealloc`.
 #[cold]
 #[inline(never)]
 unsafe fn dealloc_other(ptr: *mut u8, layout: Layout) {
-    if region_map::owner_of(ptr) == Owner::Large {
+    match (
+        region_map::owner_of(ptr),
+        cache_for(layout.size(), layout.align()),
+    ) {
+        // SAFETY: in a Slab region, and a live block allocated with this layout (the caller's
+        // contract), so an object of cache `class`.
+        (Owner::Slab, Some(class)) => unsafe { free_small_checked(class, ptr, layout.size()) },
         // SAFETY: the caller passes a live block of ours; in a Large window it is a large block,
         // which the cache keeps or which is unmapped here.
-        unsafe {
+        (Owner::Large, _) => unsafe {
             if !large_cache::put(ptr, layout.size()) {
                 large::dealloc(ptr, layout.size(), &COUNTERS);
             }
-        }
-    } else {
+        },
         // Foreign, or a slab object freed with a layout too big for any cache.
-        hardening::on_foreign_free(ptr);
+        _ => hardening::on_foreign_free(ptr),
     }
 }
 
@@ -617,15 +755,15 @@ unsafe extern "C" fn atfork_release() {
 unsafe impl GlobalAlloc for Slab {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        match cache_for(layout.size(), layout.align()) {
+        match common_cache_for(layout) {
             Some(class) => alloc_small(class, layout.size()),
-            None => alloc_large(layout, false),
+            None => alloc_other(layout, false),
         }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        match cache_for(layout.size(), layout.align()) {
+        match common_cache_for(layout) {
             Some(class) => {
                 let p = alloc_small(class, layout.size());
                 if !p.is_null() {
@@ -634,22 +772,21 @@ unsafe impl GlobalAlloc for Slab {
                 }
                 p
             }
-            None => alloc_large(layout, true),
+            None => alloc_other(layout, true),
         }
     }
 
+    /// Trusts the `Layout` as the `GlobalAlloc` contract allows (as jemalloc's sized free does): a
+    /// small layout means a slab object, since `alloc` serves every small layout from a slab. A
+    /// hardened build first checks that the pointer lies in a Slab region, so that a pointer from
+    /// elsewhere is reported rather than cached.
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if region_map::owner_of(ptr) == Owner::Slab {
-            if let Some(class) = cache_for(layout.size(), layout.align()) {
-                debug_assert_eq!(
-                    // SAFETY: a pointer in a Slab region.
-                    unsafe { (*region::slab_of(ptr as usize)).cache } as usize,
-                    class
-                );
-                // SAFETY: ptr lies in a Slab region.
-                unsafe { hardening::on_free(ptr, class) };
-                free_small(class, ptr, layout.size());
+        if let Some(class) = common_cache_for(layout) {
+            if !hardened::ENABLED || region_map::owner_of(ptr) == Owner::Slab {
+                // SAFETY: ptr is (the caller's contract) a live block allocated with this layout,
+                // so an object of cache `class`, in a Slab region (checked when hardened).
+                unsafe { free_small_checked(class, ptr, layout.size()) };
                 return;
             }
         }

@@ -27,22 +27,20 @@ const ONE_UNIT_MAX: usize = 8192;
 pub const MAG_MAX: usize = 512;
 
 /// Index `(size + 7) / 8` for sizes up to 1024.
-const SMALL_LOOKUP: [u8; 129] = build_lookup::<129>(8, 8);
-/// As [`SMALL_LOOKUP`], for requests aligned to 16 bytes (what `malloc` promises, so the most
-/// common alignment above 8 in Rust programs too): the smallest size that is a multiple of 16.
-const SMALL_LOOKUP_16: [u8; 129] = build_lookup::<129>(8, 16);
-/// Index `(size + 127) / 128` for sizes up to [`MAX_SMALL`] (every size above 1024 is a multiple
-/// of 256, so this table serves alignment 16 as well).
-const BIG_LOOKUP: [u8; MAX_SMALL / 128 + 1] = build_lookup::<{ MAX_SMALL / 128 + 1 }>(128, 8);
+const SMALL_LOOKUP: [u8; 129] = build_lookup::<129>(8);
+/// Index `(size + 127) / 128` for sizes up to [`MAX_SMALL`].
+const BIG_LOOKUP: [u8; MAX_SMALL / 128 + 1] = build_lookup::<{ MAX_SMALL / 128 + 1 }>(128);
 
-/// The table mapping `i * step` to the smallest size that holds it and is a multiple of `align`.
-const fn build_lookup<const N: usize>(step: usize, align: usize) -> [u8; N] {
+/// The table mapping `i * step` to the smallest size that holds it; 0 maps to the 16-byte size, so
+/// that a zero-size request (which `GlobalAlloc` forbids, but which C's `malloc(0)` may become)
+/// is aligned for any alignment up to 16 too.
+const fn build_lookup<const N: usize>(step: usize) -> [u8; N] {
     let mut table = [0u8; N];
     let mut i = 0;
     while i < N {
-        let size = i * step;
+        let size = if i == 0 { 16 } else { i * step };
         let mut c = 0;
-        while c < NUM_CLASSES - 1 && (SIZES[c] < size || !SIZES[c].is_multiple_of(align)) {
+        while c < NUM_CLASSES - 1 && SIZES[c] < size {
             c += 1;
         }
         table[i] = c as u8;
@@ -68,17 +66,16 @@ pub fn class_of(size: usize) -> Option<usize> {
 /// The cache for `size` bytes aligned to `align` (a power of two): the smallest size that holds
 /// `size` and is a multiple of `align`, so every object of it is aligned (slabs start on a
 /// boundary of its own size, at least 64 KiB). `None` if the request must go to [`crate::large`].
+///
+/// Alignments up to 16 (`malloc`'s, so the common ones in Rust programs too) need no search: the
+/// smallest size holding `size` rounded up to the alignment is itself a multiple of it, since
+/// every multiple of 8 up to 64 is a size and every size from 64 on is a multiple of 16 (checked
+/// by a test). `size + align - 1` cannot overflow: a `Layout`'s size rounded up to its alignment
+/// fits in an `isize`.
 #[inline(always)]
 pub fn class_for(size: usize, align: usize) -> Option<usize> {
-    if align <= 8 {
-        return class_of(size);
-    }
-    if align == 16 {
-        if size <= 1024 {
-            // SAFETY: (size + 7) >> 3 <= 128 < SMALL_LOOKUP_16.len().
-            return Some(unsafe { *SMALL_LOOKUP_16.get_unchecked((size + 7) >> 3) } as usize);
-        }
-        return class_of(size);
+    if align <= 16 {
+        return class_of((size + align - 1) & !(align - 1));
     }
     class_for_aligned(size, align)
 }
@@ -168,7 +165,7 @@ mod tests {
 
     #[test]
     fn lookup_finds_the_smallest_fitting_size() {
-        for size in 0..=MAX_SMALL {
+        for size in 1..=MAX_SMALL {
             let c = class_of(size).unwrap();
             assert!(SIZES[c] >= size, "size {size}");
             assert!(c == 0 || SIZES[c - 1] < size, "size {size}");
@@ -191,15 +188,18 @@ mod tests {
     }
 
     #[test]
-    fn sixteen_byte_lookup_matches_the_general_one() {
-        for size in 0..=MAX_SMALL + 1 {
-            assert_eq!(
-                class_for(size, 16),
-                class_for_aligned(size, 16),
-                "size {size}"
-            );
+    fn small_alignment_lookup_matches_the_general_one() {
+        for align in [1, 2, 4, 8, 16] {
+            assert_eq!(class_for(0, align), Some(1));
+            for size in 1..=MAX_SMALL + 1 {
+                assert_eq!(
+                    class_for(size, align),
+                    class_for_aligned(size, align),
+                    "size {size} align {align}"
+                );
+            }
         }
-        assert!(SIZES.iter().filter(|&&s| s > 1024).all(|s| s % 256 == 0));
+        assert!(SIZES.iter().filter(|&&s| s >= 64).all(|s| s % 16 == 0));
     }
 
     #[test]

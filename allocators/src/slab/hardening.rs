@@ -13,7 +13,8 @@
 //! - The **canary** lies past every requested byte (the caches are chosen for the request plus
 //!   [`CANARY`] bytes). It is written when the object leaves its slab ([`on_leave_slab`]) and
 //!   stays there while the object cycles between users and magazines, so the common alloc and
-//!   free touch the last word only to read it, at the free.
+//!   free touch the last word only to read it, at the free. (A write after free into a cached
+//!   object's last word is therefore reported at the object's next free, as a heap overflow.)
 //! - The **loose tag** marks a freed object in a magazine: a free finding it is a double free;
 //!   an alloc not finding it ([`on_alloc`], which then clears it) reports a write after free as a
 //!   corrupted free list.

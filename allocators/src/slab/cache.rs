@@ -187,6 +187,7 @@ impl Cache {
             let s = &mut *slab;
             debug_assert!(s.list != SlabList::None && s.in_use > 0);
             debug_assert_eq!((obj as usize - s.base) % s.size as usize, 0);
+            hardening::on_enter_slab(obj, s.size as usize);
             let o = obj.cast::<FreeObject>();
             (*o).next = hardening::encode_free_link(s.free, o);
             s.free = o;

@@ -1,26 +1,42 @@
 //! The slab allocator's checks under the `hardened` feature (each compiles away without it).
 //!
-//! Every object carries two keyed words (the key is the process's random [`hardened::key`],
-//! mixed with the object's address, so no value is valid at another address):
+//! Each object carries keyed words (the key is the process's random [`hardened::key`], mixed
+//! with the object's address, so no value is valid at another address); which word holds what
+//! says where the object is:
 //!
-//! - its **last word** holds a canary while the object is live (written by [`on_alloc`]; the
-//!   caches are chosen for the request plus [`CANARY`] bytes, so the canary lies past every
-//!   requested byte) and a *freed* tag while it is free. A free finding the freed tag there is a
-//!   double free; finding anything else but the canary, a heap overflow.
-//! - its **first word**, while the object is free outside its slab (in a magazine or a depot),
-//!   holds a *loose* tag, checked when the object is handed out: a write after free is reported
-//!   as a corrupted free list. Inside its slab the first word is the free list's link, stored
-//!   encoded ([`encode_free_link`]) and checked on use ([`decode_free_link`]: it must name an
-//!   object of the same slab). The depot's magazine links are encoded and checked the same way.
+//! | object | first word | last word |
+//! |---|---|---|
+//! | with a user | the user's (0 when handed out) | canary |
+//! | free outside its slab (magazine, depot) | *loose* tag | canary |
+//! | free inside its slab | encoded free-list link | *freed* tag |
 //!
-//! A pointer freed must start an object of the cache its `Layout` names (right slab owner, right
-//! object size, on an object boundary, a multiplication instead of a division); a pointer in no
-//! region of ours is foreign. Both abort with "invalid free". The checks are O(1): no list or
+//! - The **canary** lies past every requested byte (the caches are chosen for the request plus
+//!   [`CANARY`] bytes). It is written when the object leaves its slab ([`on_leave_slab`]) and
+//!   stays there while the object cycles between users and magazines, so the common alloc and
+//!   free touch the last word only to read it, at the free. (A write after free into a cached
+//!   object's last word is therefore reported at the object's next free, as a heap overflow.)
+//! - The **loose tag** marks a freed object in a magazine: a free finding it is a double free;
+//!   an alloc not finding it ([`on_alloc`], which then clears it) reports a write after free as a
+//!   corrupted free list.
+//! - Inside its slab, the first word is the free list's link, stored encoded
+//!   ([`encode_free_link`]) and checked on use ([`decode_free_link`]: it must name an object of
+//!   the same slab), and the last word holds the **freed tag** ([`on_enter_slab`]): a free
+//!   finding it is a double free. The depot's magazine links are encoded and checked too.
+//!
+//! A free ([`on_free`]) first checks by arithmetic alone that the pointer starts an object of
+//! the cache its `Layout` names (object offset from the slab's aligned base, a multiplication
+//! instead of a division), then that the last word is the canary and the first word not the
+//! loose tag. Only when one of these fails is the slab descriptor read ([`free_misuse`]): a
+//! pointer not starting an object of that cache (wrong slab owner, wrong size, past the carved
+//! objects) aborts with "invalid free", else the words tell a double free from a heap overflow.
+//! A pointer that passes the arithmetic in another cache's slab cannot pass the word checks:
+//! the canary for its address is never written at the last word of a `size`-byte object there.
+//! A pointer in no region of ours is foreign ("invalid free"). The checks are O(1): no list or
 //! magazine is scanned.
 
 use super::magazine::Magazine;
-use super::region::{self, FreeObject, SlabDesc};
-use super::size_classes::{NUM_CLASSES, SIZES};
+use super::region::{self, FreeObject, SlabDesc, UNIT_SIZE};
+use super::size_classes::{slab_units, NUM_CLASSES, SIZES};
 use crate::hardened::{self, Misuse};
 use crate::region_map::{self, Owner};
 
@@ -32,25 +48,51 @@ const WORD: usize = core::mem::size_of::<usize>();
 /// Bytes reserved after each request for the canary (0 without the feature).
 pub const CANARY: usize = hardened::CANARY_BYTES;
 
-/// Per cache, `c = u64::MAX / size + 1`: an offset `n < 2^32` is a multiple of the size exactly
-/// when `n * c (mod 2^64) < c` (Lemire, Kaser & Kurz 2019), which spares the free path a
-/// division.
-const DIVISIBILITY: [u64; NUM_CLASSES] = {
-    let mut t = [0u64; NUM_CLASSES];
+/// Where a cache's objects lie in their slab, for the arithmetic boundary check.
+#[derive(Clone, Copy)]
+struct Geometry {
+    /// `u64::MAX / size + 1`: an offset `n < 2^32` is a multiple of the size exactly when
+    /// `n * c (mod 2^64) < c` (Lemire, Kaser & Kurz 2019), which spares the free path a division.
+    c: u64,
+    /// Bytes of a slab minus one: a slab is aligned to its own size (one unit, or an aligned
+    /// group of units inside an aligned region), so `addr & span_mask` is the offset from its
+    /// base.
+    span_mask: u32,
+    /// The end of the slab's last whole object, as an offset (its `carve_end - base`).
+    limit: u32,
+}
+
+const GEOMETRY: [Geometry; NUM_CLASSES] = {
+    let mut t = [Geometry {
+        c: 0,
+        span_mask: 0,
+        limit: 0,
+    }; NUM_CLASSES];
     let mut i = 0;
     while i < NUM_CLASSES {
-        t[i] = u64::MAX / SIZES[i] as u64 + 1;
+        let span = slab_units(i) * UNIT_SIZE;
+        t[i] = Geometry {
+            c: u64::MAX / SIZES[i] as u64 + 1,
+            span_mask: (span - 1) as u32,
+            limit: (span / SIZES[i] * SIZES[i]) as u32,
+        };
         i += 1;
     }
     t
 };
 
+/// The geometry of cache `class`.
+#[inline(always)]
+fn geometry(class: usize) -> Geometry {
+    debug_assert!(class < NUM_CLASSES);
+    // SAFETY: every caller passes a class from `class_for`, which is < NUM_CLASSES.
+    unsafe { *GEOMETRY.get_unchecked(class) }
+}
+
 /// Whether `offset` (below 2^32) is a multiple of cache `class`'s object size.
 #[inline(always)]
 fn is_object_offset(offset: usize, class: usize) -> bool {
-    debug_assert!(class < NUM_CLASSES);
-    // SAFETY: every caller passes a class from `class_for`, which is < NUM_CLASSES.
-    let c = unsafe { *DIVISIBILITY.get_unchecked(class) };
+    let c = geometry(class).c;
     (offset as u64).wrapping_mul(c) < c
 }
 
@@ -58,7 +100,7 @@ fn is_object_offset(offset: usize, class: usize) -> bool {
 #[inline(always)]
 fn size_of_class(class: usize) -> usize {
     debug_assert!(class < NUM_CLASSES);
-    // SAFETY: as in `is_object_offset`.
+    // SAFETY: as in `geometry`.
     unsafe { *SIZES.get_unchecked(class) }
 }
 
@@ -78,7 +120,8 @@ fn loose_tag(block: *mut u8, key: usize) -> usize {
     (key ^ LOOSE ^ block as usize).rotate_left(17)
 }
 
-/// Checks the loose tag of a block just taken from a magazine and writes its canary.
+/// Checks the loose tag of a block just taken from a magazine and clears it (the canary is in
+/// place since the object left its slab).
 ///
 /// # Safety
 /// `block` must be null or an object of cache `class` just handed to the caller.
@@ -87,18 +130,22 @@ pub unsafe fn on_alloc(block: *mut u8, class: usize) {
     if !hardened::ENABLED || block.is_null() {
         return;
     }
-    let key = hardened::key();
-    // SAFETY: the object is ours; its first and last words lie inside it.
+    // A user object holds a request of at least 1 byte and the canary: two words or more, so
+    // clearing the first word leaves the canary.
+    debug_assert!(size_of_class(class) > WORD);
+    let first = block.cast::<usize>();
+    // SAFETY: the object is ours; its first word lies inside it.
     unsafe {
-        if block.cast::<usize>().read() != loose_tag(block, key) {
+        if first.read() != loose_tag(block, hardened::key()) {
             hardened::misuse(NAME, Misuse::CorruptFreeList, block);
         }
-        last_word(block, size_of_class(class)).write(hardened::canary_keyed(block as usize, key));
+        // Cleared rather than left: the tag would tell the user the key.
+        first.write(0);
     }
 }
 
-/// Checks a free of `block` as an object of cache `class` (its slab, boundary, canary and freed
-/// tag) and marks it freed and loose; aborts on misuse.
+/// Checks a free of `block` as an object of cache `class` (boundary by arithmetic, canary, not
+/// loose) and marks it loose; anything amiss goes to [`free_misuse`], which aborts.
 ///
 /// # Safety
 /// `block` must lie in a region the region map names [`Owner::Slab`].
@@ -107,6 +154,39 @@ pub unsafe fn on_free(block: *mut u8, class: usize) {
     if !hardened::ENABLED {
         return;
     }
+    let addr = block as usize;
+    let g = geometry(class);
+    let offset = addr & g.span_mask as usize;
+    if offset < g.limit as usize && is_object_offset(offset, class) {
+        let key = hardened::key();
+        let first = block.cast::<usize>();
+        let last = last_word(block, size_of_class(class));
+        let loose = loose_tag(block, key);
+        // SAFETY: `offset` is an object offset below the slab's last whole object, so both
+        // words lie, aligned, inside the slab's span of this Slab region (mapped: the caller's
+        // contract). If the pointer is no object of this cache the words are someone else's,
+        // only read here: the checks fail and `free_misuse` takes over.
+        unsafe {
+            if last.read() == hardened::canary_keyed(addr, key) && first.read() != loose {
+                // A live object of this cache: its words are the caller's to give up.
+                first.write(loose);
+                return;
+            }
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { free_misuse(block, class) }
+}
+
+/// The free of `block` as an object of cache `class` failed a quick check: reads its slab
+/// descriptor and aborts with the kind of misuse (invalid free, double free or heap overflow).
+/// Marks the block loose and returns if it proves to be a live object after all.
+///
+/// # Safety
+/// As for [`on_free`].
+#[cold]
+#[inline(never)]
+unsafe fn free_misuse(block: *mut u8, class: usize) {
     let addr = block as usize;
     // SAFETY: the caller's contract: the region header is mapped.
     let slab = unsafe { region::slab_of(addr) };
@@ -124,26 +204,22 @@ pub unsafe fn on_free(block: *mut u8, class: usize) {
         hardened::misuse(NAME, Misuse::InvalidFree, block);
     }
     let key = hardened::key();
+    let first = block.cast::<usize>();
     let last = last_word(block, size_of_class(class));
-    // SAFETY: `block` starts an object of this cache (checked), so its words are ours to read
-    // and, since the caller frees it, to write.
-    unsafe {
-        let word = last.read();
-        if word != hardened::canary_keyed(addr, key) {
-            let kind = if word == freed_tag(block, key) {
-                Misuse::DoubleFree
-            } else {
-                Misuse::HeapOverflow
-            };
-            hardened::misuse(NAME, kind, block);
-        }
-        last.write(freed_tag(block, key));
-        block.cast::<usize>().write(loose_tag(block, key));
+    // SAFETY: `block` starts an object of this cache (checked), so its words are ours to read.
+    let (first_word, last_word) = unsafe { (first.read(), last.read()) };
+    if last_word == freed_tag(block, key) || first_word == loose_tag(block, key) {
+        hardened::misuse(NAME, Misuse::DoubleFree, block);
     }
+    if last_word != hardened::canary_keyed(addr, key) {
+        hardened::misuse(NAME, Misuse::HeapOverflow, block);
+    }
+    // SAFETY: a live object of this cache, given up by the caller.
+    unsafe { first.write(loose_tag(block, key)) };
 }
 
 /// Marks an object of `size` bytes leaving its slab for a magazine (or straight for a caller):
-/// freed and loose, as [`on_alloc`] expects.
+/// canary in its last word, loose tag in its first, as [`on_alloc`] expects.
 ///
 /// # Safety
 /// `obj` must be a free object of `size` bytes, just taken out of its slab by the caller.
@@ -153,9 +229,22 @@ pub unsafe fn on_leave_slab(obj: *mut u8, size: usize) {
         let key = hardened::key();
         // SAFETY: the caller's contract: the object's words are ours.
         unsafe {
-            last_word(obj, size).write(freed_tag(obj, key));
+            last_word(obj, size).write(hardened::canary_keyed(obj as usize, key));
             obj.cast::<usize>().write(loose_tag(obj, key));
         }
+    }
+}
+
+/// Marks an object of `size` bytes going back into its slab: the freed tag replaces the canary,
+/// so a later free of it is a double free (its first word becomes the free-list link).
+///
+/// # Safety
+/// `obj` must be an object of `size` bytes that is out of its slab and no longer used.
+#[inline(always)]
+pub unsafe fn on_enter_slab(obj: *mut u8, size: usize) {
+    if hardened::ENABLED {
+        // SAFETY: the caller's contract: the object's words are ours.
+        unsafe { last_word(obj, size).write(freed_tag(obj, hardened::key())) };
     }
 }
 

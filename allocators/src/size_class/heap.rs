@@ -156,6 +156,16 @@ unsafe fn queue_push_back(q: *mut PageQueue, page: *mut Page) {
     }
 }
 
+/// Whether `page` is the head of its class queue (the page allocation is using).
+///
+/// # Safety
+/// The caller owns `heap`; `page` is an in-use page of it.
+#[inline(always)]
+pub unsafe fn is_current(heap: *mut Heap, page: *mut Page) -> bool {
+    // SAFETY: the caller owns the heap; a page's class is below NUM_CLASSES.
+    unsafe { (*heap).queues.get_unchecked((*page).class as usize).head == page }
+}
+
 /// Points the direct slots of `class` at the head of its queue.
 unsafe fn sync_direct(heap: *mut Heap, class: usize) {
     if class > LAST_DIRECT_CLASS {
@@ -293,7 +303,7 @@ pub unsafe fn tidy(heap: *mut Heap, purge: bool) {
             let mut p = (*q).head;
             while !p.is_null() {
                 let next = (*p).next;
-                page::count_remote_frees(p);
+                page::collect(p);
                 if (*p).used == 0 {
                     queue_remove(q, p);
                     segment::free_page(heap, p);

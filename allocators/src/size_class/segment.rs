@@ -98,6 +98,13 @@ fn map_segment(heap: *mut Heap, kind: Kind) -> *mut Segment {
     if base.is_null() {
         return ptr::null_mut();
     }
+    // A page's `thread_free` word keeps a count above bit 48 (`page::COUNT_SHIFT`): its blocks
+    // must lie below. (Linux maps above 2^47 only when asked to.)
+    if (base as usize + SEGMENT_SIZE) >> super::page::COUNT_SHIFT != 0 {
+        // SAFETY: just mapped, never published.
+        unsafe { os::unmap(base, SEGMENT_SIZE) };
+        return ptr::null_mut();
+    }
     if !region_map::claim(base as usize, SEGMENT_SIZE, Owner::SizeClass) {
         // SAFETY: just mapped, never published.
         unsafe { os::unmap(base, SEGMENT_SIZE) };
@@ -245,7 +252,6 @@ pub unsafe fn alloc_page(heap: *mut Heap, class: usize) -> *mut Page {
         (*page).used = 0;
         (*page).free = ptr::null_mut();
         (*page).thread_free.store(0, Ordering::Relaxed);
-        (*page).remote_frees.store(0, Ordering::Relaxed);
         (*page).next = ptr::null_mut();
         (*page).prev = ptr::null_mut();
         (*page).rescue_next = ptr::null_mut();

@@ -52,8 +52,42 @@ fn is_multiple(off: usize, magic: u64) -> bool {
     (off as u64).wrapping_mul(magic) < magic
 }
 
+/// The fields of a page descriptor that a free's checks read (hardened builds only), copies of
+/// the page's geometry kept in a cache line of their own. The descriptor's first line holds the
+/// owner's `free` and `used`, written on every allocation: a free from another thread that read
+/// `start`, `capacity` and `block_size` there took that line away from the owner on every remote
+/// free (the plain build's remote free touches only the second line). These are written only
+/// when the page is given a class, carved further, or freed.
+#[cfg(feature = "hardened")]
+#[repr(C, align(64))]
+pub struct PageChecks {
+    /// The divisibility magic of the block size (see [`DIVISIBILITY_MAGIC`]).
+    div_magic: u64,
+    /// The page's `start`.
+    start: usize,
+    /// The page's `block_size`.
+    block_size: usize,
+    /// Bytes carved (`capacity * block_size`), 0 while the page is free. Atomic (relaxed: it
+    /// only grows while the page serves a class) because freeing threads read it while the
+    /// owner carves.
+    carved: core::sync::atomic::AtomicUsize,
+}
+
+#[cfg(feature = "hardened")]
+impl PageChecks {
+    /// The fields of a descriptor that serves no class.
+    pub const fn new() -> Self {
+        PageChecks {
+            div_magic: 0,
+            start: 0,
+            block_size: 0,
+            carved: core::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
 /// Sets up the hardened fields of `page`, just given class `class` (called by
-/// `segment::alloc_page` in hardened builds).
+/// `segment::alloc_page` in hardened builds, after setting its block size).
 ///
 /// # Safety
 /// The caller owns `page`; `class < NUM_CLASSES`.
@@ -63,37 +97,74 @@ pub unsafe fn init_page(page: *mut Page, class: usize) {
     #[cfg(feature = "hardened")]
     // SAFETY: caller's contract.
     unsafe {
-        (*page).div_magic = *DIVISIBILITY_MAGIC.get_unchecked(class)
-    };
+        let c = &mut (*page).checks;
+        c.div_magic = *DIVISIBILITY_MAGIC.get_unchecked(class);
+        c.start = (*page).start;
+        c.block_size = (*page).block_size;
+        *c.carved.get_mut() = (*page).capacity as usize * (*page).block_size;
+    }
     let _ = (page, class);
 }
 
-/// The divisibility magic of `page`'s block size.
+/// Records that the owner carved more blocks of `page` (called by `page::extend` in hardened
+/// builds).
+///
+/// # Safety
+/// The caller owns `page`, which is in use.
+#[inline]
+pub unsafe fn carved(page: *mut Page) {
+    #[cfg(feature = "hardened")]
+    // SAFETY: caller's contract; `carved` is atomic.
+    unsafe {
+        (*page).checks.carved.store(
+            (*page).capacity as usize * (*page).block_size,
+            core::sync::atomic::Ordering::Relaxed,
+        )
+    };
+    let _ = page;
+}
+
+/// Marks `page`, just freed, as holding no block (`capacity` and the carved bytes 0), so no
+/// pointer into it passes [`check_small`] (called by `segment::free_page` in hardened builds).
+///
+/// # Safety
+/// The caller owns `page`, which holds no live block.
+#[inline]
+pub unsafe fn free_page(page: *mut Page) {
+    // SAFETY: caller's contract.
+    unsafe {
+        (*page).capacity = 0;
+        #[cfg(feature = "hardened")]
+        (*page)
+            .checks
+            .carved
+            .store(0, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The divisibility magic, start, carved bytes and block size of `page`, as a free checks them.
 ///
 /// # Safety
 /// `page` is a valid descriptor.
 #[inline(always)]
-unsafe fn magic_of(page: *const Page) -> u64 {
+unsafe fn geometry(page: *const Page) -> (u64, usize, usize, usize) {
     #[cfg(feature = "hardened")]
     // SAFETY: caller's contract.
-    return unsafe { (*page).div_magic };
+    return unsafe {
+        let c = &(*page).checks;
+        let carved = c.carved.load(core::sync::atomic::Ordering::Relaxed);
+        (c.div_magic, c.start, carved, c.block_size)
+    };
     #[cfg(not(feature = "hardened"))]
     // SAFETY: caller's contract; the class of a descriptor is below NUM_CLASSES.
-    return unsafe { *DIVISIBILITY_MAGIC.get_unchecked((*page).class as usize) };
-}
-
-/// Whether `addr` is the start of a carved block of `page`.
-///
-/// # Safety
-/// `page` is a valid page descriptor.
-#[inline(always)]
-unsafe fn is_block_start(page: *const Page, addr: usize) -> bool {
-    // SAFETY: caller's contract.
-    unsafe {
-        let off = addr.wrapping_sub((*page).start);
-        // The carved area is at most a segment (4 MiB), so a passing `off` is below 2^32.
-        off < (*page).capacity as usize * (*page).block_size && is_multiple(off, magic_of(page))
-    }
+    return unsafe {
+        (
+            *DIVISIBILITY_MAGIC.get_unchecked((*page).class as usize),
+            (*page).start,
+            (*page).capacity as usize * (*page).block_size,
+            (*page).block_size,
+        )
+    };
 }
 
 /// The state word of a freed block.
@@ -175,8 +246,9 @@ pub unsafe fn check_large(ptr: *mut u8) {
 /// of one of our pages; reports an invalid free, a double free or a heap overflow otherwise.
 /// Returns the key and the block's canary, for the rest of the operation.
 ///
-/// A page not in use has `capacity == 0` in hardened builds (`segment::free_page`), so the one
-/// bounds test `offset < capacity * block_size` also rejects free pages and header slots.
+/// A page not in use has no carved bytes in hardened builds ([`free_page`]), so the one bounds
+/// test `offset < carved` also rejects free pages and header slots. It reads only the page's
+/// [`PageChecks`] line and the block, not the line the owner allocates from.
 ///
 /// # Safety
 /// None beyond `ptr` being any address: it is attributed through the region map first.
@@ -190,12 +262,15 @@ pub unsafe fn check_small(ptr: *mut u8) -> (usize, usize) {
     // descriptors are valid; a page with carved blocks serves blocks of at least 16 bytes.
     unsafe {
         let page = super::segment::page_of(addr);
-        if !is_block_start(page, addr) {
+        let (magic, start, carved, block_size) = geometry(page);
+        let off = addr.wrapping_sub(start);
+        // The carved area is at most a segment (4 MiB), so a passing `off` is below 2^32.
+        if off >= carved || !is_multiple(off, magic) {
             hardened::misuse(NAME, Misuse::InvalidFree, ptr);
         }
         let key = hardened::key();
         let canary = hardened::canary_keyed(addr, key);
-        let state = state_word(page, addr).read();
+        let state = ((addr + block_size - hardened::CANARY_BYTES) as *const usize).read();
         if state != canary {
             state_mismatch(ptr, state, key);
         }
@@ -224,14 +299,14 @@ fn state_mismatch(ptr: *mut u8, state: usize, key: usize) -> ! {
 /// freed by the caller.
 #[inline(always)]
 pub unsafe fn retire(page: *const Page, block: *mut u8, canary: usize) {
-    // SAFETY: the block is the caller's until it is pushed on a free list.
+    // SAFETY: the block is the caller's until it is pushed on a free list. The block size is
+    // read from the checks' line (see `PageChecks`), which the free has just read.
     unsafe {
-        let state = state_word(page, block as usize);
+        let usable = geometry(page).3 - hardened::CANARY_BYTES;
         if hardened::FILL_FREED {
-            let usable = (*page).block_size - hardened::CANARY_BYTES;
             core::ptr::write_bytes(block, hardened::FREED_BYTE, usable);
         }
-        state.write(!canary);
+        (block.add(usable) as *mut usize).write(!canary);
     }
 }
 

@@ -2,16 +2,33 @@
 //! caller reaches them through an `if hardened::ENABLED` branch, so without the feature none of
 //! this code is reached and the fast paths are those of the normal build.
 //!
-//! Block layout in hardened builds (blocks are at least 16 bytes): word 0 holds the free-list link
-//! while the block is free, encoded with [`hardened::encode_link`]; the last word of the block
-//! (`block + block_size - 8`) is its *state word*: the canary [`hardened::canary_for`] while the
-//! block is handed out, the freed tag (the canary's complement) once it is freed. The usable size
-//! is `block_size - 8`, so no legitimate write reaches the state word. A free then tells apart, with
-//! one load: canary (live: fine), freed tag (double free), anything else (heap overflow).
+//! Block layout in hardened builds (blocks are at least 16 bytes, usable size `block_size - 8`):
 //!
-//! The state word lives in the block, not in shared metadata, so a remote free needs no atomic
+//! - word 0 holds the free-list link while the block is free, encoded with
+//!   [`hardened::encode_link`];
+//! - the last word (`block + block_size - 8`) holds the *canary* [`hardened::canary_for`] of the
+//!   block, written when the block is carved and never again (no legitimate write reaches it), and
+//!   checked on every free: anything else there is a heap overflow;
+//! - word 1 (`block + 8`) is the *state word*: the freed tag (the canary's complement) while the
+//!   block is free (written when it is carved and on every free), cleared when it is handed out.
+//!   A free that finds the freed tag there is a double free.
+//!
+//! In 16-byte blocks word 1 is the last word: it holds the canary while the block is handed out
+//! (written on allocation) and the freed tag while it is free, and one load tells live, double
+//! free and overflow apart.
+//!
+//! Why not one state word at the block's end, flipped between canary and freed tag: that wrote
+//! the block's last cache line on every allocation and free, a line the user of a big block
+//! rarely touches (a cache miss each way) and, on a free from another thread, one more line
+//! taken from the thread that allocates there. Word 1 shares the line of the link, which every
+//! free and allocation touches anyway; the canary line is only read, on free. The price: word 1
+//! is user data while the block is handed out, so a live block whose word 1 holds the keyed
+//! freed tag (chance 2^-64 unless the key leaks) is taken for a double free, and a double free
+//! that follows a write after free overwriting word 1 is not caught on the spot.
+//!
+//! The state lives in the block, not in shared metadata, so a remote free needs no atomic
 //! operation beyond its push: the freeing thread owns the block until the push publishes it.
-//! Two threads freeing the same block at the very same instant may both see the canary (a race
+//! Two threads freeing the same block at the very same instant may both see it live (a race
 //! a bitmap would need an atomic read-modify-write on every free to close); any later free of it
 //! is caught.
 
@@ -107,20 +124,32 @@ pub unsafe fn init_page(page: *mut Page, class: usize) {
 }
 
 /// Records that the owner carved more blocks of `page` (called by `page::extend` in hardened
-/// builds).
+/// builds, after it linked them and raised `capacity`) and writes each new block's canary and
+/// freed tag (see the module docs).
 ///
 /// # Safety
-/// The caller owns `page`, which is in use.
+/// The caller owns `page`, which is in use; the blocks between the carved bytes recorded so far
+/// and `capacity * block_size` are new, free and the caller's.
 #[inline]
 pub unsafe fn carved(page: *mut Page) {
     #[cfg(feature = "hardened")]
-    // SAFETY: caller's contract; `carved` is atomic.
+    // SAFETY: caller's contract: the new blocks lie in the page's area and are the caller's;
+    // `carved` is atomic (only the owner stores it).
     unsafe {
-        (*page).checks.carved.store(
-            (*page).capacity as usize * (*page).block_size,
-            core::sync::atomic::Ordering::Relaxed,
-        )
-    };
+        let c = &(*page).checks;
+        let bsize = c.block_size;
+        let old = c.carved.load(core::sync::atomic::Ordering::Relaxed);
+        let new = (*page).capacity as usize * bsize;
+        let key = hardened::key();
+        let mut b = c.start + old;
+        while b < c.start + new {
+            let canary = hardened::canary_keyed(b, key);
+            ((b + bsize - hardened::CANARY_BYTES) as *mut usize).write(canary);
+            ((b + STATE) as *mut usize).write(!canary);
+            b += bsize;
+        }
+        c.carved.store(new, core::sync::atomic::Ordering::Relaxed);
+    }
     let _ = page;
 }
 
@@ -173,15 +202,8 @@ fn freed_tag(block: usize, key: usize) -> usize {
     !hardened::canary_keyed(block, key)
 }
 
-/// The address of the state word of `block` in `page`.
-///
-/// # Safety
-/// `page` is a valid descriptor serving blocks of at least 16 bytes.
-#[inline(always)]
-unsafe fn state_word(page: *const Page, block: usize) -> *mut usize {
-    // SAFETY: caller's contract.
-    (block + unsafe { (*page).block_size } - hardened::CANARY_BYTES) as *mut usize
-}
+/// Where the state word lies in a block (word 1; see the module docs).
+const STATE: usize = core::mem::size_of::<usize>();
 
 /// The per-process key for links and canaries (read once per operation and passed along), or 0
 /// without the feature (then unused).
@@ -217,14 +239,23 @@ pub unsafe fn decode_next(
     next as *mut Block
 }
 
-/// Arms a block being handed out: writes its canary into its state word.
+/// Arms a block being handed out: clears its state word (zero, as a block of a fresh page must
+/// read to `alloc_zeroed`), or in a 16-byte block, where the state word is the last word, writes
+/// the canary there.
 ///
 /// # Safety
 /// `block` is a block of `page` just taken off a free list, owned by the caller.
 #[inline(always)]
 pub unsafe fn arm(page: *const Page, block: *mut Block, key: usize) {
-    // SAFETY: the state word is the block's last word, inside the block.
-    unsafe { state_word(page, block as usize).write(hardened::canary_keyed(block as usize, key)) };
+    // SAFETY: the caller's block is at least 16 bytes; its second word is the state word.
+    unsafe {
+        let word = if (*page).block_size == 2 * STATE {
+            hardened::canary_keyed(block as usize, key)
+        } else {
+            0
+        };
+        ((block as usize + STATE) as *mut usize).write(word);
+    }
 }
 
 /// Checks that `ptr`, passed to `dealloc` or `realloc` with a large layout, starts a live large
@@ -270,15 +301,20 @@ pub unsafe fn check_small(ptr: *mut u8) -> (usize, usize) {
         }
         let key = hardened::key();
         let canary = hardened::canary_keyed(addr, key);
-        let state = ((addr + block_size - hardened::CANARY_BYTES) as *const usize).read();
-        if state != canary {
-            state_mismatch(ptr, state, key);
+        let end = ((addr + block_size - hardened::CANARY_BYTES) as *const usize).read();
+        if end != canary {
+            state_mismatch(ptr, end, key);
+        }
+        // In a 16-byte block this is the word just checked (the canary): never the freed tag.
+        if ((addr + STATE) as *const usize).read() == !canary {
+            hardened::misuse(NAME, Misuse::DoubleFree, ptr);
         }
         (key, canary)
     }
 }
 
-/// Reports a block whose state word is not its canary: freed already, or overwritten.
+/// Reports a block whose last word is not its canary: a 16-byte block freed already (its last
+/// word is its state word), or overwritten.
 #[cold]
 #[inline(never)]
 fn state_mismatch(ptr: *mut u8, state: usize, key: usize) -> ! {
@@ -291,7 +327,7 @@ fn state_mismatch(ptr: *mut u8, state: usize, key: usize) -> ! {
 }
 
 /// Marks a checked live block freed (its state word becomes the freed tag, the complement of its
-/// `canary`) and, when [`hardened::FILL_FREED`], fills its usable bytes with
+/// `canary`) and, when [`hardened::FILL_FREED`], first fills its usable bytes with
 /// [`hardened::FREED_BYTE`].
 ///
 /// # Safety
@@ -299,14 +335,15 @@ fn state_mismatch(ptr: *mut u8, state: usize, key: usize) -> ! {
 /// freed by the caller.
 #[inline(always)]
 pub unsafe fn retire(page: *const Page, block: *mut u8, canary: usize) {
-    // SAFETY: the block is the caller's until it is pushed on a free list. The block size is
-    // read from the checks' line (see `PageChecks`), which the free has just read.
+    // SAFETY: the block is the caller's until it is pushed on a free list; its state word lies
+    // inside it (blocks are at least 16 bytes). The block size is read from the checks' line (see
+    // `PageChecks`), which the free has just read.
     unsafe {
-        let usable = geometry(page).3 - hardened::CANARY_BYTES;
         if hardened::FILL_FREED {
+            let usable = geometry(page).3 - hardened::CANARY_BYTES;
             core::ptr::write_bytes(block, hardened::FREED_BYTE, usable);
         }
-        (block.add(usable) as *mut usize).write(!canary);
+        (block.add(STATE) as *mut usize).write(!canary);
     }
 }
 

@@ -13,8 +13,13 @@
 //!   `2^order - 8`. Blocks are never grown to make room (a 64-byte request stays a 64-byte block,
 //!   without canary): growing it would double the memory of power-of-two workloads.
 //! - **Cached tag**: a block in a thread cache holds [`cached_tag`] in its first word, written when
-//!   it enters the cache and checked when the cache gives it back to the arena; a mismatch means
-//!   the block was written after it was freed. (A write into a cached block cannot steer the
+//!   it enters the cache, cleared when the cache hands it out again, and checked when the cache
+//!   gives it back to the arena; a mismatch there means the block was written after it was freed.
+//!   A free of a block whose order tag says used but whose first word is the cached tag is a
+//!   double free ([`is_cached`]). The order tag itself is not rewritten on the way into and out of
+//!   a cache (tags of neighbouring blocks share cache lines, which threads would take from each
+//!   other); a double free that follows a write clobbering the cached tag goes unnoticed on the
+//!   spot, and is caught as a corrupted free list when the cache gives the block back. (A write into a cached block cannot steer the
 //!   allocator: the cache is an array of addresses and never reads the block. Checking the tag
 //!   when the cache hands the block out again would load a cold block on every allocation.)
 //! - **Free-list links**: the arena's links in the first two words of a free block are encoded
@@ -70,8 +75,15 @@ pub unsafe fn arm(addr: usize, order: u32, size: usize) {
                 canary_slot(addr, order).write(hardened::canary_keyed(addr, hardened::key()))
             };
         }
+        // The tag usually already says so (a block leaving a thread cache keeps its tag): then
+        // it is only read. Tags of neighbouring blocks share cache lines, so writing it on every
+        // allocation would bounce the line between threads using nearby blocks.
         // SAFETY: the caller owns the block, whose tag byte lies in its live region.
-        unsafe { set_tag(addr, tag) };
+        unsafe {
+            if get_tag(addr) != tag {
+                set_tag(addr, tag);
+            }
+        }
     }
 }
 
@@ -111,7 +123,7 @@ fn cached_tag(addr: usize, key: usize) -> usize {
     !hardened::canary_keyed(addr, key)
 }
 
-/// Tags the block at `addr` entering a thread cache.
+/// Tags the block at `addr` entering a thread cache (its first word becomes [`cached_tag`]).
 ///
 /// # Safety
 /// `addr` must be a block (at least 16 bytes) owned by the calling thread's cache.
@@ -121,6 +133,36 @@ pub unsafe fn tag_cached(addr: usize) {
         // SAFETY: the block's first word is the cache's.
         unsafe { (addr as *mut usize).write(cached_tag(addr, hardened::key())) };
     }
+}
+
+/// Clears the cache tag of the block at `addr`, leaving a thread cache to be handed out (so
+/// that freeing it is not mistaken for a double free even if its user never writes it).
+///
+/// # Safety
+/// `addr` must be a block just taken from the calling thread's cache, owned by the caller.
+#[inline(always)]
+pub unsafe fn untag_cached(addr: usize) {
+    if hardened::ENABLED {
+        // SAFETY: the block's first word is the caller's.
+        unsafe { (addr as *mut usize).write(0) };
+    }
+}
+
+/// Whether the handed-out-looking block at `addr` (tagged used) carries the cache tag in its
+/// first word: it sits in some thread's cache, so freeing it is a double free. A live block's
+/// first word is its user's data, which matches the keyed tag only by chance (2^-64) or if the
+/// key leaked.
+///
+/// # Safety
+/// `addr` must be a block of a live buddy region tagged used.
+#[inline(always)]
+pub unsafe fn is_cached(addr: usize) -> bool {
+    if !hardened::ENABLED {
+        return false;
+    }
+    // SAFETY: the block's first word lies in the block (at least 16 bytes).
+    let word = unsafe { (addr as *const usize).read() };
+    word == cached_tag(addr, hardened::key())
 }
 
 /// Checks the tag of the block at `addr` leaving a thread cache; aborts with a corrupted free

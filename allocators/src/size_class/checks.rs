@@ -2,16 +2,33 @@
 //! caller reaches them through an `if hardened::ENABLED` branch, so without the feature none of
 //! this code is reached and the fast paths are those of the normal build.
 //!
-//! Block layout in hardened builds (blocks are at least 16 bytes): word 0 holds the free-list link
-//! while the block is free, encoded with [`hardened::encode_link`]; the last word of the block
-//! (`block + block_size - 8`) is its *state word*: the canary [`hardened::canary_for`] while the
-//! block is handed out, the freed tag (the canary's complement) once it is freed. The usable size
-//! is `block_size - 8`, so no legitimate write reaches the state word. A free then tells apart, with
-//! one load: canary (live: fine), freed tag (double free), anything else (heap overflow).
+//! Block layout in hardened builds (blocks are at least 16 bytes, usable size `block_size - 8`):
 //!
-//! The state word lives in the block, not in shared metadata, so a remote free needs no atomic
+//! - word 0 holds the free-list link while the block is free, encoded with
+//!   [`hardened::encode_link`];
+//! - the last word (`block + block_size - 8`) holds the *canary* [`hardened::canary_for`] of the
+//!   block, written when the block is carved and never again (no legitimate write reaches it), and
+//!   checked on every free: anything else there is a heap overflow;
+//! - word 1 (`block + 8`) is the *state word*: the freed tag (the canary's complement) while the
+//!   block is free (written when it is carved and on every free), cleared when it is handed out.
+//!   A free that finds the freed tag there is a double free.
+//!
+//! In 16-byte blocks word 1 is the last word: it holds the canary while the block is handed out
+//! (written on allocation) and the freed tag while it is free, and one load tells live, double
+//! free and overflow apart.
+//!
+//! Why not one state word at the block's end, flipped between canary and freed tag: that wrote
+//! the block's last cache line on every allocation and free, a line the user of a big block
+//! rarely touches (a cache miss each way) and, on a free from another thread, one more line
+//! taken from the thread that allocates there. Word 1 shares the line of the link, which every
+//! free and allocation touches anyway; the canary line is only read, on free. The price: word 1
+//! is user data while the block is handed out, so a live block whose word 1 holds the keyed
+//! freed tag (chance 2^-64 unless the key leaks) is taken for a double free, and a double free
+//! that follows a write after free overwriting word 1 is not caught on the spot.
+//!
+//! The state lives in the block, not in shared metadata, so a remote free needs no atomic
 //! operation beyond its push: the freeing thread owns the block until the push publishes it.
-//! Two threads freeing the same block at the very same instant may both see the canary (a race
+//! Two threads freeing the same block at the very same instant may both see it live (a race
 //! a bitmap would need an atomic read-modify-write on every free to close); any later free of it
 //! is caught.
 
@@ -52,8 +69,42 @@ fn is_multiple(off: usize, magic: u64) -> bool {
     (off as u64).wrapping_mul(magic) < magic
 }
 
+/// The fields of a page descriptor that a free's checks read (hardened builds only), copies of
+/// the page's geometry kept in a cache line of their own. The descriptor's first line holds the
+/// owner's `free` and `used`, written on every allocation: a free from another thread that read
+/// `start`, `capacity` and `block_size` there took that line away from the owner on every remote
+/// free (the plain build's remote free touches only the second line). These are written only
+/// when the page is given a class, carved further, or freed.
+#[cfg(feature = "hardened")]
+#[repr(C, align(64))]
+pub struct PageChecks {
+    /// The divisibility magic of the block size (see [`DIVISIBILITY_MAGIC`]).
+    div_magic: u64,
+    /// The page's `start`.
+    start: usize,
+    /// The page's `block_size`.
+    block_size: usize,
+    /// Bytes carved (`capacity * block_size`), 0 while the page is free. Atomic (relaxed: it
+    /// only grows while the page serves a class) because freeing threads read it while the
+    /// owner carves.
+    carved: core::sync::atomic::AtomicUsize,
+}
+
+#[cfg(feature = "hardened")]
+impl PageChecks {
+    /// The fields of a descriptor that serves no class.
+    pub const fn new() -> Self {
+        PageChecks {
+            div_magic: 0,
+            start: 0,
+            block_size: 0,
+            carved: core::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
 /// Sets up the hardened fields of `page`, just given class `class` (called by
-/// `segment::alloc_page` in hardened builds).
+/// `segment::alloc_page` in hardened builds, after setting its block size).
 ///
 /// # Safety
 /// The caller owns `page`; `class < NUM_CLASSES`.
@@ -63,37 +114,86 @@ pub unsafe fn init_page(page: *mut Page, class: usize) {
     #[cfg(feature = "hardened")]
     // SAFETY: caller's contract.
     unsafe {
-        (*page).div_magic = *DIVISIBILITY_MAGIC.get_unchecked(class)
-    };
+        let c = &mut (*page).checks;
+        c.div_magic = *DIVISIBILITY_MAGIC.get_unchecked(class);
+        c.start = (*page).start;
+        c.block_size = (*page).block_size;
+        *c.carved.get_mut() = (*page).capacity as usize * (*page).block_size;
+    }
     let _ = (page, class);
 }
 
-/// The divisibility magic of `page`'s block size.
+/// Records that the owner carved more blocks of `page` (called by `page::extend` in hardened
+/// builds, after it linked them and raised `capacity`) and writes each new block's canary and
+/// freed tag (see the module docs).
+///
+/// # Safety
+/// The caller owns `page`, which is in use; the blocks between the carved bytes recorded so far
+/// and `capacity * block_size` are new, free and the caller's.
+#[inline]
+pub unsafe fn carved(page: *mut Page) {
+    #[cfg(feature = "hardened")]
+    // SAFETY: caller's contract: the new blocks lie in the page's area and are the caller's;
+    // `carved` is atomic (only the owner stores it).
+    unsafe {
+        let c = &(*page).checks;
+        let bsize = c.block_size;
+        let old = c.carved.load(core::sync::atomic::Ordering::Relaxed);
+        let new = (*page).capacity as usize * bsize;
+        let key = hardened::key();
+        let mut b = c.start + old;
+        while b < c.start + new {
+            let canary = hardened::canary_keyed(b, key);
+            ((b + bsize - hardened::CANARY_BYTES) as *mut usize).write(canary);
+            ((b + STATE) as *mut usize).write(!canary);
+            b += bsize;
+        }
+        c.carved.store(new, core::sync::atomic::Ordering::Relaxed);
+    }
+    let _ = page;
+}
+
+/// Marks `page`, just freed, as holding no block (`capacity` and the carved bytes 0), so no
+/// pointer into it passes [`check_small`] (called by `segment::free_page` in hardened builds).
+///
+/// # Safety
+/// The caller owns `page`, which holds no live block.
+#[inline]
+pub unsafe fn free_page(page: *mut Page) {
+    // SAFETY: caller's contract.
+    unsafe {
+        (*page).capacity = 0;
+        #[cfg(feature = "hardened")]
+        (*page)
+            .checks
+            .carved
+            .store(0, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The divisibility magic, start, carved bytes and block size of `page`, as a free checks them.
 ///
 /// # Safety
 /// `page` is a valid descriptor.
 #[inline(always)]
-unsafe fn magic_of(page: *const Page) -> u64 {
+unsafe fn geometry(page: *const Page) -> (u64, usize, usize, usize) {
     #[cfg(feature = "hardened")]
     // SAFETY: caller's contract.
-    return unsafe { (*page).div_magic };
+    return unsafe {
+        let c = &(*page).checks;
+        let carved = c.carved.load(core::sync::atomic::Ordering::Relaxed);
+        (c.div_magic, c.start, carved, c.block_size)
+    };
     #[cfg(not(feature = "hardened"))]
     // SAFETY: caller's contract; the class of a descriptor is below NUM_CLASSES.
-    return unsafe { *DIVISIBILITY_MAGIC.get_unchecked((*page).class as usize) };
-}
-
-/// Whether `addr` is the start of a carved block of `page`.
-///
-/// # Safety
-/// `page` is a valid page descriptor.
-#[inline(always)]
-unsafe fn is_block_start(page: *const Page, addr: usize) -> bool {
-    // SAFETY: caller's contract.
-    unsafe {
-        let off = addr.wrapping_sub((*page).start);
-        // The carved area is at most a segment (4 MiB), so a passing `off` is below 2^32.
-        off < (*page).capacity as usize * (*page).block_size && is_multiple(off, magic_of(page))
-    }
+    return unsafe {
+        (
+            *DIVISIBILITY_MAGIC.get_unchecked((*page).class as usize),
+            (*page).start,
+            (*page).capacity as usize * (*page).block_size,
+            (*page).block_size,
+        )
+    };
 }
 
 /// The state word of a freed block.
@@ -102,15 +202,8 @@ fn freed_tag(block: usize, key: usize) -> usize {
     !hardened::canary_keyed(block, key)
 }
 
-/// The address of the state word of `block` in `page`.
-///
-/// # Safety
-/// `page` is a valid descriptor serving blocks of at least 16 bytes.
-#[inline(always)]
-unsafe fn state_word(page: *const Page, block: usize) -> *mut usize {
-    // SAFETY: caller's contract.
-    (block + unsafe { (*page).block_size } - hardened::CANARY_BYTES) as *mut usize
-}
+/// Where the state word lies in a block (word 1; see the module docs).
+const STATE: usize = core::mem::size_of::<usize>();
 
 /// The per-process key for links and canaries (read once per operation and passed along), or 0
 /// without the feature (then unused).
@@ -146,14 +239,23 @@ pub unsafe fn decode_next(
     next as *mut Block
 }
 
-/// Arms a block being handed out: writes its canary into its state word.
+/// Arms a block being handed out: clears its state word (zero, as a block of a fresh page must
+/// read to `alloc_zeroed`), or in a 16-byte block, where the state word is the last word, writes
+/// the canary there.
 ///
 /// # Safety
 /// `block` is a block of `page` just taken off a free list, owned by the caller.
 #[inline(always)]
 pub unsafe fn arm(page: *const Page, block: *mut Block, key: usize) {
-    // SAFETY: the state word is the block's last word, inside the block.
-    unsafe { state_word(page, block as usize).write(hardened::canary_keyed(block as usize, key)) };
+    // SAFETY: the caller's block is at least 16 bytes; its second word is the state word.
+    unsafe {
+        let word = if (*page).block_size == 2 * STATE {
+            hardened::canary_keyed(block as usize, key)
+        } else {
+            0
+        };
+        ((block as usize + STATE) as *mut usize).write(word);
+    }
 }
 
 /// Checks that `ptr`, passed to `dealloc` or `realloc` with a large layout, starts a live large
@@ -175,8 +277,9 @@ pub unsafe fn check_large(ptr: *mut u8) {
 /// of one of our pages; reports an invalid free, a double free or a heap overflow otherwise.
 /// Returns the key and the block's canary, for the rest of the operation.
 ///
-/// A page not in use has `capacity == 0` in hardened builds (`segment::free_page`), so the one
-/// bounds test `offset < capacity * block_size` also rejects free pages and header slots.
+/// A page not in use has no carved bytes in hardened builds ([`free_page`]), so the one bounds
+/// test `offset < carved` also rejects free pages and header slots. It reads only the page's
+/// [`PageChecks`] line and the block, not the line the owner allocates from.
 ///
 /// # Safety
 /// None beyond `ptr` being any address: it is attributed through the region map first.
@@ -190,20 +293,28 @@ pub unsafe fn check_small(ptr: *mut u8) -> (usize, usize) {
     // descriptors are valid; a page with carved blocks serves blocks of at least 16 bytes.
     unsafe {
         let page = super::segment::page_of(addr);
-        if !is_block_start(page, addr) {
+        let (magic, start, carved, block_size) = geometry(page);
+        let off = addr.wrapping_sub(start);
+        // The carved area is at most a segment (4 MiB), so a passing `off` is below 2^32.
+        if off >= carved || !is_multiple(off, magic) {
             hardened::misuse(NAME, Misuse::InvalidFree, ptr);
         }
         let key = hardened::key();
         let canary = hardened::canary_keyed(addr, key);
-        let state = state_word(page, addr).read();
-        if state != canary {
-            state_mismatch(ptr, state, key);
+        let end = ((addr + block_size - hardened::CANARY_BYTES) as *const usize).read();
+        if end != canary {
+            state_mismatch(ptr, end, key);
+        }
+        // In a 16-byte block this is the word just checked (the canary): never the freed tag.
+        if ((addr + STATE) as *const usize).read() == !canary {
+            hardened::misuse(NAME, Misuse::DoubleFree, ptr);
         }
         (key, canary)
     }
 }
 
-/// Reports a block whose state word is not its canary: freed already, or overwritten.
+/// Reports a block whose last word is not its canary: a 16-byte block freed already (its last
+/// word is its state word), or overwritten.
 #[cold]
 #[inline(never)]
 fn state_mismatch(ptr: *mut u8, state: usize, key: usize) -> ! {
@@ -216,7 +327,7 @@ fn state_mismatch(ptr: *mut u8, state: usize, key: usize) -> ! {
 }
 
 /// Marks a checked live block freed (its state word becomes the freed tag, the complement of its
-/// `canary`) and, when [`hardened::FILL_FREED`], fills its usable bytes with
+/// `canary`) and, when [`hardened::FILL_FREED`], first fills its usable bytes with
 /// [`hardened::FREED_BYTE`].
 ///
 /// # Safety
@@ -224,14 +335,15 @@ fn state_mismatch(ptr: *mut u8, state: usize, key: usize) -> ! {
 /// freed by the caller.
 #[inline(always)]
 pub unsafe fn retire(page: *const Page, block: *mut u8, canary: usize) {
-    // SAFETY: the block is the caller's until it is pushed on a free list.
+    // SAFETY: the block is the caller's until it is pushed on a free list; its state word lies
+    // inside it (blocks are at least 16 bytes). The block size is read from the checks' line (see
+    // `PageChecks`), which the free has just read.
     unsafe {
-        let state = state_word(page, block as usize);
         if hardened::FILL_FREED {
-            let usable = (*page).block_size - hardened::CANARY_BYTES;
+            let usable = geometry(page).3 - hardened::CANARY_BYTES;
             core::ptr::write_bytes(block, hardened::FREED_BYTE, usable);
         }
-        state.write(!canary);
+        (block.add(STATE) as *mut usize).write(!canary);
     }
 }
 

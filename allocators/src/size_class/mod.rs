@@ -39,18 +39,19 @@
 //! it; `alloc_zeroed` skips the memset on pages fresh from the kernel (or discarded since).
 //!
 //! With the `hardened` feature ([`crate::hardened`]; the checks live in `checks`, each behind an
-//! `if hardened::ENABLED` that compiles away otherwise), every block ends with a state word (the
+//! `if hardened::ENABLED` that compiles away otherwise), every block ends with a canary word (the
 //! request picks the class for `size + 8`, at least 16 bytes; `usable_size` is the class size
-//! minus 8), and:
+//! minus 8) and keeps a state word in its second word while free (see `checks` for the layout),
+//! and:
 //! - every free-list link (the owner's `free` list, extended runs, and the atomic `thread_free`
 //!   list, encoded before the CAS push) is stored encoded with the per-process key and the slot's
 //!   address, and decoded on use; a link that is not null or inside the same page aborts with
 //!   "corrupted free list" (a write after free);
 //! - `dealloc` and `realloc` check the pointer: a Foreign window, a free page, a header slot or an
-//!   address off a block boundary is an invalid free; the state word is the block's canary while
-//!   it is live and the freed tag (the canary's complement) once freed, so a second free is a
-//!   double free and anything else a heap overflow (bytes written past `usable_size`); a large
-//!   block must start a live large mapping of ours (which has a guard page after it);
+//!   address off a block boundary is an invalid free; a last word that is not the block's canary
+//!   is a heap overflow (bytes written past `usable_size`), and a state word holding the freed
+//!   tag (the canary's complement) a double free; a large block must start a live large mapping
+//!   of ours (which has a guard page after it);
 //! - a freed block gets the freed tag, and in debug builds its usable bytes are filled with
 //!   [`crate::hardened::FREED_BYTE`];
 //! - a list of remote frees taken over by the owner is walked once: more blocks than the page

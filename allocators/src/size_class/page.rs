@@ -142,10 +142,10 @@ pub struct Page {
     /// While free and dirty: the bytes of the page touched since it was last fresh (whole OS
     /// pages), counted in the heap's `dirty_bytes`; 0 once discarded.
     pub dirty_len: usize,
-    /// Hardened builds only: the divisibility magic of `block_size` (see `checks`), so the
-    /// block-boundary test needs no table lookup.
+    /// Hardened builds only: what the free checks read, in a cache line of their own (see
+    /// `checks::PageChecks`).
     #[cfg(feature = "hardened")]
-    pub div_magic: u64,
+    pub checks: super::checks::PageChecks,
 }
 
 const _: () = assert!(core::mem::offset_of!(Page, thread_free) == 64);
@@ -173,7 +173,7 @@ impl Page {
             freed_at: 0,
             dirty_len: 0,
             #[cfg(feature = "hardened")]
-            div_magic: 0,
+            checks: super::checks::PageChecks::new(),
         }
     }
 }
@@ -272,6 +272,9 @@ pub unsafe fn extend(page: *mut Page) -> bool {
         set_link(b as *mut Block, (*page).free, key);
         (*page).free = first as *mut Block;
         (*page).capacity += n as u32;
+        if hardened::ENABLED {
+            checks::carved(page);
+        }
     }
     true
 }

@@ -451,8 +451,8 @@ pub unsafe fn free_page(heap: *mut Heap, page: *mut Page) {
             .min((*page).area_len);
         (*page).dirty_len = (*page).dirty_len.max(touched);
         if crate::hardened::ENABLED {
-            // No block of a free page passes `checks::check_small` (it tests against capacity).
-            (*page).capacity = 0;
+            // No block of a free page passes `checks::check_small`.
+            super::checks::free_page(page);
         }
         let now = os::coarse_millis();
         (*page).freed_at = now;

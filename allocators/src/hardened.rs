@@ -13,7 +13,7 @@
 //!
 //! | misuse | Bump | Slab | Buddy | SizeClass |
 //! |---|---|---|---|---|
-//! | double free of a small block | yes (freed bit in the size word) | yes (keyed tag in the last word) | yes (order tag; cached blocks tagged) | yes (state word) |
+//! | double free of a small block | yes (freed bit in the size word) | yes (keyed tag in the first word while cached; freed tag in the last word once back in its slab) | yes (order tag; cached blocks carry a keyed tag in the first word) | yes (freed tag in word 1) |
 //! | free of an interior pointer | yes (address-keyed tag) | yes | yes (tag) | yes (block boundary) |
 //! | free of memory not ours | yes (region map) | yes | yes | yes |
 //! | overflow past a small block | yes (canary) | yes (canary in the last word) | yes (canary in the last word, when the block has 8 bytes of slack: all but requests within 8 bytes of a power of two) | yes (canary in the last word) |

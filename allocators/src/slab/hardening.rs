@@ -162,10 +162,10 @@ pub unsafe fn on_free(block: *mut u8, class: usize) {
         let first = block.cast::<usize>();
         let last = last_word(block, size_of_class(class));
         let loose = loose_tag(block, key);
-        // SAFETY: `offset` is an object offset below the slab's last whole object, so both
-        // words lie, aligned, inside the slab's span of this Slab region (mapped: the caller's
-        // contract). If the pointer is no object of this cache the words are someone else's,
-        // only read here: the checks fail and `free_misuse` takes over.
+        // If the pointer is no object of this cache the two words are someone else's, only
+        // read here: the checks fail and `free_misuse` takes over.
+        // SAFETY: an object offset below the slab's last whole object: both words lie, aligned,
+        // in the slab's span of this Slab region (mapped: the caller's contract).
         unsafe {
             if last.read() == hardened::canary_keyed(addr, key) && first.read() != loose {
                 // A live object of this cache: its words are the caller's to give up.

@@ -8,7 +8,8 @@
 //!   64-bit targets) and a size of at least 1 (`GlobalAlloc` forbids size 0; `malloc(0)` thus
 //!   returns a unique pointer, as glibc does).
 //! - `free` is given no size: it calls [`Introspect::free_unsized`], which finds the block from
-//!   its address (one lookup in the allocators of the suite).
+//!   its address (one lookup in the allocators of the suite). Every request is padded by
+//!   [`Introspect::UNSIZED_PAD`] bytes (0 unless the allocator's hardened canaries need room).
 //! - `realloc` is given no size either: [`block_layout`] rebuilds a layout from the allocator's
 //!   [`Introspect::usable_size`] and an alignment *hint* ([`allocators::layout_hint`]):
 //!   [`MALLOC_ALIGN`] for a block in the allocator's own regions, [`LARGE_ALIGN_HINT`] for a
@@ -55,7 +56,11 @@ fn set_errno(code: c_int) {
 /// `errno = ENOMEM` on failure.
 #[inline]
 fn alloc_block<A: Introspect>(a: &A, size: usize, align: usize, zeroed: bool) -> *mut c_void {
-    let Ok(layout) = Layout::from_size_align(size.max(1), align.max(MALLOC_ALIGN)) else {
+    let Some(size) = size.max(1).checked_add(A::UNSIZED_PAD) else {
+        set_errno(libc::ENOMEM);
+        return ptr::null_mut();
+    };
+    let Ok(layout) = Layout::from_size_align(size, align.max(MALLOC_ALIGN)) else {
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     };
@@ -163,14 +168,18 @@ pub unsafe fn realloc<A: Introspect>(a: &A, ptr: *mut c_void, size: usize) -> *m
         // SAFETY: forwarded contract; `old.size()` bytes are usable at `ptr`.
         return unsafe { move_block(a, ptr, old.size(), size) };
     }
-    if Layout::from_size_align(size, old.align()).is_err() {
-        set_errno(libc::ENOMEM);
-        return ptr::null_mut();
-    }
+    // Padded as `malloc` pads: `free` will not know the size (see `Introspect::UNSIZED_PAD`).
+    let padded = match size.checked_add(A::UNSIZED_PAD) {
+        Some(padded) if Layout::from_size_align(padded, old.align()).is_ok() => padded,
+        _ => {
+            set_errno(libc::ENOMEM);
+            return ptr::null_mut();
+        }
+    };
     let q = reentry::guarded(
         // SAFETY: a live block of `a`, described by the layout hint its realloc is correct for
         // (module docs); the new size is non-zero and fits isize at that alignment (checked).
-        || unsafe { a.realloc(ptr.cast(), old, size) },
+        || unsafe { a.realloc(ptr.cast(), old, padded) },
         // From inside the allocator: a bootstrap copy, the old block leaked.
         // SAFETY: a live block of `a` holds `old.size()` readable bytes.
         || unsafe { copy_to_new(a, ptr, old.size().min(size), size) },

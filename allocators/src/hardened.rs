@@ -23,6 +23,13 @@
 //!
 //! Not caught anywhere: a stale pointer freed after its block was handed out again (it is a live
 //! block by then), and reads of freed memory.
+//!
+//! Two per-process random keys: the link [`key`] encodes free-list links, which every allocator
+//! clears before a block is handed out, so no user can read a word derived from it (checked by
+//! `handed_out_blocks_do_not_reveal_the_key` in the hardened tests); the [`tag_key`] makes
+//! canaries and state tags, which a later user of a block may see (an exact fit owns the word
+//! where an earlier user's canary was). Learning the tag key lets a program forge a canary or a
+//! tag; it tells nothing about the link key, so links still cannot be steered.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -108,20 +115,35 @@ fn write_hex(dst: &mut [u8], value: usize) -> usize {
 }
 
 static KEY: AtomicUsize = AtomicUsize::new(0);
+static TAG_KEY: AtomicUsize = AtomicUsize::new(0);
 
-/// The per-process random key for free-list encoding and canaries (never 0), read once from the
+/// The per-process random key that encodes free-list links (never 0), read once from the
 /// kernel's `getrandom` (falling back to the address of a stack variable mixed with the time).
+/// Nothing a user can read is derived from it: links are cleared before a block is handed out.
 #[inline]
 pub fn key() -> usize {
     let k = KEY.load(Ordering::Relaxed);
     if k != 0 {
         return k;
     }
-    key_slow()
+    init_key(&KEY)
+}
+
+/// The per-process random key of canaries and state tags ([`canary_keyed`]), drawn
+/// independently of [`key`]. A canary can be seen by a later user of its block (an exact fit
+/// that owns the word, or an old canary left in a block): that tells the user this key, which
+/// lets a program forge canaries, never the link key.
+#[inline]
+pub fn tag_key() -> usize {
+    let k = TAG_KEY.load(Ordering::Relaxed);
+    if k != 0 {
+        return k;
+    }
+    init_key(&TAG_KEY)
 }
 
 #[cold]
-fn key_slow() -> usize {
+fn init_key(slot: &AtomicUsize) -> usize {
     let mut k: usize = 0;
     // SAFETY: getrandom writes at most size_of::<usize>() bytes into `k`.
     let got = unsafe {
@@ -133,12 +155,13 @@ fn key_slow() -> usize {
     };
     if got != core::mem::size_of::<usize>() as isize {
         let stack = &k as *const usize as usize;
+        let own = slot as *const AtomicUsize as usize;
         // SAFETY: time(NULL) has no preconditions.
         let now = unsafe { libc::time(core::ptr::null_mut()) } as usize;
-        k = stack.rotate_left(29) ^ now.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        k = stack.rotate_left(29) ^ now.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ own.rotate_left(41);
     }
     k |= 1;
-    match KEY.compare_exchange(0, k, Ordering::Relaxed, Ordering::Relaxed) {
+    match slot.compare_exchange(0, k, Ordering::Relaxed, Ordering::Relaxed) {
         Ok(_) => k,
         Err(existing) => existing,
     }
@@ -160,7 +183,7 @@ pub fn decode_link(stored: usize, slot: usize) -> usize {
 /// The canary word for the block at `block` (placed right after the block's requested bytes).
 #[inline(always)]
 pub fn canary_for(block: usize) -> usize {
-    canary_keyed(block, key())
+    canary_keyed(block, tag_key())
 }
 
 /// [`encode_link`] with the [`key`] passed in, for callers that use it several times per call.
@@ -175,7 +198,7 @@ pub fn decode_link_keyed(stored: usize, slot: usize, key: usize) -> usize {
     (stored ^ slot).rotate_right(23) ^ key
 }
 
-/// [`canary_for`] with the [`key`] passed in.
+/// [`canary_for`] with the [`tag_key`] passed in (never the link [`key`]: a canary may be seen).
 #[inline(always)]
 pub fn canary_keyed(block: usize, key: usize) -> usize {
     (block ^ key).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1

@@ -214,3 +214,98 @@ fn misuse_is_caught() {
     );
     assert!(checked >= 6);
 }
+
+/// Sizes the key test cycles blocks through: exact fits of common classes and orders (which
+/// leave no room for a canary) and requests with room, from 8 bytes to 100 KiB.
+const KEY_TEST_SIZES: [usize; 15] = [
+    8,
+    16,
+    24,
+    32,
+    48,
+    56,
+    64,
+    100,
+    128,
+    256,
+    1000,
+    1024,
+    4096,
+    5000,
+    100 << 10,
+];
+
+/// Checks every word a new user of a block can read before writing it (the block's first
+/// `size` bytes) for the process key: an encoded free-list link (it decodes, with the key and
+/// its address, to an address within 1 GiB of the block), or a canary computed with the key.
+/// Either lets a program that reads uninitialised memory recover the key, and with it forge
+/// links that steer the allocator. Returns a description of each kind of finding (allocator, size, word).
+fn key_words_in<A: GlobalAlloc>(name: &str, a: &A) -> Vec<String> {
+    use allocators::hardened;
+    let key = hardened::key();
+    let mut found = Vec::new();
+    let mut scan = |p: *mut u8, size: usize| {
+        for i in 0..size / 8 {
+            let slot = p as usize + 8 * i;
+            // SAFETY: the block holds `size` bytes, 8-aligned; reading them before writing is
+            // what the test is about (the allocator decides what they hold).
+            let word = unsafe { (slot as *const usize).read() };
+            if word == 0 {
+                continue;
+            }
+            let link = hardened::decode_link_keyed(word, slot, key);
+            if link != 0 && link.abs_diff(p as usize) < 1 << 30 {
+                found.push(format!(
+                    "{name}: {size}-byte blocks, word {i}: an encoded link"
+                ));
+            } else if word == hardened::canary_keyed(p as usize, key) {
+                found.push(format!(
+                    "{name}: {size}-byte blocks, word {i}: a canary made with the link key"
+                ));
+            }
+        }
+    };
+    for _round in 0..4 {
+        let mut live = Vec::new();
+        for &size in &KEY_TEST_SIZES {
+            let layout = Layout::from_size_align(size, 8).unwrap();
+            for _ in 0..32 {
+                // SAFETY: a non-zero size.
+                let p = unsafe { a.alloc(layout) };
+                assert!(!p.is_null(), "{name}: out of memory");
+                scan(p, size);
+                // Fill the whole block, as a user of an exact fit may: whatever the allocator
+                // keeps in its words must be rewritten when it takes the block back.
+                // SAFETY: the block's `size` bytes are the caller's.
+                unsafe { std::ptr::write_bytes(p, 0x5a, size) };
+                live.push((p, layout));
+            }
+        }
+        // Free in an order that mixes sizes, so blocks are reused by other sizes of their class.
+        live.sort_by_key(|&(p, _)| p as usize % 4099);
+        for (p, layout) in live {
+            // SAFETY: a live block of `a` with this layout, not used afterwards.
+            unsafe { a.dealloc(p, layout) };
+        }
+    }
+    found
+}
+
+#[test]
+fn handed_out_blocks_do_not_reveal_the_key() {
+    if std::env::var("HARDENED_CASE").is_ok() {
+        return;
+    }
+    let mut found = Vec::new();
+    found.extend(key_words_in("bump", &allocators::Bump::new()));
+    found.extend(key_words_in("buddy", &allocators::Buddy::new()));
+    found.extend(key_words_in("slab", &allocators::Slab::new()));
+    found.extend(key_words_in("sizeclass", &allocators::SizeClass::new()));
+    found.sort();
+    found.dedup();
+    assert!(
+        found.is_empty(),
+        "key material handed out:\n{}",
+        found.join("\n")
+    );
+}

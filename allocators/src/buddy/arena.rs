@@ -66,6 +66,22 @@ unsafe fn store_link(node: usize, field: usize, link: usize) {
     unsafe { (slot as *mut usize).write(hardening::encode_link(link, slot)) }
 }
 
+/// Zeroes the links of `node`, a block leaving the free lists for a user (hardened builds): they
+/// are encoded with the link key, which a user reading them could recover.
+///
+/// # Safety
+/// `node` must be a block (at least 16 bytes) in a live region, owned by the caller.
+#[inline(always)]
+unsafe fn forget_links(node: usize) {
+    if crate::hardened::ENABLED {
+        // SAFETY: the link words lie inside the block (caller).
+        unsafe {
+            ((node + NEXT) as *mut usize).write(0);
+            ((node + PREV) as *mut usize).write(0);
+        }
+    }
+}
+
 /// The free lists and regions of one arena.
 ///
 /// `free[k]` is the address of the first block of list `k` (0 for an empty list); each free block
@@ -204,6 +220,7 @@ impl Arena {
         // upper halves split off below lie inside it and are owned by nobody.
         let clean = unsafe {
             let clean = self.unlink(addr, k);
+            forget_links(addr);
             while k > order {
                 k -= 1;
                 self.push(addr + (1 << k), k, clean);
@@ -315,6 +332,7 @@ impl Arena {
                 if self.unlink(buddy, k) {
                     counters.add_mapped(1 << k);
                 }
+                forget_links(buddy);
                 set_tag(buddy, 0);
             }
             set_tag(addr, TAG_USED | new as u8);

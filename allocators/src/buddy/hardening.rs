@@ -72,7 +72,7 @@ pub unsafe fn arm(addr: usize, order: u32, size: usize) {
             tag |= TAG_CANARY;
             // SAFETY: the last word lies inside the caller's block, past its `size` bytes.
             unsafe {
-                canary_slot(addr, order).write(hardened::canary_keyed(addr, hardened::key()))
+                canary_slot(addr, order).write(hardened::canary_keyed(addr, hardened::tag_key()))
             };
         }
         // The tag usually already says so (a block leaving a thread cache keeps its tag): then
@@ -97,7 +97,7 @@ pub unsafe fn check_canary(addr: usize, order: u32, tag: u8) {
     if canary_bytes(tag) != 0 {
         // SAFETY: the last word lies inside the live block.
         let word = unsafe { canary_slot(addr, order).read() };
-        if word != hardened::canary_keyed(addr, hardened::key()) {
+        if word != hardened::canary_keyed(addr, hardened::tag_key()) {
             hardened::misuse(NAME, Misuse::HeapOverflow, addr as *const u8);
         }
     }
@@ -131,7 +131,7 @@ fn cached_tag(addr: usize, key: usize) -> usize {
 pub unsafe fn tag_cached(addr: usize) {
     if hardened::ENABLED {
         // SAFETY: the block's first word is the cache's.
-        unsafe { (addr as *mut usize).write(cached_tag(addr, hardened::key())) };
+        unsafe { (addr as *mut usize).write(cached_tag(addr, hardened::tag_key())) };
     }
 }
 
@@ -162,7 +162,7 @@ pub unsafe fn is_cached(addr: usize) -> bool {
     }
     // SAFETY: the block's first word lies in the block (at least 16 bytes).
     let word = unsafe { (addr as *const usize).read() };
-    word == cached_tag(addr, hardened::key())
+    word == cached_tag(addr, hardened::tag_key())
 }
 
 /// Checks the tag of the block at `addr` leaving a thread cache; aborts with a corrupted free
@@ -175,7 +175,7 @@ pub unsafe fn check_cached(addr: usize) {
     if hardened::ENABLED {
         // SAFETY: the block's first word is the cache's.
         let word = unsafe { (addr as *const usize).read() };
-        if word != cached_tag(addr, hardened::key()) {
+        if word != cached_tag(addr, hardened::tag_key()) {
             hardened::misuse(NAME, Misuse::CorruptFreeList, addr as *const u8);
         }
     }

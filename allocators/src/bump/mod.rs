@@ -92,7 +92,7 @@ struct Arena {
     clean_from: usize,
     last_block: usize,
     last_cursor: usize,
-    /// The process key (hardened builds; 0 otherwise), copied here at refill so the fast path
+    /// The process tag key (hardened builds; 0 otherwise), copied here at refill so the fast path
     /// makes no global load for it.
     key: usize,
     counters: LocalCounters,
@@ -152,7 +152,7 @@ impl Arena {
             return ptr::null_mut();
         }
         if hardened::ENABLED {
-            self.key = hardened::key();
+            self.key = hardened::tag_key();
         }
         let block = (self.cursor + HEADER + align - 1) & !(align - 1);
         let new_cursor = block + layout.size() + hardened::CANARY_BYTES;
@@ -336,7 +336,7 @@ const FREED_BIT: usize = 1 << 32;
 const TAG_MASK: usize = !(SIZE_MASK | FREED_BIT);
 
 /// Writes the size word in front of `block` (and, hardened, the canary after its `size` bytes,
-/// keyed with `key`, the process key).
+/// keyed with `key`, the process tag key).
 ///
 /// # Safety
 /// The word before `block` and, hardened, `CANARY_BYTES` after `block + size` belong to the block.
@@ -464,7 +464,7 @@ unsafe impl GlobalAlloc for Bump {
                     with_arena(|a| {
                         if !a.resize_last(ptr as usize, old, new_size) {
                             // SAFETY: a live block shrinking: the new canary lies inside its old extent.
-                            unsafe { write_size_word(ptr as usize, new_size, hardened::key()) };
+                            unsafe { write_size_word(ptr as usize, new_size, hardened::tag_key()) };
                         }
                     });
                     return ptr;

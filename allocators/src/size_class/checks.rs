@@ -140,7 +140,7 @@ pub unsafe fn carved(page: *mut Page) {
         let bsize = c.block_size;
         let old = c.carved.load(core::sync::atomic::Ordering::Relaxed);
         let new = (*page).capacity as usize * bsize;
-        let key = hardened::key();
+        let key = hardened::tag_key();
         let mut b = c.start + old;
         while b < c.start + new {
             let canary = hardened::canary_keyed(b, key);
@@ -198,8 +198,8 @@ unsafe fn geometry(page: *const Page) -> (u64, usize, usize, usize) {
 
 /// The state word of a freed block.
 #[inline(always)]
-fn freed_tag(block: usize, key: usize) -> usize {
-    !hardened::canary_keyed(block, key)
+fn freed_tag(block: usize) -> usize {
+    !hardened::canary_keyed(block, hardened::tag_key())
 }
 
 /// Where the state word lies in a block (word 1; see the module docs).
@@ -239,21 +239,24 @@ pub unsafe fn decode_next(
     next as *mut Block
 }
 
-/// Arms a block being handed out: clears its state word (zero, as a block of a fresh page must
-/// read to `alloc_zeroed`), or in a 16-byte block, where the state word is the last word, writes
-/// the canary there.
+/// Arms a block being handed out: clears its link (encoded with the link key, which a user
+/// reading it could recover) and its state word (zero, as a block of a fresh page must read to
+/// `alloc_zeroed`), or in a 16-byte block, where the state word is the last word, writes the
+/// canary there. Both words share the line the pop just read.
 ///
 /// # Safety
 /// `block` is a block of `page` just taken off a free list, owned by the caller.
 #[inline(always)]
-pub unsafe fn arm(page: *const Page, block: *mut Block, key: usize) {
-    // SAFETY: the caller's block is at least 16 bytes; its second word is the state word.
+pub unsafe fn arm(page: *const Page, block: *mut Block) {
+    // SAFETY: the caller's block is at least 16 bytes; its first word is the link, its second
+    // the state word.
     unsafe {
         let word = if (*page).block_size == 2 * STATE {
-            hardened::canary_keyed(block as usize, key)
+            hardened::canary_keyed(block as usize, hardened::tag_key())
         } else {
             0
         };
+        (block as *mut usize).write(0);
         ((block as usize + STATE) as *mut usize).write(word);
     }
 }
@@ -300,10 +303,10 @@ pub unsafe fn check_small(ptr: *mut u8) -> (usize, usize) {
             hardened::misuse(NAME, Misuse::InvalidFree, ptr);
         }
         let key = hardened::key();
-        let canary = hardened::canary_keyed(addr, key);
+        let canary = hardened::canary_keyed(addr, hardened::tag_key());
         let end = ((addr + block_size - hardened::CANARY_BYTES) as *const usize).read();
         if end != canary {
-            state_mismatch(ptr, end, key);
+            state_mismatch(ptr, end);
         }
         // In a 16-byte block this is the word just checked (the canary): never the freed tag.
         if ((addr + STATE) as *const usize).read() == !canary {
@@ -317,8 +320,8 @@ pub unsafe fn check_small(ptr: *mut u8) -> (usize, usize) {
 /// word is its state word), or overwritten.
 #[cold]
 #[inline(never)]
-fn state_mismatch(ptr: *mut u8, state: usize, key: usize) -> ! {
-    let kind = if state == freed_tag(ptr as usize, key) {
+fn state_mismatch(ptr: *mut u8, state: usize) -> ! {
+    let kind = if state == freed_tag(ptr as usize) {
         Misuse::DoubleFree
     } else {
         Misuse::HeapOverflow

@@ -293,7 +293,7 @@ pub unsafe fn pop(page: *mut Page) -> *mut u8 {
         (*page).free = link_of(page, b, key);
         (*page).used += 1;
         if hardened::ENABLED {
-            checks::arm(page, b, key);
+            checks::arm(page, b);
         }
         b.cast()
     }

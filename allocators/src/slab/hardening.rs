@@ -136,7 +136,7 @@ pub unsafe fn on_alloc(block: *mut u8, class: usize) {
     let first = block.cast::<usize>();
     // SAFETY: the object is ours; its first word lies inside it.
     unsafe {
-        if first.read() != loose_tag(block, hardened::key()) {
+        if first.read() != loose_tag(block, hardened::tag_key()) {
             hardened::misuse(NAME, Misuse::CorruptFreeList, block);
         }
         // Cleared rather than left: the tag would tell the user the key.
@@ -158,7 +158,7 @@ pub unsafe fn on_free(block: *mut u8, class: usize) {
     let g = geometry(class);
     let offset = addr & g.span_mask as usize;
     if offset < g.limit as usize && is_object_offset(offset, class) {
-        let key = hardened::key();
+        let key = hardened::tag_key();
         let first = block.cast::<usize>();
         let last = last_word(block, size_of_class(class));
         let loose = loose_tag(block, key);
@@ -203,7 +203,7 @@ unsafe fn free_misuse(block: *mut u8, class: usize) {
     if !valid {
         hardened::misuse(NAME, Misuse::InvalidFree, block);
     }
-    let key = hardened::key();
+    let key = hardened::tag_key();
     let first = block.cast::<usize>();
     let last = last_word(block, size_of_class(class));
     // SAFETY: `block` starts an object of this cache (checked), so its words are ours to read.
@@ -226,7 +226,7 @@ unsafe fn free_misuse(block: *mut u8, class: usize) {
 #[inline(always)]
 pub unsafe fn on_leave_slab(obj: *mut u8, size: usize) {
     if hardened::ENABLED {
-        let key = hardened::key();
+        let key = hardened::tag_key();
         // SAFETY: the caller's contract: the object's words are ours.
         unsafe {
             last_word(obj, size).write(hardened::canary_keyed(obj as usize, key));
@@ -244,7 +244,7 @@ pub unsafe fn on_leave_slab(obj: *mut u8, size: usize) {
 pub unsafe fn on_enter_slab(obj: *mut u8, size: usize) {
     if hardened::ENABLED {
         // SAFETY: the caller's contract: the object's words are ours.
-        unsafe { last_word(obj, size).write(freed_tag(obj, hardened::key())) };
+        unsafe { last_word(obj, size).write(freed_tag(obj, hardened::tag_key())) };
     }
 }
 

@@ -86,3 +86,36 @@ fn free_gives_memory_back_under_every_library() {
         );
     }
 }
+
+/// With hardened libraries, a double free and an overflow past a block, committed through C's
+/// `malloc`/`free`, stop the program with the allocator's report (the unsized `free` checks
+/// what the sized `dealloc` checks).
+#[cfg(feature = "hardened")]
+#[test]
+fn heap_bugs_in_c_are_stopped_by_hardened_libraries() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_c("heap_bugs", dir.path());
+    let mut failures = Vec::new();
+    for lib in libraries() {
+        for (bug, message) in [
+            ("double-free", "double free detected"),
+            ("overflow", "heap overflow detected"),
+        ] {
+            let out = common::run(Command::new(&exe).arg(bug), Some(lib));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.signal() != Some(libc::SIGABRT)
+                || !stderr.contains(message)
+                || !stderr.contains(&format!("allocators: {}", lib.name))
+            {
+                failures.push(format!(
+                    "{} {bug}: {:?} {}",
+                    lib.name,
+                    out.status,
+                    stderr.trim()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "not stopped:\n{}", failures.join("\n"));
+}

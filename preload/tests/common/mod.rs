@@ -1,6 +1,7 @@
 //! Shared support for the LD_PRELOAD tests: finds every `preload/libs/<name>/` crate, builds the
-//! shared libraries once (with the same cargo and target directory as the test run), and runs
-//! programs with and without `LD_PRELOAD`.
+//! shared libraries once (with the same cargo and target directory as the test run; hardened
+//! libraries when the tests are built with the `hardened` feature), and runs programs with and
+//! without `LD_PRELOAD`.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -47,7 +48,13 @@ fn build_all() -> Vec<Library> {
         .collect();
     names.sort();
     assert!(!names.is_empty(), "no crates in preload/libs");
-    let target = target_dir();
+    // Tests built with the `hardened` feature preload hardened libraries, kept in a target
+    // directory of their own so they never replace the plain ones.
+    let target = if cfg!(feature = "hardened") {
+        target_dir().join("hardened-preload")
+    } else {
+        target_dir()
+    };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build")
@@ -58,6 +65,9 @@ fn build_all() -> Vec<Library> {
         .arg(crate_dir().join("../Cargo.toml"));
     for n in &names {
         cmd.arg("-p").arg(format!("{n}-preload"));
+    }
+    if cfg!(feature = "hardened") {
+        cmd.arg("--features").arg("allocators/hardened");
     }
     let out = cmd.output().expect("run cargo build");
     assert!(

@@ -29,7 +29,9 @@
 //! `handed_out_blocks_do_not_reveal_the_key` in the hardened tests); the [`tag_key`] makes
 //! canaries and state tags, which a later user of a block may see (an exact fit owns the word
 //! where an earlier user's canary was). Learning the tag key lets a program forge a canary or a
-//! tag; it tells nothing about the link key, so links still cannot be steered.
+//! tag; it tells nothing about the link key, so links still cannot be steered. What is not
+//! scrubbed (as in mimalloc): links an earlier use of the memory left elsewhere in it, in a slab
+//! or page since given to another size, or inside buddies merged into a larger block.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 

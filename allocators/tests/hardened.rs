@@ -26,10 +26,23 @@ enum Bug {
     /// A write into a freed 100 KiB block: past Buddy's thread caches, so on an arena free list
     /// whose links the write corrupts (Buddy only: the others serve it differently).
     MidWriteAfterFree,
+    /// Not a bug: blocks whose requests fill them exactly (no room for a canary), written in
+    /// full and freed, also after an in-place `realloc` and from `alloc_zeroed`. Must not be
+    /// reported (SizeClass, whose canaries need slack).
+    ExactFitFull,
+    /// A double free of a block its user filled to the last byte (SizeClass).
+    ExactFitDoubleFree,
+    /// An overflow past a request with slack in a block whose previous user filled it exactly
+    /// (and overwrote the canary's word): the free of that user must have restored the canary
+    /// (SizeClass).
+    OverflowAfterExactFit,
+    /// An overflow past a request with slack after an in-place `realloc` of an exact-fit block
+    /// (the realloc must write the canary; SizeClass).
+    OverflowAfterRealloc,
 }
 
 /// Every kind, for reading a child's case back.
-const EVERY_BUG: [Bug; 8] = [
+const EVERY_BUG: [Bug; 12] = [
     Bug::DoubleFree,
     Bug::InteriorFree,
     Bug::ForeignFree,
@@ -38,10 +51,30 @@ const EVERY_BUG: [Bug; 8] = [
     Bug::LargeDoubleFree,
     Bug::WriteAfterFree,
     Bug::MidWriteAfterFree,
+    Bug::ExactFitFull,
+    Bug::ExactFitDoubleFree,
+    Bug::OverflowAfterExactFit,
+    Bug::OverflowAfterRealloc,
 ];
 
-/// The kinds Slab and SizeClass catch: all but [`Bug::MidWriteAfterFree`] (a Buddy-only case).
+/// The kinds Slab and SizeClass catch: all but [`Bug::MidWriteAfterFree`] (a Buddy-only case)
+/// and the cases that follow it.
 const ALL_BUGS: &[Bug] = EVERY_BUG.split_at(7).0;
+
+/// SizeClass: [`ALL_BUGS`] and its exact-fit cases.
+const SIZECLASS_BUGS: &[Bug] = &[
+    Bug::DoubleFree,
+    Bug::InteriorFree,
+    Bug::ForeignFree,
+    Bug::SmallOverflow,
+    Bug::LargeOverflow,
+    Bug::LargeDoubleFree,
+    Bug::WriteAfterFree,
+    Bug::ExactFitFull,
+    Bug::ExactFitDoubleFree,
+    Bug::OverflowAfterExactFit,
+    Bug::OverflowAfterRealloc,
+];
 
 /// (allocator name, the bugs its design catches).
 const ALLOCATORS: &[(&str, &[Bug])] = &[
@@ -72,13 +105,18 @@ const ALLOCATORS: &[(&str, &[Bug])] = &[
             Bug::LargeDoubleFree,
         ],
     ),
-    ("sizeclass", ALL_BUGS),
+    ("sizeclass", SIZECLASS_BUGS),
 ];
 
-/// What stderr must contain and which signal must end the child.
+/// What stderr must contain and which signal must end the child (0: none, the child must exit
+/// cleanly with no report).
 fn expectation(bug: Bug) -> (&'static str, i32) {
     match bug {
-        Bug::DoubleFree => ("double free detected", libc::SIGABRT),
+        Bug::ExactFitFull => ("", 0),
+        Bug::DoubleFree | Bug::ExactFitDoubleFree => ("double free detected", libc::SIGABRT),
+        Bug::OverflowAfterExactFit | Bug::OverflowAfterRealloc => {
+            ("heap overflow detected", libc::SIGABRT)
+        }
         Bug::InteriorFree | Bug::ForeignFree => ("invalid free", libc::SIGABRT),
         // Once a large block is unmapped its address is foreign: reported as an invalid free.
         Bug::LargeDoubleFree => ("invalid free", libc::SIGABRT),
@@ -88,9 +126,21 @@ fn expectation(bug: Bug) -> (&'static str, i32) {
     }
 }
 
-/// Commits `bug` against `a`. Returns only if the allocator failed to stop the program.
-fn commit<A: GlobalAlloc + Introspect>(a: &A, bug: Bug) {
+/// The small overflow's request: 24 bytes, or for SizeClass, whose canary needs 8 bytes of slack
+/// in the block, 100 (in a 112-byte block).
+fn overflow_size(name: &str) -> usize {
+    if name == "sizeclass" {
+        100
+    } else {
+        24
+    }
+}
+
+/// Commits `bug` against `a` (named `name`). Returns only if the allocator failed to stop the
+/// program.
+fn commit<A: GlobalAlloc + Introspect>(a: &A, name: &str, bug: Bug) {
     let small = Layout::from_size_align(24, 8).unwrap();
+    let l = |size| Layout::from_size_align(size, 8).unwrap();
     let big = Layout::from_size_align(8 << 20, 8).unwrap();
     // SAFETY: deliberately not: each arm breaks the allocator contract in one named way.
     unsafe {
@@ -111,6 +161,7 @@ fn commit<A: GlobalAlloc + Introspect>(a: &A, bug: Bug) {
                 a.dealloc(local.as_mut_ptr().cast(), small);
             }
             Bug::SmallOverflow => {
+                let small = l(overflow_size(name));
                 let p = a.alloc(small);
                 let q = a.alloc(small);
                 std::ptr::write_bytes(p, 0x41, small.size() + 8);
@@ -151,16 +202,92 @@ fn commit<A: GlobalAlloc + Introspect>(a: &A, bug: Bug) {
                 }
                 a.dealloc(keep, mid);
             }
+            Bug::ExactFitFull => {
+                // Class sizes (16 is the smallest hardened block, its last word its state word).
+                for size in [16, 24, 64, 112, 1024, 4096] {
+                    for _ in 0..3 {
+                        let p = a.alloc(l(size));
+                        std::ptr::write_bytes(p, 0x41, size);
+                        a.dealloc(p, l(size));
+                        let p = a.alloc_zeroed(l(size));
+                        assert!((0..size).all(|i| *p.add(i) == 0));
+                        std::ptr::write_bytes(p, 0x42, size);
+                        a.dealloc(p, l(size));
+                    }
+                }
+                // Classes whose block also serves `size - 8`, with slack: a block freed by an
+                // exact-fit user serves a request with slack next; a block goes from slack to
+                // exact fit and back by in-place reallocs.
+                for size in [16, 112, 1024, 4096] {
+                    let p = a.alloc(l(size));
+                    std::ptr::write_bytes(p, 0x41, size);
+                    a.dealloc(p, l(size));
+                    let q = a.alloc(l(size - 8));
+                    assert_eq!(q, p, "the freed block is reused first");
+                    std::ptr::write_bytes(q, 0x42, size - 8);
+                    a.dealloc(q, l(size - 8));
+                    let p = a.alloc(l(size - 8));
+                    let q = a.realloc(p, l(size - 8), size);
+                    assert_eq!(q, p);
+                    std::ptr::write_bytes(q, 0x43, size);
+                    let r = a.realloc(q, l(size), size - 8);
+                    assert_eq!(r, p);
+                    std::ptr::write_bytes(r, 0x44, size - 8);
+                    a.dealloc(r, l(size - 8));
+                }
+                // As the C API does: padded requests, freed without a size (the canary is
+                // checked), `calloc` and a `realloc` that shrinks by moving (both write every
+                // byte of the padded request) among them.
+                let pad = A::UNSIZED_PAD;
+                for n in [8, 56, 104, 1016] {
+                    let p = a.alloc_zeroed(l(n + pad));
+                    std::ptr::write_bytes(p, 0x45, n);
+                    a.free_unsized(p);
+                    let p = a.alloc(l(4096 + pad));
+                    let usable = a.usable_size(p).unwrap();
+                    std::ptr::write_bytes(p, 0x46, usable);
+                    let q = a.realloc(p, l(usable), n + pad);
+                    std::ptr::write_bytes(q, 0x47, n);
+                    a.free_unsized(q);
+                }
+            }
+            Bug::ExactFitDoubleFree => {
+                // 16 bytes: the block's last word is its state word, the user's while live.
+                // (`DoubleFree` frees an exact fit of 24 bytes, whose state word is word 1.)
+                let keep = a.alloc(l(16));
+                let p = a.alloc(l(16));
+                std::ptr::write_bytes(p, 0x41, 16);
+                a.dealloc(p, l(16));
+                a.dealloc(p, l(16));
+                a.dealloc(keep, l(16));
+            }
+            Bug::OverflowAfterExactFit => {
+                let p = a.alloc(l(112));
+                std::ptr::write_bytes(p, 0x41, 112);
+                a.dealloc(p, l(112));
+                let q = a.alloc(l(100));
+                assert_eq!(q, p, "the freed block is reused first");
+                std::ptr::write_bytes(q, 0x41, 112 - 8 + 1);
+                a.dealloc(q, l(100));
+            }
+            Bug::OverflowAfterRealloc => {
+                let p = a.alloc(l(112));
+                std::ptr::write_bytes(p, 0x41, 112);
+                let q = a.realloc(p, l(112), 100);
+                assert_eq!(q, p, "a realloc within the class stays in place");
+                std::ptr::write_bytes(q, 0x41, 112 - 8 + 1);
+                a.dealloc(q, l(100));
+            }
         }
     }
 }
 
 fn run_child(allocator: &str, bug: Bug) {
     match allocator {
-        "bump" => commit(&allocators::Bump::new(), bug),
-        "buddy" => commit(&allocators::Buddy::new(), bug),
-        "slab" => commit(&allocators::Slab::new(), bug),
-        "sizeclass" => commit(&allocators::SizeClass::new(), bug),
+        "bump" => commit(&allocators::Bump::new(), allocator, bug),
+        "buddy" => commit(&allocators::Buddy::new(), allocator, bug),
+        "slab" => commit(&allocators::Slab::new(), allocator, bug),
+        "sizeclass" => commit(&allocators::SizeClass::new(), allocator, bug),
         other => panic!("unknown allocator {other}"),
     }
 }
@@ -194,9 +321,13 @@ fn misuse_is_caught() {
                 .unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
             let (needle, signal) = expectation(bug);
-            let ok = out.status.signal() == Some(signal)
-                && stderr.contains(needle)
-                && (needle.is_empty() || stderr.contains(&format!("allocators: {name}")));
+            let ok = if signal == 0 {
+                out.status.success() && !stderr.contains("allocators:")
+            } else {
+                out.status.signal() == Some(signal)
+                    && stderr.contains(needle)
+                    && (needle.is_empty() || stderr.contains(&format!("allocators: {name}")))
+            };
             checked += 1;
             if !ok {
                 failures.push(format!(

@@ -2,20 +2,31 @@
 //! caller reaches them through an `if hardened::ENABLED` branch, so without the feature none of
 //! this code is reached and the fast paths are those of the normal build.
 //!
-//! Block layout in hardened builds (blocks are at least 16 bytes, usable size `block_size - 8`):
+//! Block layout in hardened builds. A request picks its class by its own size, as in the normal
+//! build, except that blocks are at least 16 bytes (a free block needs two words). A block has
+//! *slack* for a request when it holds at least 8 bytes more than the request
+//! ([`hardened::CANARY_BYTES`]): the canary fits after the request's bytes.
 //!
 //! - word 0 holds the free-list link while the block is free, encoded with
 //!   [`hardened::encode_link`];
 //! - the last word (`block + block_size - 8`) holds the *canary* [`hardened::canary_for`] of the
-//!   block, written when the block is carved and never again (no legitimate write reaches it), and
-//!   checked on every free: anything else there is a heap overflow;
+//!   block whenever the block is free: written when the block is carved, and again by a free
+//!   whose request had no slack (that user owned the last word, so the free does not check it
+//!   and re-writes it blindly). A free whose request had slack checks it: anything else there is
+//!   a heap overflow. A block handed out to a request with slack thus always finds its canary in
+//!   place; a `realloc` that keeps the block and leaves slack re-writes it (the block may come
+//!   from a request without). `alloc_zeroed` and a `realloc` that shrinks by moving take a block
+//!   with slack (the C API pads its requests so that `free` can check the canary, and those two
+//!   write every byte of the padded request);
 //! - word 1 (`block + 8`) is the *state word*: the freed tag (the canary's complement) while the
 //!   block is free (written when it is carved and on every free), cleared when it is handed out.
-//!   A free that finds the freed tag there is a double free.
+//!   A free that finds the freed tag there is a double free. It is checked on every free, with
+//!   or without slack, so a double free of a block its user filled to the end is caught too.
 //!
 //! In 16-byte blocks word 1 is the last word: it holds the canary while the block is handed out
-//! (written on allocation) and the freed tag while it is free, and one load tells live, double
-//! free and overflow apart.
+//! (written on allocation) and the freed tag while it is free (a free without slack writes the
+//! canary there and then the freed tag over it). A request of up to 8 bytes has slack there,
+//! one of 9 to 16 bytes has not.
 //!
 //! Why not one state word at the block's end, flipped between canary and freed tag: that wrote
 //! the block's last cache line on every allocation and free, a line the user of a big block
@@ -196,12 +207,6 @@ unsafe fn geometry(page: *const Page) -> (u64, usize, usize, usize) {
     };
 }
 
-/// The state word of a freed block.
-#[inline(always)]
-fn freed_tag(block: usize) -> usize {
-    !hardened::canary_keyed(block, hardened::tag_key())
-}
-
 /// Where the state word lies in a block (word 1; see the module docs).
 const STATE: usize = core::mem::size_of::<usize>();
 
@@ -276,24 +281,29 @@ pub unsafe fn check_large(ptr: *mut u8) {
     }
 }
 
-/// Checks that `ptr`, passed to `dealloc` or `realloc` with a small layout, starts a live block
-/// of one of our pages; reports an invalid free, a double free or a heap overflow otherwise.
-/// Returns the key and the block's canary, for the rest of the operation.
+/// Checks that `ptr`, passed to `dealloc` or `realloc` with a small layout of `size` bytes,
+/// starts a live block of one of our pages; reports an invalid free, a double free or (when the
+/// block has slack for `size`) a heap overflow otherwise. When `freeing` and the block has no
+/// slack, re-writes its canary (see the module docs; `realloc` passes `false`: the block is still
+/// live and may be copied). Returns the key and the block's canary, for the rest of the
+/// operation.
 ///
 /// A page not in use has no carved bytes in hardened builds ([`free_page`]), so the one bounds
 /// test `offset < carved` also rejects free pages and header slots. It reads only the page's
 /// [`PageChecks`] line and the block, not the line the owner allocates from.
 ///
 /// # Safety
-/// None beyond `ptr` being any address: it is attributed through the region map first.
+/// None beyond `ptr` being any address: it is attributed through the region map first. With
+/// `freeing`, a block that passes is being freed by the caller.
 #[inline(always)]
-pub unsafe fn check_small(ptr: *mut u8) -> (usize, usize) {
+pub unsafe fn check_small(ptr: *mut u8, size: usize, freeing: bool) -> (usize, usize) {
     if region_map::owner_of(ptr) != Owner::SizeClass {
         hardened::misuse(NAME, Misuse::InvalidFree, ptr);
     }
     let addr = ptr as usize;
     // SAFETY: the window is one of our live segments (region map), so its header and page
-    // descriptors are valid; a page with carved blocks serves blocks of at least 16 bytes.
+    // descriptors are valid; a page with carved blocks serves blocks of at least 16 bytes, and
+    // a block that passes the boundary test is a block of ours (its last word is in it).
     unsafe {
         let page = super::segment::page_of(addr);
         let (magic, start, carved, block_size) = geometry(page);
@@ -304,29 +314,37 @@ pub unsafe fn check_small(ptr: *mut u8) -> (usize, usize) {
         }
         let key = hardened::key();
         let canary = hardened::canary_keyed(addr, hardened::tag_key());
-        let end = ((addr + block_size - hardened::CANARY_BYTES) as *const usize).read();
-        if end != canary {
-            state_mismatch(ptr, end);
-        }
-        // In a 16-byte block this is the word just checked (the canary): never the freed tag.
         if ((addr + STATE) as *const usize).read() == !canary {
             hardened::misuse(NAME, Misuse::DoubleFree, ptr);
+        }
+        let end = (addr + block_size - hardened::CANARY_BYTES) as *mut usize;
+        // `size <= block_size` for any block this layout got, so no overflow.
+        if size + hardened::CANARY_BYTES <= block_size {
+            // In a 16-byte block this is the state word, just seen not to be the freed tag.
+            if end.read() != canary {
+                hardened::misuse(NAME, Misuse::HeapOverflow, ptr);
+            }
+        } else if freeing {
+            end.write(canary);
         }
         (key, canary)
     }
 }
 
-/// Reports a block whose last word is not its canary: a 16-byte block freed already (its last
-/// word is its state word), or overwritten.
-#[cold]
-#[inline(never)]
-fn state_mismatch(ptr: *mut u8, state: usize) -> ! {
-    let kind = if state == freed_tag(ptr as usize) {
-        Misuse::DoubleFree
-    } else {
-        Misuse::HeapOverflow
-    };
-    hardened::misuse(NAME, kind, ptr)
+/// Re-writes the canary of a block that `realloc` keeps for `new_size` bytes, if it has slack
+/// for them (the old request may have had none).
+///
+/// # Safety
+/// `block` is a live block of ours of `block_size` bytes, whose canary is `canary`, now holding
+/// `new_size <= block_size` bytes.
+#[inline(always)]
+pub unsafe fn resized(block: *mut u8, block_size: usize, new_size: usize, canary: usize) {
+    if new_size + hardened::CANARY_BYTES <= block_size {
+        // SAFETY: the last word of the caller's block, past its `new_size` bytes.
+        unsafe {
+            (block.add(block_size - hardened::CANARY_BYTES) as *mut usize).write(canary);
+        }
+    }
 }
 
 /// Marks a checked live block freed (its state word becomes the freed tag, the complement of its
@@ -351,7 +369,7 @@ pub unsafe fn retire(page: *const Page, block: *mut u8, canary: usize) {
 }
 
 /// Reports a free list that holds more blocks than the page has carved (a cycle, left by a
-/// double free that raced past [`check_live`]).
+/// double free that raced past [`check_small`]).
 #[cold]
 pub fn list_too_long(page: *const Page) -> ! {
     hardened::misuse(NAME, Misuse::CorruptFreeList, page.cast())

@@ -39,19 +39,21 @@
 //! it; `alloc_zeroed` skips the memset on pages fresh from the kernel (or discarded since).
 //!
 //! With the `hardened` feature ([`crate::hardened`]; the checks live in `checks`, each behind an
-//! `if hardened::ENABLED` that compiles away otherwise), every block ends with a canary word (the
-//! request picks the class for `size + 8`, at least 16 bytes; `usable_size` is the class size
-//! minus 8) and keeps a state word in its second word while free (see `checks` for the layout),
-//! and:
+//! `if hardened::ENABLED` that compiles away otherwise), the request picks its class by its own
+//! size (blocks are at least 16 bytes), every free block carries a canary in its last word,
+//! checked on free when the request left at least 8 bytes of slack in its block and re-written
+//! otherwise (`usable_size` is the class size minus 8, and `Introspect::UNSIZED_PAD` is 8, so
+//! every block the C API hands out has that slack), and keeps a state word in its second word
+//! while free (see `checks` for the layout), and:
 //! - every free-list link (the owner's `free` list, extended runs, and the atomic `thread_free`
 //!   list, encoded before the CAS push) is stored encoded with the per-process key and the slot's
 //!   address, and decoded on use; a link that is not null or inside the same page aborts with
 //!   "corrupted free list" (a write after free);
 //! - `dealloc` and `realloc` check the pointer: a Foreign window, a free page, a header slot or an
-//!   address off a block boundary is an invalid free; a last word that is not the block's canary
-//!   is a heap overflow (bytes written past `usable_size`), and a state word holding the freed
-//!   tag (the canary's complement) a double free; a large block must start a live large mapping
-//!   of ours (which has a guard page after it);
+//!   address off a block boundary is an invalid free; a state word holding the freed tag (the
+//!   canary's complement) a double free, and, when the layout leaves slack, a last word that is
+//!   not the block's canary a heap overflow (bytes written past the request); a large block must
+//!   start a live large mapping of ours (which has a guard page after it);
 //! - a freed block gets the freed tag, and in debug builds its usable bytes are filled with
 //!   [`crate::hardened::FREED_BYTE`];
 //! - a list of remote frees taken over by the owner is walked once: more blocks than the page
@@ -193,12 +195,12 @@ unsafe fn pop_counted(heap: *mut Heap, page: *mut Page, size: usize) -> *mut u8 
     }
 }
 
-/// The block bytes a request of `size` needs: `size`, or in hardened builds room for the state
-/// word after it too, in a block of at least 16 bytes (see `checks`).
+/// The block bytes a request of `size` needs: `size`, in a block of at least 16 bytes in hardened
+/// builds (a free block needs its link word and its state word; see `checks`).
 #[inline(always)]
 fn block_need(size: usize) -> usize {
     if hardened::ENABLED {
-        size.max(8) + hardened::CANARY_BYTES
+        size.max(2 * core::mem::size_of::<usize>())
     } else {
         size
     }
@@ -207,8 +209,18 @@ fn block_need(size: usize) -> usize {
 /// The fast allocation path.
 #[inline(always)]
 unsafe fn alloc_small(layout: Layout) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { alloc_small_padded(layout, 0) }
+}
+
+/// [`alloc_small`] in a block with `pad` bytes more than `layout` asks for (counted as
+/// `layout.size()` bytes). Hardened builds pass [`hardened::CANARY_BYTES`] where the block must
+/// keep its canary although the operation writes every byte of the layout (see
+/// `GlobalAlloc::alloc_zeroed` and `realloc` below); `pad` is 0 otherwise.
+#[inline(always)]
+unsafe fn alloc_small_padded(layout: Layout, pad: usize) -> *mut u8 {
     let size = layout.size();
-    let need = block_need(size);
+    let need = block_need(size + pad);
     let heap = current_heap();
     if need <= DIRECT_MAX && layout.align() <= DIRECT_ALIGN {
         // Rounding up to the alignment makes the slot's class a multiple of it (see
@@ -253,7 +265,9 @@ unsafe fn alloc_by_class(heap: *mut Heap, need: usize, align: usize, size: usize
     }
 }
 
-/// Whether a request goes to [`crate::large`] (hardened: also when its state word would not fit).
+/// Whether a request goes to [`crate::large`] (hardened: also the last 8 bytes below the largest
+/// class, so that a block with room for the canary after the request always exists: see
+/// [`alloc_small_padded`]).
 #[inline(always)]
 fn is_large(size: usize, align: usize) -> bool {
     size > MAX_SMALL_SIZE - hardened::CANARY_BYTES || align > MAX_SMALL_ALIGN
@@ -267,7 +281,7 @@ fn is_large(size: usize, align: usize) -> bool {
 unsafe fn free_small(ptr: *mut u8, size: usize) {
     let (key, canary) = if hardened::ENABLED {
         // SAFETY: any address may be checked (it is attributed through the region map).
-        unsafe { checks::check_small(ptr) }
+        unsafe { checks::check_small(ptr, size, true) }
     } else {
         (0, 0)
     };
@@ -397,9 +411,12 @@ unsafe impl GlobalAlloc for SizeClass {
         if is_large(layout.size(), layout.align()) {
             return alloc_large(layout); // fresh pages are zero
         }
+        // Hardened: in a block with room for the canary after the zeroed bytes. The C API pads
+        // `calloc`'s request by `UNSIZED_PAD` and `free` checks the canary at the block's end:
+        // a block that fitted the padded size tightly would have its canary zeroed here.
         // SAFETY: a small layout; the block has at least layout.size() bytes.
         unsafe {
-            let p = alloc_small(layout);
+            let p = alloc_small_padded(layout, hardened::CANARY_BYTES);
             if !p.is_null() {
                 zero_small(p, layout.size());
             }
@@ -424,11 +441,12 @@ unsafe impl GlobalAlloc for SizeClass {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let old = layout.size();
         let small = !is_large(old, layout.align());
+        let mut canary = 0;
         if hardened::ENABLED {
             // SAFETY: any address may be checked (it is attributed through the region map).
             unsafe {
                 if small {
-                    checks::check_small(ptr);
+                    canary = checks::check_small(ptr, old, false).1;
                 } else {
                     checks::check_large(ptr);
                 }
@@ -438,8 +456,16 @@ unsafe impl GlobalAlloc for SizeClass {
             // SAFETY: a live small block: its page descriptor is valid.
             let bsize = unsafe { (*page_of(ptr as usize)).block_size };
             if block_need(new_size) <= bsize && (new_size >= bsize / 2 || bsize <= 64) {
+                if hardened::ENABLED {
+                    // SAFETY: a live block of ours of `bsize` bytes, checked above.
+                    unsafe { checks::resized(ptr, bsize, new_size, canary) };
+                }
                 count_realloc(old, new_size);
                 return ptr;
+            }
+            if hardened::ENABLED && new_size < old {
+                // SAFETY: the caller's guarantees, forwarded.
+                return unsafe { self.shrink_by_moving(ptr, layout, new_size) };
             }
         } else if !small && is_large(new_size, layout.align()) {
             // SAFETY: a live large block of ours.
@@ -447,6 +473,32 @@ unsafe impl GlobalAlloc for SizeClass {
         }
         // SAFETY: the caller's guarantees, forwarded.
         unsafe { crate::realloc_by_moving(self, ptr, layout, new_size) }
+    }
+}
+
+impl SizeClass {
+    /// Hardened builds: `realloc_by_moving` for a small block shrinking into a small one, in a
+    /// block with room for the canary after the `new_size` bytes copied (as `alloc_zeroed`, and
+    /// for the same reason: the C API's `realloc` pads the new size by `UNSIZED_PAD`, and a block
+    /// fitting the padded size tightly would get bytes of the old block over its canary).
+    /// A move that grows copies only the old size, below any new block's last word.
+    ///
+    /// # Safety
+    /// As for `GlobalAlloc::realloc`, with `layout` and `new_size` both small.
+    #[cold]
+    #[inline(never)]
+    unsafe fn shrink_by_moving(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: a valid layout (smaller than the caller's); the old block is freed only once
+        // the copy is done.
+        unsafe {
+            let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+            let q = alloc_small_padded(new_layout, hardened::CANARY_BYTES);
+            if !q.is_null() {
+                ptr::copy_nonoverlapping(ptr, q, new_size);
+                self.dealloc(ptr, layout);
+            }
+            q
+        }
     }
 }
 
@@ -473,6 +525,10 @@ fn dealloc_large(ptr: *mut u8, size: usize) {
 impl Introspect for SizeClass {
     const NAME: &'static str = "sizeclass";
 
+    /// Hardened builds keep a canary only where a request leaves 8 bytes of slack in its block:
+    /// a block `free_unsized` releases must have been requested with that slack.
+    const UNSIZED_PAD: usize = hardened::CANARY_BYTES;
+
     fn stats(&self) -> Stats {
         let heap = current_heap();
         if heap != empty_heap() {
@@ -482,6 +538,10 @@ impl Introspect for SizeClass {
         COUNTERS.snapshot()
     }
 
+    /// Hardened builds answer the block size minus the canary's 8 bytes: what a block requested
+    /// with [`Introspect::UNSIZED_PAD`] (every C block) may use. A request without that padding
+    /// that fills its block to within 8 bytes owns more than this answer (its last word holds no
+    /// canary while it is live; see `checks`).
     unsafe fn usable_size(&self, ptr: *const u8) -> Option<usize> {
         match region_map::owner_of(ptr) {
             Owner::SizeClass => {
@@ -506,7 +566,9 @@ impl Introspect for SizeClass {
         }
     }
 
-    /// One lookup: the block's page descriptor, found from the address, gives its size.
+    /// One lookup: the block's page descriptor, found from the address, gives its size. Freed
+    /// as `usable_size` bytes, so hardened builds always check the canary (the block was
+    /// requested with [`Introspect::UNSIZED_PAD`]).
     unsafe fn free_unsized(&self, ptr: *mut u8) {
         match region_map::owner_of(ptr) {
             Owner::SizeClass => {

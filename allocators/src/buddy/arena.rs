@@ -43,27 +43,29 @@ const NEXT: usize = 0;
 /// Where a free block keeps its link to the previous block of its list.
 const PREV: usize = core::mem::size_of::<usize>();
 
-/// Reads the link at offset `field` of the free block `node` (0 for none), decoded in hardened
-/// builds but not checked (see [`hardening::check_link`]).
+/// Reads the link at offset `field` of the free block `node` (0 for none), decoded with `key`
+/// ([`Arena::key`]) in hardened builds but not checked
+/// (see [`hardening::check_link`]).
 ///
 /// # Safety
 /// `node` must be a free block (at least 16 bytes) in a live region.
 #[inline(always)]
-unsafe fn load_link(node: usize, field: usize) -> usize {
+unsafe fn load_link(node: usize, field: usize, key: usize) -> usize {
     let slot = node + field;
     // SAFETY: the link words lie inside the free block (caller).
-    hardening::decode_link(unsafe { (slot as *const usize).read() }, slot)
+    hardening::decode_link(unsafe { (slot as *const usize).read() }, slot, key)
 }
 
-/// Writes the link at offset `field` of the free block `node` (encoded in hardened builds).
+/// Writes the link at offset `field` of the free block `node` (encoded with `key` in hardened
+/// builds).
 ///
 /// # Safety
 /// `node` must be a block (at least 16 bytes) in a live region that nobody else uses.
 #[inline(always)]
-unsafe fn store_link(node: usize, field: usize, link: usize) {
+unsafe fn store_link(node: usize, field: usize, link: usize, key: usize) {
     let slot = node + field;
     // SAFETY: the link words lie inside the block (caller).
-    unsafe { (slot as *mut usize).write(hardening::encode_link(link, slot)) }
+    unsafe { (slot as *mut usize).write(hardening::encode_link(link, slot, key)) }
 }
 
 /// Zeroes the links of `node`, a block leaving the free lists for a user (hardened builds): they
@@ -99,6 +101,12 @@ pub struct Arena {
     regions: *mut RegionHeader,
     empty_regions: usize,
     dirty_large: usize,
+    /// The key the links are encoded with ([`crate::hardened::key`]), copied here by
+    /// [`Arena::add_region`] before the first link is written, so that list operations read it
+    /// from the arena they already hold instead of from the global behind its initialisation
+    /// check (see [`Arena::key`]).
+    #[cfg(feature = "hardened")]
+    key: usize,
 }
 
 // SAFETY: the raw pointers refer to region memory owned by the arena; the allocator only touches
@@ -114,6 +122,24 @@ impl Arena {
             regions: ptr::null_mut(),
             empty_regions: 0,
             dirty_large: 0,
+            #[cfg(feature = "hardened")]
+            key: 0,
+        }
+    }
+
+    /// The key the links of this arena are encoded with (0 without the `hardened` feature).
+    /// Every block on its lists lies in a region it mapped, and [`Arena::add_region`] sets the
+    /// key before pushing a region's first blocks, so it is set whenever a link is read or
+    /// written.
+    #[inline(always)]
+    fn key(&self) -> usize {
+        #[cfg(feature = "hardened")]
+        {
+            self.key
+        }
+        #[cfg(not(feature = "hardened"))]
+        {
+            0
         }
     }
 
@@ -126,14 +152,15 @@ impl Arena {
     unsafe fn push(&mut self, addr: usize, order: u32, clean: bool) {
         let slot = (order - MIN_ORDER) as usize;
         debug_assert!(slot < NUM_ORDERS);
+        let key = self.key();
         // SAFETY: slot < NUM_ORDERS (orders are validated by callers).
         let head = unsafe { self.free.get_unchecked_mut(slot) };
         // SAFETY: the block is at least 16 B, 16-aligned and unused; the old head is a live node.
         unsafe {
-            store_link(addr, NEXT, *head);
-            store_link(addr, PREV, 0);
+            store_link(addr, NEXT, *head, key);
+            store_link(addr, PREV, 0, key);
             if *head != 0 {
-                store_link(*head, PREV, addr);
+                store_link(*head, PREV, addr, key);
             }
             set_tag(
                 addr,
@@ -151,7 +178,10 @@ impl Arena {
     ///
     /// # Safety
     /// The block must be on this arena's list for `order`.
-    #[inline]
+    // Hardened builds inline it too (as plain builds do on their own): its checks made it big
+    // enough to stay a call, which cost about 16 instructions per unlink.
+    #[cfg_attr(feature = "hardened", inline(always))]
+    #[cfg_attr(not(feature = "hardened"), inline)]
     unsafe fn unlink(&mut self, addr: usize, order: u32) -> bool {
         let slot = (order - MIN_ORDER) as usize;
         // SAFETY: the block is on our list, so its tag is live.
@@ -159,19 +189,20 @@ impl Arena {
         if !clean && order >= PURGE_MIN_ORDER {
             self.dirty_large -= 1 << order;
         }
+        let key = self.key();
         // SAFETY: the block is on the list, so it is a live node; so are its neighbours, which
         // hardened builds check before writing through the links.
         unsafe {
-            let next = load_link(addr, NEXT);
-            let prev = load_link(addr, PREV);
+            let next = load_link(addr, NEXT, key);
+            let prev = load_link(addr, PREV, key);
             self.check_unlink(addr, order, next, prev);
             if prev == 0 {
                 *self.free.get_unchecked_mut(slot) = next;
             } else {
-                store_link(prev, NEXT, next);
+                store_link(prev, NEXT, next, key);
             }
             if next != 0 {
-                store_link(next, PREV, prev);
+                store_link(next, PREV, prev, key);
             }
         }
         clean
@@ -187,9 +218,14 @@ impl Arena {
             return;
         }
         hardening::check_link(next, addr, order);
-        hardening::check_link(prev, addr, order);
-        if prev == 0 && self.free[(order - MIN_ORDER) as usize] != addr {
-            hardening::corrupt(addr);
+        // A null `prev` is checked against the head, which it must be (no region lookup).
+        if prev == 0 {
+            // SAFETY: orders of list blocks are validated by callers, so the index is in bounds.
+            if unsafe { *self.free.get_unchecked((order - MIN_ORDER) as usize) } != addr {
+                hardening::corrupt(addr);
+            }
+        } else {
+            hardening::check_link(prev, addr, order);
         }
     }
 
@@ -247,7 +283,10 @@ impl Arena {
     pub unsafe fn free_block(&mut self, addr: usize, order: u32, counters: &GlobalCounters) {
         // SAFETY: the block is ours (caller), so its region and tags are live.
         unsafe {
-            debug_assert_eq!(get_tag(addr), TAG_USED | order as u8);
+            // A hardened build's block may still carry its canary bit: the tag is rewritten below
+            // (by `push`, or cleared when the block merges into its lower buddy) before anything
+            // reads it.
+            debug_assert_eq!(get_tag(addr) & !region::TAG_CANARY, TAG_USED | order as u8);
             let header = region::header_of(addr);
             debug_assert_eq!((*header).arena, self.index);
             (*header).free_bytes += 1 << order;
@@ -285,13 +324,14 @@ impl Arena {
     fn purge(&mut self, counters: &GlobalCounters) {
         for order in PURGE_MIN_ORDER..=MAX_ORDER {
             let mut node = self.free[(order - MIN_ORDER) as usize];
+            let key = self.key();
             while node != 0 {
                 let addr = node;
                 // SAFETY: a node of our list; its link is read (and in hardened builds checked)
                 // before the block is discarded, and blocks re-pushed at the head are never
                 // visited again.
                 unsafe {
-                    node = load_link(addr, NEXT);
+                    node = load_link(addr, NEXT, key);
                     hardening::check_link(node, addr, order);
                     if get_tag(addr) & TAG_CLEAN == 0 {
                         self.unlink(addr, order);
@@ -370,6 +410,10 @@ impl Arena {
         let header = region::map(self.index, counters);
         if header.is_null() {
             return false;
+        }
+        #[cfg(feature = "hardened")]
+        {
+            self.key = crate::hardened::key();
         }
         let base = region::base_of(header as usize);
         // SAFETY: the region is fresh and ours; the top blocks tile META_SIZE..REGION_SIZE.
@@ -462,9 +506,10 @@ impl Arena {
                     let t = get_tag(addr) & !TAG_CLEAN;
                     assert_eq!(t, TAG_FREE | order as u8, "listed block tag");
                     assert_eq!((*region::header_of(addr)).arena, self.index);
-                    assert_eq!(load_link(addr, PREV), prev, "prev link");
+                    let key = self.key();
+                    assert_eq!(load_link(addr, PREV, key), prev, "prev link");
                     prev = node;
-                    node = load_link(addr, NEXT);
+                    node = load_link(addr, NEXT, key);
                 }
                 listed += 1;
             }

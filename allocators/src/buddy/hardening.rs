@@ -13,10 +13,11 @@
 //!   `2^order - 8`. Blocks are never grown to make room (a 64-byte request stays a 64-byte block,
 //!   without canary): growing it would double the memory of power-of-two workloads.
 //! - **Cached tag**: a block in a thread cache holds [`cached_tag`] in its first word, written when
-//!   it enters the cache, cleared when the cache hands it out again, and checked when the cache
+//!   it enters the cache (by [`check_free`] when it is freed, in the same pass that checks it, or
+//!   by [`tag_cached`] when a refill takes it from the arena), cleared when the cache hands it out again, and checked when the cache
 //!   gives it back to the arena; a mismatch there means the block was written after it was freed.
 //!   A free of a block whose order tag says used but whose first word is the cached tag is a
-//!   double free ([`is_cached`]). The order tag itself is not rewritten on the way into and out of
+//!   double free ([`check_free`]). The order tag itself is not rewritten on the way into and out of
 //!   a cache (tags of neighbouring blocks share cache lines, which threads would take from each
 //!   other); a double free that follows a write clobbering the cached tag goes unnoticed on the
 //!   spot, and is caught as a corrupted free list when the cache gives the block back. (A write into a cached block cannot steer the
@@ -30,7 +31,7 @@
 
 use super::region::{self, get_tag, set_tag, META_SIZE, TAG_CANARY, TAG_CLEAN, TAG_FREE, TAG_USED};
 use crate::hardened::{self, Misuse};
-use crate::region_map::{self, Owner};
+use crate::region_map::{self, Owner, REGION_SIZE};
 
 /// The name the misuse reports carry.
 const NAME: &str = "buddy";
@@ -87,51 +88,33 @@ pub unsafe fn arm(addr: usize, order: u32, size: usize) {
     }
 }
 
-/// Checks the canary of the live block at `addr` of `order` with tag `tag`, if it has one;
-/// aborts with a heap overflow report if it was overwritten.
-///
-/// # Safety
-/// `addr` must be a live block of `order` (its tag `tag` checked by the caller).
-#[inline(always)]
-pub unsafe fn check_canary(addr: usize, order: u32, tag: u8) {
-    if canary_bytes(tag) != 0 {
-        // SAFETY: the last word lies inside the live block.
-        let word = unsafe { canary_slot(addr, order).read() };
-        if word != hardened::canary_keyed(addr, hardened::tag_key()) {
-            hardened::misuse(NAME, Misuse::HeapOverflow, addr as *const u8);
-        }
-    }
-}
-
-/// Clears [`TAG_CANARY`] from the tag of the block at `addr` of `order`, about to go back to its
-/// arena (whose free lists expect `TAG_USED | order`). Nothing without the feature.
-///
-/// # Safety
-/// `addr` must be a block of `order` of a live region, given up by the caller, under its arena's
-/// lock or otherwise owned by the caller.
-#[inline(always)]
-pub unsafe fn disarm(addr: usize, order: u32) {
-    if hardened::ENABLED {
-        // SAFETY: the caller's contract.
-        unsafe { set_tag(addr, TAG_USED | order as u8) };
-    }
-}
-
 /// The first word of a block sitting in a thread cache (never equal to the block's canary).
 #[inline(always)]
 fn cached_tag(addr: usize, key: usize) -> usize {
     !hardened::canary_keyed(addr, key)
 }
 
-/// Tags the block at `addr` entering a thread cache (its first word becomes [`cached_tag`]).
+/// The tag key [`tag_cached`] and [`check_cached`] take (0 without the feature), read once for a
+/// batch of blocks.
+#[inline(always)]
+pub fn cache_key() -> usize {
+    if hardened::ENABLED {
+        hardened::tag_key()
+    } else {
+        0
+    }
+}
+
+/// Tags the block at `addr` entering a thread cache (its first word becomes [`cached_tag`]);
+/// `key` is [`cache_key`].
 ///
 /// # Safety
 /// `addr` must be a block (at least 16 bytes) owned by the calling thread's cache.
 #[inline(always)]
-pub unsafe fn tag_cached(addr: usize) {
+pub unsafe fn tag_cached(addr: usize, key: usize) {
     if hardened::ENABLED {
         // SAFETY: the block's first word is the cache's.
-        unsafe { (addr as *mut usize).write(cached_tag(addr, hardened::tag_key())) };
+        unsafe { (addr as *mut usize).write(cached_tag(addr, key)) };
     }
 }
 
@@ -148,81 +131,106 @@ pub unsafe fn untag_cached(addr: usize) {
     }
 }
 
-/// Whether the handed-out-looking block at `addr` (tagged used) carries the cache tag in its
-/// first word: it sits in some thread's cache, so freeing it is a double free. A live block's
-/// first word is its user's data, which matches the keyed tag only by chance (2^-64) or if the
-/// key leaked.
+/// Checks the block at `addr` of `order`, tagged used with tag `tag` (checked by the caller), as
+/// it is freed: if its first word is the cache tag it sits in some thread's cache, so this is a
+/// double free; if it has a canary ([`TAG_CANARY`]) that was overwritten, a heap overflow. Aborts
+/// with the report either way. A live block's first word is its user's data, which matches the
+/// keyed tag only by chance (2^-64) or if the key leaked. The tag and the canary are both derived
+/// from one keyed hash of the address, computed once; with `cache`, the block passed the checks
+/// and is being freed, and its first word becomes the cache tag (one store for the thread cache
+/// it goes to; a block that goes to its arena instead has that word overwritten by its free-list
+/// link). Nothing without the feature.
 ///
 /// # Safety
-/// `addr` must be a block of a live buddy region tagged used.
+/// `addr` must be a block of `order` of a live buddy region tagged used (`tag`); with `cache`,
+/// one the caller gives up.
 #[inline(always)]
-pub unsafe fn is_cached(addr: usize) -> bool {
-    if !hardened::ENABLED {
-        return false;
+pub unsafe fn check_free(addr: usize, order: u32, tag: u8, cache: bool) {
+    if hardened::ENABLED {
+        let canary = hardened::canary_keyed(addr, hardened::tag_key());
+        // SAFETY: the block's first word lies in the block (at least 16 bytes).
+        let first = unsafe { (addr as *const usize).read() };
+        if first == !canary {
+            hardened::misuse(NAME, Misuse::DoubleFree, addr as *const u8);
+        }
+        if canary_bytes(tag) != 0 {
+            // SAFETY: the last word lies inside the live block.
+            let word = unsafe { canary_slot(addr, order).read() };
+            if word != canary {
+                hardened::misuse(NAME, Misuse::HeapOverflow, addr as *const u8);
+            }
+        }
+        if cache {
+            // SAFETY: the block is the caller's, given up; its first word lies in it.
+            unsafe { (addr as *mut usize).write(!canary) };
+        }
     }
-    // SAFETY: the block's first word lies in the block (at least 16 bytes).
-    let word = unsafe { (addr as *const usize).read() };
-    word == cached_tag(addr, hardened::tag_key())
 }
 
 /// Checks the tag of the block at `addr` leaving a thread cache; aborts with a corrupted free
-/// list report if the block was written while cached.
+/// list report if the block was written while cached. `key` is [`cache_key`].
 ///
 /// # Safety
-/// `addr` must be a block the calling thread's cache holds, tagged by [`tag_cached`].
+/// `addr` must be a block the calling thread's cache holds, tagged by [`tag_cached`] (or
+/// [`check_free`]).
 #[inline(always)]
-pub unsafe fn check_cached(addr: usize) {
+pub unsafe fn check_cached(addr: usize, key: usize) {
     if hardened::ENABLED {
         // SAFETY: the block's first word is the cache's.
         let word = unsafe { (addr as *const usize).read() };
-        if word != cached_tag(addr, hardened::tag_key()) {
+        if word != cached_tag(addr, key) {
             hardened::misuse(NAME, Misuse::CorruptFreeList, addr as *const u8);
         }
     }
 }
 
-/// The word stored at `slot` (a link field of a free block) for the link `link`.
+/// The word stored at `slot` (a link field of a free block) for the link `link`; `key` is
+/// [`hardened::key`] (kept by the arena).
 #[inline(always)]
-pub fn encode_link(link: usize, slot: usize) -> usize {
+pub fn encode_link(link: usize, slot: usize, key: usize) -> usize {
     if hardened::ENABLED {
-        hardened::encode_link(link, slot)
+        hardened::encode_link_keyed(link, slot, key)
     } else {
         link
     }
 }
 
-/// The link stored as `stored` at `slot`, unchecked (see [`check_link`]).
+/// The link stored as `stored` at `slot`, unchecked (see [`check_link`]); `key` is
+/// [`hardened::key`] (kept by the arena).
 #[inline(always)]
-pub fn decode_link(stored: usize, slot: usize) -> usize {
+pub fn decode_link(stored: usize, slot: usize, key: usize) -> usize {
     if hardened::ENABLED {
-        hardened::decode_link(stored, slot)
+        hardened::decode_link_keyed(stored, slot, key)
     } else {
         stored
     }
 }
 
-/// Whether `link` is null or a free block of `order` in a live buddy region, so that its links
-/// may be read.
-#[inline]
-fn is_free_block_or_null(link: usize, order: u32) -> bool {
+/// Whether `link`, read from the free block `node`, is null or a free block of `order` in a live
+/// buddy region, so that its links may be read and written. `node` lies in a live buddy region,
+/// so a link into the same region needs no region map lookup.
+#[inline(always)]
+fn is_free_block_or_null(link: usize, node: usize, order: u32) -> bool {
     if link == 0 {
         return true;
     }
-    if region_map::owner_of(link as *const u8) != Owner::Buddy
-        || !link.is_multiple_of(1 << order)
-        || link - region::base_of(link) < META_SIZE
-    {
+    if (link ^ node) >= REGION_SIZE && region_map::owner_of(link as *const u8) != Owner::Buddy {
         return false;
     }
-    // SAFETY: the region map says `link` lies in a live buddy region, so its tag byte is mapped.
+    if !link.is_multiple_of(1 << order) || link - region::base_of(link) < META_SIZE {
+        return false;
+    }
+    // SAFETY: `link` lies in `node`'s region or, by the region map, in another live buddy region,
+    // so its tag byte is mapped.
     unsafe { get_tag(link) & !TAG_CLEAN == TAG_FREE | order as u8 }
 }
 
-/// Checks a link just decoded from the free block `node` of `order` before it is followed;
-/// aborts with a corrupted free list report unless it is null or a free block of `order`.
+/// Checks a link just decoded from the free block `node` of `order` (a free block in a live
+/// buddy region) before it is followed; aborts with a corrupted free list report unless it is
+/// null or a free block of `order`.
 #[inline(always)]
 pub fn check_link(link: usize, node: usize, order: u32) {
-    if hardened::ENABLED && !is_free_block_or_null(link, order) {
+    if hardened::ENABLED && !is_free_block_or_null(link, node, order) {
         corrupt(node);
     }
 }

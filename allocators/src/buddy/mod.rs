@@ -199,7 +199,7 @@ impl ThreadCache {
                 bin.count -= 1;
                 // SAFETY: count < BIN_CAPACITY after the decrement (bin invariant).
                 let p = unsafe { *bin.slots.get_unchecked(bin.count) };
-                mark_cached(p as usize, false);
+                untag_cached(p as usize);
                 (p, false)
             }
         } else {
@@ -215,7 +215,8 @@ impl ThreadCache {
     /// The fast path of free: push onto the cache of `order`, or give back to the arena.
     ///
     /// # Safety
-    /// `addr` must be a live block of `order` from this allocator, not used afterwards.
+    /// `addr` must be a live block of `order` from this allocator, not used afterwards, and
+    /// passed through `check_live(.., true)` (which tags it for the cache in hardened builds).
     #[inline(always)]
     unsafe fn free(&mut self, addr: usize, order: u32, size: usize) {
         if order <= MAX_CACHED_ORDER {
@@ -226,7 +227,7 @@ impl ThreadCache {
                 // SAFETY: as above.
                 bin = unsafe { self.bins.get_unchecked_mut((order - MIN_ORDER) as usize) };
             }
-            mark_cached(addr, true);
+            // The caller's `check_live` already gave the block its cache tag in hardened builds.
             // SAFETY: count < bin_limit <= BIN_CAPACITY here; the dead block now belongs to
             // the cache.
             unsafe { *bin.slots.get_unchecked_mut(bin.count) = addr as *mut u8 };
@@ -283,12 +284,14 @@ impl ThreadCache {
         // SAFETY: in bounds (order <= MAX_CACHED_ORDER, checked by the caller).
         let bin = unsafe { self.bins.get_unchecked_mut((order - MIN_ORDER) as usize) };
         debug_assert_eq!(bin.count, 0);
+        let key = hardening::cache_key();
         for slot in bin.slots.iter_mut().take(batch).skip(1) {
             let p = arena.alloc_block(order, &COUNTERS);
             if p.is_null() {
                 break;
             }
-            mark_cached(p as usize, true);
+            // SAFETY: p is a block of `order` just allocated, now the cache's.
+            unsafe { hardening::tag_cached(p as usize, key) };
             *slot = p;
             bin.count += 1;
         }
@@ -305,6 +308,7 @@ impl ThreadCache {
         let bin = unsafe { self.bins.get_unchecked_mut((order - MIN_ORDER) as usize) };
         let n = n.min(bin.count);
         let mut held: Option<(usize, LockGuard<'static, Arena>)> = None;
+        let key = hardening::cache_key();
         for &block in &bin.slots[..n] {
             let addr = block as usize;
             // SAFETY: cached blocks lie in live regions.
@@ -316,12 +320,11 @@ impl ThreadCache {
                     &mut held.insert((index, lock_arena(index))).1
                 }
             };
-            // SAFETY: a cached block is a used block of `order` that nobody references, tagged
-            // by `mark_cached` in hardened builds; the arena expects its tag without the canary
-            // bit.
+            // SAFETY: a cached block is a used block of `order` that nobody references, carrying
+            // the cache tag in hardened builds (the arena rewrites its order tag, canary bit and
+            // all).
             unsafe {
-                hardening::check_cached(addr);
-                hardening::disarm(addr, order);
+                hardening::check_cached(addr, key);
                 arena.free_block(addr, order, &COUNTERS);
             }
         }
@@ -348,11 +351,8 @@ impl ThreadCache {
 unsafe fn free_to_arena(addr: usize, order: u32) {
     // SAFETY: the block lies in a live region (caller).
     let index = unsafe { arena_of(addr) };
-    // SAFETY: forwarded contract; the block is ours to retag until it is freed.
-    unsafe {
-        hardening::disarm(addr, order);
-        lock_arena(index).free_block(addr, order, &COUNTERS);
-    }
+    // SAFETY: forwarded contract (the arena rewrites the block's tag, canary bit and all).
+    unsafe { lock_arena(index).free_block(addr, order, &COUNTERS) };
 }
 
 /// A thread's cache, emptied when the thread exits.
@@ -410,38 +410,35 @@ unsafe fn free_shared(addr: usize, order: u32, size: usize) {
 }
 
 /// In hardened builds a block sitting in a thread cache holds a keyed tag in its first word
-/// ([`hardening::tag_cached`], cleared when the cache hands it out again), so freeing it again is
-/// caught as a double free by [`check_live`]. Its order tag is left alone: tags of neighbouring
-/// blocks share cache lines, and writing them on every free and allocation bounced those lines
-/// between threads using nearby blocks (Hoard's cache-scratch ran at a third of the plain build's
-/// speed on two threads). The cached tag is also checked when the block goes back to its arena
-/// ([`ThreadCache::flush_bin`]), so a write after free into a block that leaves the cache is
-/// caught ([`hardening::check_cached`]); it is not checked when the block is handed out again
-/// from the cache (that would load a possibly cold block on every allocation). Compiles to
+/// (written by [`check_live`] as the block is freed, or [`hardening::tag_cached`] when a refill
+/// takes it from the arena), so freeing it again is caught as a double free by [`check_live`];
+/// this clears the tag as the cache hands the block out again. The order tag is left alone: tags
+/// of neighbouring blocks share cache lines, and writing them on every free and allocation bounced
+/// those lines between threads using nearby blocks (Hoard's cache-scratch ran at a third of the
+/// plain build's speed on two threads). The cached tag is also checked when the block goes back
+/// to its arena ([`ThreadCache::flush_bin`]), so a write after free into a block that leaves the
+/// cache is caught ([`hardening::check_cached`]); it is not checked when the block is handed out
+/// again from the cache (that would load a possibly cold block on every allocation). Compiles to
 /// nothing otherwise.
 #[inline(always)]
-fn mark_cached(addr: usize, cached: bool) {
+fn untag_cached(addr: usize) {
     if hardened::ENABLED {
-        // SAFETY: addr is a block of a live buddy region owned by the calling thread's cache (or
-        // just leaving it), so its memory is the cache's and no other thread writes it now.
-        unsafe {
-            if cached {
-                hardening::tag_cached(addr);
-            } else {
-                hardening::untag_cached(addr);
-            }
-        }
+        // SAFETY: addr is a block of a live buddy region just taken from the calling thread's
+        // cache, so its memory is the caller's and no other thread writes it now.
+        unsafe { hardening::untag_cached(addr) };
     }
 }
 
 /// Checks that `addr` starts a live block of `order` (debug builds and the `hardened` feature):
 /// the caller's layout gives the order, which realloc keeps in step with the tag. A block freed
 /// to its arena reads as free (double free); in hardened builds one sitting in a thread cache
-/// carries the cache tag in its first word (double free, see [`mark_cached`]); in plain debug
+/// carries the cache tag in its first word (double free, see [`untag_cached`]); in plain debug
 /// builds a cached block still reads as used.
-/// Hardened builds then check the block's canary, if it has one ([`hardening::check_canary`]).
+/// Hardened builds check the cache tag and the block's canary, if it has one, together
+/// ([`hardening::check_free`]); with `freeing` (the caller gives the block up: dealloc, not
+/// realloc) they then write the cache tag, which [`ThreadCache::free`] expects.
 #[inline(always)]
-fn check_live(addr: usize, order: u32) {
+fn check_live(addr: usize, order: u32, freeing: bool) {
     if hardened::ENABLED || cfg!(debug_assertions) {
         // SAFETY: the region map says addr lies in a live buddy region.
         let tag = unsafe { region::get_tag(addr) };
@@ -460,12 +457,9 @@ fn check_live(addr: usize, order: u32) {
             };
             hardened::misuse("buddy", kind, addr as *const u8);
         }
-        // SAFETY: a block of `order` tagged used (just checked).
-        if unsafe { hardening::is_cached(addr) } {
-            hardened::misuse("buddy", Misuse::DoubleFree, addr as *const u8);
-        }
-        // SAFETY: a live block of `order` with tag `tag` (just checked).
-        unsafe { hardening::check_canary(addr, order, tag) };
+        // SAFETY: a block of `order` of a live buddy region, tagged used with `tag` (just
+        // checked); with `freeing`, the caller gives it up.
+        unsafe { hardening::check_free(addr, order, tag, freeing) };
     }
 }
 
@@ -530,7 +524,7 @@ unsafe impl GlobalAlloc for Buddy {
             Owner::Buddy => {
                 let order = order_for(layout.size(), layout.align());
                 let (addr, size) = (ptr as usize, layout.size());
-                check_live(addr, order);
+                check_live(addr, order, true);
                 with_cache(
                     // SAFETY: as above.
                     |c| unsafe { c.free(addr, order, size) },
@@ -554,7 +548,7 @@ unsafe impl GlobalAlloc for Buddy {
         match region_map::owner_of(ptr) {
             Owner::Buddy if new <= MAX_ORDER => {
                 let addr = ptr as usize;
-                check_live(addr, old);
+                check_live(addr, old, false);
                 let resized = if new == old {
                     true
                 } else {
@@ -638,8 +632,9 @@ impl Introspect for Buddy {
                 let tag = unsafe { region::get_tag(addr) };
                 let order = (tag & TAG_ORDER) as u32;
                 // Debug and hardened builds stop here on anything but a live block's tag (or on
-                // an overwritten canary).
-                check_live(addr, order);
+                // an overwritten canary); past it, a hardened build's block is freed below (the
+                // early return is for plain builds).
+                check_live(addr, order, true);
                 if tag & (TAG_USED | region::TAG_FREE) != TAG_USED || order < MIN_ORDER {
                     // Not a block handed out (a plain build's double free of a block given back
                     // to its arena): ignored, as C's free of an unknown pointer is.

@@ -24,10 +24,13 @@
 //!   allocator: the cache is an array of addresses and never reads the block. Checking the tag
 //!   when the cache hands the block out again would load a cold block on every allocation.)
 //! - **Free-list links**: the arena's links in the first two words of a free block are encoded
-//!   with [`hardened::encode_link`] and, when followed, decoded and checked: a link must be null or
-//!   a free block of the same order in a buddy region (region map and tag); anything else is
-//!   reported as a corrupted free list and never followed. (The neighbours' back links are not
-//!   read, as glibc's safe unlinking does: two more cold loads per unlink.)
+//!   with [`hardened::encode_link`] (the arena keeps a copy of the key) and, when followed,
+//!   decoded and checked: a link must be null or a free block of the same order in a buddy region
+//!   (the region map, unless the link lies in the region of the block it was read from; then its
+//!   tag); a null back link must belong to the list's head; anything else is reported as a
+//!   corrupted free list and never followed. (The neighbours' back links are not read, as glibc's
+//!   safe unlinking does: that would accept any address whose word encodes the right link, where
+//!   the tag check accepts only free blocks of the order, even if the key leaked.)
 
 use super::region::{self, get_tag, set_tag, META_SIZE, TAG_CANARY, TAG_CLEAN, TAG_FREE, TAG_USED};
 use crate::hardened::{self, Misuse};
@@ -208,7 +211,10 @@ pub fn decode_link(stored: usize, slot: usize, key: usize) -> usize {
 
 /// Whether `link`, read from the free block `node`, is null or a free block of `order` in a live
 /// buddy region, so that its links may be read and written. `node` lies in a live buddy region,
-/// so a link into the same region needs no region map lookup.
+/// so a link into the same region needs no region map lookup. Only granule alignment is tested:
+/// a tag byte is nonzero only where a block starts, and a block of `order` starts on a multiple
+/// of `2^order`, so a granule whose tag reads free of `order` is aligned to it (the links
+/// accepted are exactly those a test of the full alignment accepts).
 #[inline(always)]
 fn is_free_block_or_null(link: usize, node: usize, order: u32) -> bool {
     if link == 0 {
@@ -217,7 +223,7 @@ fn is_free_block_or_null(link: usize, node: usize, order: u32) -> bool {
     if (link ^ node) >= REGION_SIZE && region_map::owner_of(link as *const u8) != Owner::Buddy {
         return false;
     }
-    if !link.is_multiple_of(1 << order) || link - region::base_of(link) < META_SIZE {
+    if !link.is_multiple_of(region::GRANULE) || link - region::base_of(link) < META_SIZE {
         return false;
     }
     // SAFETY: `link` lies in `node`'s region or, by the region map, in another live buddy region,

@@ -99,6 +99,10 @@ pub struct PageChecks {
     /// only grows while the page serves a class) because freeing threads read it while the
     /// owner carves.
     carved: core::sync::atomic::AtomicUsize,
+    /// The per-process key ([`hardened::key`], set before the page's first block was carved):
+    /// read here by frees (on the line they read anyway) and allocations, it costs neither a
+    /// load through the global's address nor a branch to `key`'s first-use path.
+    key: usize,
 }
 
 #[cfg(feature = "hardened")]
@@ -110,6 +114,7 @@ impl PageChecks {
             start: 0,
             block_size: 0,
             carved: core::sync::atomic::AtomicUsize::new(0),
+            key: 0,
         }
     }
 }
@@ -130,6 +135,7 @@ pub unsafe fn init_page(page: *mut Page, class: usize) {
         c.start = (*page).start;
         c.block_size = (*page).block_size;
         *c.carved.get_mut() = (*page).capacity as usize * (*page).block_size;
+        c.key = hardened::key();
     }
     let _ = (page, class);
 }
@@ -210,6 +216,23 @@ unsafe fn geometry(page: *const Page) -> (u64, usize, usize, usize) {
 /// Where the state word lies in a block (word 1; see the module docs).
 const STATE: usize = core::mem::size_of::<usize>();
 
+/// The key of a page serving a class, as [`key`] answers (hardened: a copy in the page's
+/// [`PageChecks`]), or 0 without the feature (then unused).
+///
+/// # Safety
+/// `page` is a valid descriptor of a page serving a class (or one that did: its key stays).
+#[inline(always)]
+pub unsafe fn page_key(page: *const Page) -> usize {
+    #[cfg(feature = "hardened")]
+    // SAFETY: caller's contract.
+    return unsafe { (*page).checks.key };
+    #[cfg(not(feature = "hardened"))]
+    {
+        let _ = page;
+        0
+    }
+}
+
 /// The per-process key for links and canaries (read once per operation and passed along), or 0
 /// without the feature (then unused).
 #[inline(always)]
@@ -282,8 +305,8 @@ pub unsafe fn check_large(ptr: *mut u8) {
 /// starts a live block of one of our pages; reports an invalid free, a double free or (when the
 /// block has slack for `size`) a heap overflow otherwise. When `freeing` and the block has no
 /// slack, re-writes its canary (see the module docs; `realloc` passes `false`: the block is still
-/// live and may be copied). Returns the key and the block's canary, for the rest of the
-/// operation.
+/// live and may be copied). Returns the key, the block's canary and its page descriptor, for
+/// the rest of the operation.
 ///
 /// A page not in use has no carved bytes in hardened builds ([`free_page`]), so the one bounds
 /// test `offset < carved` also rejects free pages and header slots. It reads only the page's
@@ -293,7 +316,7 @@ pub unsafe fn check_large(ptr: *mut u8) {
 /// None beyond `ptr` being any address: it is attributed through the region map first. With
 /// `freeing`, a block that passes is being freed by the caller.
 #[inline(always)]
-pub unsafe fn check_small(ptr: *mut u8, size: usize, freeing: bool) -> (usize, usize) {
+pub unsafe fn check_small(ptr: *mut u8, size: usize, freeing: bool) -> (usize, usize, *mut Page) {
     if region_map::owner_of(ptr) != Owner::SizeClass {
         hardened::misuse(NAME, Misuse::InvalidFree, ptr);
     }
@@ -309,7 +332,7 @@ pub unsafe fn check_small(ptr: *mut u8, size: usize, freeing: bool) -> (usize, u
         if off >= carved || !is_multiple(off, magic) {
             hardened::misuse(NAME, Misuse::InvalidFree, ptr);
         }
-        let key = hardened::key();
+        let key = page_key(page);
         let canary = hardened::canary_keyed(addr, key);
         if ((addr + STATE) as *const usize).read() == !canary {
             hardened::misuse(NAME, Misuse::DoubleFree, ptr);
@@ -324,7 +347,7 @@ pub unsafe fn check_small(ptr: *mut u8, size: usize, freeing: bool) -> (usize, u
         } else if freeing {
             end.write(canary);
         }
-        (key, canary)
+        (key, canary, page)
     }
 }
 

@@ -68,7 +68,8 @@ pub trait Introspect: GlobalAlloc + Sync {
     /// A snapshot of the allocator's counters (see [`stats`] for how fresh they are).
     fn stats(&self) -> Stats;
 
-    /// The number of bytes usable at `ptr` (at least the size it was allocated with), or `None`
+    /// The number of bytes usable at `ptr` (at least the size it was allocated with, less
+    /// [`Introspect::UNSIZED_PAD`]: a padded request's padding is not the caller's), or `None`
     /// if `ptr` is not the start of a block this allocator handed out, as far as its metadata can
     /// tell (memory it never mapped is always recognised as foreign).
     ///

@@ -99,6 +99,12 @@ pub struct PageChecks {
     /// only grows while the page serves a class) because freeing threads read it while the
     /// owner carves.
     carved: core::sync::atomic::AtomicUsize,
+    /// The per-process keys ([`hardened::key`] for links, [`hardened::tag_key`] for canaries
+    /// and tags; set before the page's first block was carved): read here by frees (on the line
+    /// they read anyway) and allocations, they cost neither a load through the global's address
+    /// nor a branch to the keys' first-use path.
+    key: usize,
+    tag_key: usize,
 }
 
 #[cfg(feature = "hardened")]
@@ -110,6 +116,8 @@ impl PageChecks {
             start: 0,
             block_size: 0,
             carved: core::sync::atomic::AtomicUsize::new(0),
+            key: 0,
+            tag_key: 0,
         }
     }
 }
@@ -130,6 +138,8 @@ pub unsafe fn init_page(page: *mut Page, class: usize) {
         c.start = (*page).start;
         c.block_size = (*page).block_size;
         *c.carved.get_mut() = (*page).capacity as usize * (*page).block_size;
+        c.key = hardened::key();
+        c.tag_key = hardened::tag_key();
     }
     let _ = (page, class);
 }
@@ -151,7 +161,7 @@ pub unsafe fn carved(page: *mut Page) {
         let bsize = c.block_size;
         let old = c.carved.load(core::sync::atomic::Ordering::Relaxed);
         let new = (*page).capacity as usize * bsize;
-        let key = hardened::tag_key();
+        let key = c.tag_key;
         let mut b = c.start + old;
         while b < c.start + new {
             let canary = hardened::canary_keyed(b, key);
@@ -210,7 +220,41 @@ unsafe fn geometry(page: *const Page) -> (u64, usize, usize, usize) {
 /// Where the state word lies in a block (word 1; see the module docs).
 const STATE: usize = core::mem::size_of::<usize>();
 
-/// The per-process key for links and canaries (read once per operation and passed along), or 0
+/// The link key of a page serving a class, as [`key`] answers (hardened: a copy in the page's
+/// [`PageChecks`]), or 0 without the feature (then unused).
+///
+/// # Safety
+/// `page` is a valid descriptor of a page serving a class (or one that did: its key stays).
+#[inline(always)]
+pub unsafe fn page_key(page: *const Page) -> usize {
+    #[cfg(feature = "hardened")]
+    // SAFETY: caller's contract.
+    return unsafe { (*page).checks.key };
+    #[cfg(not(feature = "hardened"))]
+    {
+        let _ = page;
+        0
+    }
+}
+
+/// The tag key of a page serving a class (a copy of [`hardened::tag_key`] in the page's
+/// [`PageChecks`]), or 0 without the feature (then unused).
+///
+/// # Safety
+/// As for [`page_key`].
+#[inline(always)]
+pub unsafe fn page_tag_key(page: *const Page) -> usize {
+    #[cfg(feature = "hardened")]
+    // SAFETY: caller's contract.
+    return unsafe { (*page).checks.tag_key };
+    #[cfg(not(feature = "hardened"))]
+    {
+        let _ = page;
+        0
+    }
+}
+
+/// The per-process link key (read once per operation and passed along), or 0
 /// without the feature (then unused).
 #[inline(always)]
 pub fn key() -> usize {
@@ -257,7 +301,7 @@ pub unsafe fn arm(page: *const Page, block: *mut Block) {
     // the state word.
     unsafe {
         let word = if (*page).block_size == 2 * STATE {
-            hardened::canary_keyed(block as usize, hardened::tag_key())
+            hardened::canary_keyed(block as usize, page_tag_key(page))
         } else {
             0
         };
@@ -285,8 +329,8 @@ pub unsafe fn check_large(ptr: *mut u8) {
 /// starts a live block of one of our pages; reports an invalid free, a double free or (when the
 /// block has slack for `size`) a heap overflow otherwise. When `freeing` and the block has no
 /// slack, re-writes its canary (see the module docs; `realloc` passes `false`: the block is still
-/// live and may be copied). Returns the key and the block's canary, for the rest of the
-/// operation.
+/// live and may be copied). Returns the key, the block's canary and its page descriptor, for
+/// the rest of the operation.
 ///
 /// A page not in use has no carved bytes in hardened builds ([`free_page`]), so the one bounds
 /// test `offset < carved` also rejects free pages and header slots. It reads only the page's
@@ -296,7 +340,7 @@ pub unsafe fn check_large(ptr: *mut u8) {
 /// None beyond `ptr` being any address: it is attributed through the region map first. With
 /// `freeing`, a block that passes is being freed by the caller.
 #[inline(always)]
-pub unsafe fn check_small(ptr: *mut u8, size: usize, freeing: bool) -> (usize, usize) {
+pub unsafe fn check_small(ptr: *mut u8, size: usize, freeing: bool) -> (usize, usize, *mut Page) {
     if region_map::owner_of(ptr) != Owner::SizeClass {
         hardened::misuse(NAME, Misuse::InvalidFree, ptr);
     }
@@ -312,8 +356,8 @@ pub unsafe fn check_small(ptr: *mut u8, size: usize, freeing: bool) -> (usize, u
         if off >= carved || !is_multiple(off, magic) {
             hardened::misuse(NAME, Misuse::InvalidFree, ptr);
         }
-        let key = hardened::key();
-        let canary = hardened::canary_keyed(addr, hardened::tag_key());
+        let key = page_key(page);
+        let canary = hardened::canary_keyed(addr, page_tag_key(page));
         if ((addr + STATE) as *const usize).read() == !canary {
             hardened::misuse(NAME, Misuse::DoubleFree, ptr);
         }
@@ -327,7 +371,7 @@ pub unsafe fn check_small(ptr: *mut u8, size: usize, freeing: bool) -> (usize, u
         } else if freeing {
             end.write(canary);
         }
-        (key, canary)
+        (key, canary, page)
     }
 }
 

@@ -279,18 +279,24 @@ fn is_large(size: usize, align: usize) -> bool {
 /// `ptr` is a live block of this allocator's segments (hardened: checked by `checks::check_small`).
 #[inline(always)]
 unsafe fn free_small(ptr: *mut u8, size: usize) {
-    let (key, canary) = if hardened::ENABLED {
+    let (key, canary, checked_page) = if hardened::ENABLED {
         // SAFETY: any address may be checked (it is attributed through the region map).
         unsafe { checks::check_small(ptr, size, true) }
     } else {
-        (0, 0)
+        (0, 0, ptr::null_mut())
     };
     debug_assert_eq!(region_map::owner_of(ptr), Owner::SizeClass);
     let heap = current_heap();
     // SAFETY: ptr lies in a live segment (caller), so its header and page descriptor are valid.
     unsafe {
         let seg = segment_of(ptr as usize);
-        let page = page_of(ptr as usize);
+        // Hardened: the checks found it already (not found again: their stores to the block
+        // may alias the segment header, as far as the compiler knows).
+        let page = if hardened::ENABLED {
+            checked_page
+        } else {
+            page_of(ptr as usize)
+        };
         let block = ptr.cast::<Block>();
         if hardened::ENABLED {
             checks::retire(page, ptr, canary);

@@ -288,7 +288,7 @@ pub unsafe fn extend(page: *mut Page) -> bool {
 pub unsafe fn pop(page: *mut Page) -> *mut u8 {
     // SAFETY: caller's contract: the head is a free block of this page.
     unsafe {
-        let key = checks::key();
+        let key = checks::page_key(page);
         let b = (*page).free;
         (*page).free = link_of(page, b, key);
         (*page).used += 1;
@@ -359,7 +359,7 @@ pub unsafe fn push_thread_free(page: *mut Page, block: *mut Block) -> bool {
     // succeeds); the block is ours to link.
     unsafe {
         let tf = &(*page).thread_free;
-        let key = checks::key();
+        let key = checks::page_key(page);
         let mut old = tf.load(Ordering::Relaxed);
         loop {
             set_link(block, (old & HEAD_MASK) as *mut Block, key);

@@ -31,6 +31,9 @@ pub struct Probe {
     /// `malloc_usable_size`). Only called on live blocks, and on a stack address when
     /// `recognises_foreign` is set.
     pub usable_size: unsafe fn(*const u8) -> Option<usize>,
+    /// How far `usable_size` may fall short of a request made without padding (ours:
+    /// `Introspect::UNSIZED_PAD`, non-zero only in some hardened builds; System: 0).
+    pub unsized_pad: usize,
     /// `usable_size` answers `None` for memory the allocator never handed out.
     pub recognises_foreign: bool,
     /// The allocator never reuses freed memory (Bump): memory may grow with bytes allocated.
@@ -63,6 +66,7 @@ pub fn system_probe() -> Probe {
         name: "system",
         held_bytes: rss_bytes,
         usable_size: malloc_usable_size,
+        unsized_pad: 0,
         recognises_foreign: false,
         never_reuses: false,
     }
@@ -119,6 +123,7 @@ macro_rules! global_allocator_tests {
                 name: <$ty as Introspect>::NAME,
                 held_bytes: held,
                 usable_size: usable,
+                unsized_pad: <$ty as Introspect>::UNSIZED_PAD,
                 recognises_foreign: true,
                 never_reuses: $never_reuses,
             }

@@ -124,11 +124,7 @@ static TAG_KEY: AtomicUsize = AtomicUsize::new(0);
 /// Nothing a user can read is derived from it: links are cleared before a block is handed out.
 #[inline]
 pub fn key() -> usize {
-    let k = KEY.load(Ordering::Relaxed);
-    if k != 0 {
-        return k;
-    }
-    init_key(&KEY)
+    load_key(&KEY)
 }
 
 /// The per-process random key of canaries and state tags ([`canary_keyed`]), drawn
@@ -137,11 +133,17 @@ pub fn key() -> usize {
 /// lets a program forge canaries, never the link key.
 #[inline]
 pub fn tag_key() -> usize {
-    let k = TAG_KEY.load(Ordering::Relaxed);
+    load_key(&TAG_KEY)
+}
+
+/// The key in `slot`, drawn on first use.
+#[inline(always)]
+fn load_key(slot: &AtomicUsize) -> usize {
+    let k = slot.load(Ordering::Relaxed);
     if k != 0 {
         return k;
     }
-    init_key(&TAG_KEY)
+    init_key(slot)
 }
 
 #[cold]

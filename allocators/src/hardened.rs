@@ -136,6 +136,15 @@ pub fn tag_key() -> usize {
     load_key(&TAG_KEY)
 }
 
+/// The [`tag_key`] for a fast path that holds a block marked with it, so it has been drawn: a
+/// plain load, without the draw-on-first-use branch (and the call behind it, which would make the
+/// fast path save registers). Were it not yet drawn, the 0 read makes every check fail, and the
+/// caller's slow path (which uses [`tag_key`]) sorts the case out.
+#[inline(always)]
+pub fn tag_key_drawn() -> usize {
+    TAG_KEY.load(Ordering::Relaxed)
+}
+
 /// The key in `slot`, drawn on first use.
 #[inline(always)]
 fn load_key(slot: &AtomicUsize) -> usize {

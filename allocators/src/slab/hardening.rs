@@ -124,19 +124,21 @@ fn loose_tag(block: *mut u8, key: usize) -> usize {
 /// place since the object left its slab).
 ///
 /// # Safety
-/// `block` must be null or an object of cache `class` just handed to the caller.
+/// `block` must be an object of cache `class` just handed to the caller (not null).
 #[inline(always)]
 pub unsafe fn on_alloc(block: *mut u8, class: usize) {
-    if !hardened::ENABLED || block.is_null() {
+    if !hardened::ENABLED {
         return;
     }
     // A user object holds a request of at least 1 byte and the canary: two words or more, so
     // clearing the first word leaves the canary.
-    debug_assert!(size_of_class(class) > WORD);
+    debug_assert!(!block.is_null() && size_of_class(class) > WORD);
     let first = block.cast::<usize>();
+    // The object left its slab marked with the tag key, so the key is drawn.
+    let key = hardened::tag_key_drawn();
     // SAFETY: the object is ours; its first word lies inside it.
     unsafe {
-        if first.read() != loose_tag(block, hardened::tag_key()) {
+        if first.read() != loose_tag(block, key) {
             hardened::misuse(NAME, Misuse::CorruptFreeList, block);
         }
         // Cleared rather than left: the tag would tell the user the key.
@@ -144,21 +146,25 @@ pub unsafe fn on_alloc(block: *mut u8, class: usize) {
     }
 }
 
-/// Checks a free of `block` as an object of cache `class` (boundary by arithmetic, canary, not
-/// loose) and marks it loose; anything amiss goes to [`free_misuse`], which aborts.
+/// The quick check of a free of `block` as an object of cache `class`: by arithmetic, a start
+/// of an object of that cache, whose last word is the canary and whose first word is not the
+/// loose tag. If it passes, marks the block loose and returns true; if not, the caller must
+/// call [`free_misuse`] (kept out of line so that the fast path calls nothing that returns).
 ///
 /// # Safety
 /// `block` must lie in a region the region map names [`Owner::Slab`].
 #[inline(always)]
-pub unsafe fn on_free(block: *mut u8, class: usize) {
+pub unsafe fn free_passes(block: *mut u8, class: usize) -> bool {
     if !hardened::ENABLED {
-        return;
+        return true;
     }
     let addr = block as usize;
     let g = geometry(class);
     let offset = addr & g.span_mask as usize;
     if offset < g.limit as usize && is_object_offset(offset, class) {
-        let key = hardened::tag_key();
+        // A live object of this cache left its slab marked with the tag key, so the key is
+        // drawn; if it is not, the canary check fails and `free_misuse` sorts the case out.
+        let key = hardened::tag_key_drawn();
         let first = block.cast::<usize>();
         let last = last_word(block, size_of_class(class));
         let loose = loose_tag(block, key);
@@ -170,12 +176,26 @@ pub unsafe fn on_free(block: *mut u8, class: usize) {
             if last.read() == hardened::canary_keyed(addr, key) && first.read() != loose {
                 // A live object of this cache: its words are the caller's to give up.
                 first.write(loose);
-                return;
+                return true;
             }
         }
     }
+    false
+}
+
+/// Checks a free of `block` as an object of cache `class` ([`free_passes`], else
+/// [`free_misuse`], which aborts on misuse) and marks it loose.
+///
+/// # Safety
+/// As for [`free_passes`].
+#[inline(always)]
+pub unsafe fn on_free(block: *mut u8, class: usize) {
     // SAFETY: forwarded contract.
-    unsafe { free_misuse(block, class) }
+    unsafe {
+        if !free_passes(block, class) {
+            free_misuse(block, class);
+        }
+    }
 }
 
 /// The free of `block` as an object of cache `class` failed a quick check: reads its slab
@@ -183,10 +203,10 @@ pub unsafe fn on_free(block: *mut u8, class: usize) {
 /// Marks the block loose and returns if it proves to be a live object after all.
 ///
 /// # Safety
-/// As for [`on_free`].
+/// As for [`free_passes`].
 #[cold]
 #[inline(never)]
-unsafe fn free_misuse(block: *mut u8, class: usize) {
+pub unsafe fn free_misuse(block: *mut u8, class: usize) {
     let addr = block as usize;
     // SAFETY: the caller's contract: the region header is mapped.
     let slab = unsafe { region::slab_of(addr) };

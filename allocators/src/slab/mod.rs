@@ -550,24 +550,32 @@ fn cache_for(size: usize, align: usize) -> Option<usize> {
 #[inline(always)]
 fn alloc_small(class: usize, size: usize) -> *mut u8 {
     // SAFETY: a reference that ends here (see `thread_cache`).
-    let p = match unsafe { &mut *thread_cache() }.pop(class, size) {
-        Some(p) => p,
+    match unsafe { &mut *thread_cache() }.pop(class, size) {
+        Some(p) => {
+            // SAFETY: a round of the magazine: an object of cache `class`, now the caller's.
+            unsafe { hardening::on_alloc(p, class) };
+            p
+        }
+        // A tail call, which checks its block itself: the fast path calls nothing that returns.
         None => alloc_refill(class, size),
-    };
-    // SAFETY: p is null or a fresh object of cache `class`, ours.
-    unsafe { hardening::on_alloc(p, class) };
-    p
+    }
 }
 
 /// The thread's [`ThreadCache::refill`], or the slab layer if the thread holds no magazines.
 #[cold]
 #[inline(never)]
 fn alloc_refill(class: usize, size: usize) -> *mut u8 {
-    if !attached() {
-        return alloc_shared(class, size);
+    let p = if attached() {
+        // SAFETY: a reference that ends here (see `thread_cache`).
+        unsafe { &mut *thread_cache() }.refill(class, size)
+    } else {
+        alloc_shared(class, size)
+    };
+    if !p.is_null() {
+        // SAFETY: a fresh object of cache `class`, now the caller's.
+        unsafe { hardening::on_alloc(p, class) };
     }
-    // SAFETY: a reference that ends here (see `thread_cache`).
-    unsafe { &mut *thread_cache() }.refill(class, size)
+    p
 }
 
 /// The fast path of `dealloc` for a small block: one push onto the thread's loaded magazine.
@@ -672,7 +680,24 @@ unsafe fn free_small_checked(class: usize, ptr: *mut u8, size: usize) {
         class
     );
     // SAFETY: ptr lies in a Slab region.
-    unsafe { hardening::on_free(ptr, class) };
+    if unsafe { hardening::free_passes(ptr, class) } {
+        free_small(class, ptr, size);
+    } else {
+        // SAFETY: forwarded contract. A tail call: the fast path calls nothing that returns.
+        unsafe { free_small_suspect(class, ptr, size) };
+    }
+}
+
+/// A free whose quick check failed: the full check, which aborts on misuse (and returns only
+/// for a live object after all), then the free.
+///
+/// # Safety
+/// As for [`free_small_checked`].
+#[cold]
+#[inline(never)]
+unsafe fn free_small_suspect(class: usize, ptr: *mut u8, size: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { hardening::free_misuse(ptr, class) };
     free_small(class, ptr, size);
 }
 

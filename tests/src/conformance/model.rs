@@ -187,6 +187,17 @@ fn run_sequence<A: GlobalAlloc + Sync>(a: &A, ops: &[Op]) -> Result<(), TestCase
                     let kept = old_size.min(new_size);
                     // SAFETY: the block now has new_size >= kept bytes.
                     if let Err(off) = unsafe { verify(q, 0..kept, moved.id) } {
+                        // A new block inside the old one (a block handed out twice) loses bytes
+                        // in the copy: that is the overlap, named as such. (A move that overlaps
+                        // but copies with memmove keeps the bytes and passes.)
+                        let (os, qs) = (b.ptr as usize, q as usize);
+                        if qs != os && qs < os + old_size && os < qs + new_size {
+                            return fail(format!(
+                                "contract violated: blocks never overlap: realloc moved the block \
+                                 at {os:#x} (size {old_size}) to {qs:#x} (size {new_size}), \
+                                 inside it, and lost byte {off}"
+                            ));
+                        }
                         return fail(format!(
                             "contract violated: realloc keeps bytes 0..min(old, new): {old_size} -> \
                              {new_size} lost byte {off}"

@@ -220,8 +220,9 @@ unsafe fn geometry(page: *const Page) -> (u64, usize, usize, usize) {
 /// Where the state word lies in a block (word 1; see the module docs).
 const STATE: usize = core::mem::size_of::<usize>();
 
-/// The link key of a page serving a class, as [`key`] answers (hardened: a copy in the page's
-/// [`PageChecks`]), or 0 without the feature (then unused).
+/// The link key of a page serving a class, as [`hardened::key`] answers (hardened: a copy in
+/// the page's [`PageChecks`], set before its first block was carved), or 0 without the feature
+/// (then unused). Every link of the allocator is encoded and decoded with it.
 ///
 /// # Safety
 /// `page` is a valid descriptor of a page serving a class (or one that did: its key stays).
@@ -250,17 +251,6 @@ pub unsafe fn page_tag_key(page: *const Page) -> usize {
     #[cfg(not(feature = "hardened"))]
     {
         let _ = page;
-        0
-    }
-}
-
-/// The per-process link key (read once per operation and passed along), or 0
-/// without the feature (then unused).
-#[inline(always)]
-pub fn key() -> usize {
-    if hardened::ENABLED {
-        hardened::key()
-    } else {
         0
     }
 }
@@ -336,13 +326,40 @@ pub unsafe fn check_large(ptr: *mut u8) {
 /// test `offset < carved` also rejects free pages and header slots. It reads only the page's
 /// [`PageChecks`] line and the block, not the line the owner allocates from.
 ///
+/// Every failing check leaves through one call, to [`report_small`], which finds out which check
+/// failed: with a call per check (four of them), the compiler set up a stack frame on every
+/// `dealloc` (a push and a pop) for their sake; with one, only the failure path has it.
+///
 /// # Safety
 /// None beyond `ptr` being any address: it is attributed through the region map first. With
 /// `freeing`, a block that passes is being freed by the caller.
 #[inline(always)]
 pub unsafe fn check_small(ptr: *mut u8, size: usize, freeing: bool) -> (usize, usize, *mut Page) {
+    // SAFETY: any address may be checked.
+    let Ok((page, block_size, canary)) = (unsafe { verdict(ptr, size) }) else {
+        report_small(ptr, size)
+    };
+    // `size <= block_size` for any block this layout got, so no overflow.
+    if freeing && size + hardened::CANARY_BYTES > block_size {
+        // SAFETY: `ptr` passed the checks: a live block of ours whose last word is the
+        // caller's to write (a block without slack keeps no canary while live).
+        unsafe {
+            ((ptr as usize + block_size - hardened::CANARY_BYTES) as *mut usize).write(canary)
+        };
+    }
+    // SAFETY: a page that passed the checks serves a class.
+    (unsafe { page_key(page) }, canary, page)
+}
+
+/// The checks of [`check_small`], in order: the page and block size of `ptr` and its canary if
+/// it passes them all, else the misuse found first.
+///
+/// # Safety
+/// None beyond `ptr` being any address: it is attributed through the region map first.
+#[inline(always)]
+unsafe fn verdict(ptr: *mut u8, size: usize) -> Result<(*mut Page, usize, usize), Misuse> {
     if region_map::owner_of(ptr) != Owner::SizeClass {
-        hardened::misuse(NAME, Misuse::InvalidFree, ptr);
+        return Err(Misuse::InvalidFree);
     }
     let addr = ptr as usize;
     // SAFETY: the window is one of our live segments (region map), so its header and page
@@ -354,25 +371,36 @@ pub unsafe fn check_small(ptr: *mut u8, size: usize, freeing: bool) -> (usize, u
         let off = addr.wrapping_sub(start);
         // The carved area is at most a segment (4 MiB), so a passing `off` is below 2^32.
         if off >= carved || !is_multiple(off, magic) {
-            hardened::misuse(NAME, Misuse::InvalidFree, ptr);
+            return Err(Misuse::InvalidFree);
         }
-        let key = page_key(page);
         let canary = hardened::canary_keyed(addr, page_tag_key(page));
         if ((addr + STATE) as *const usize).read() == !canary {
-            hardened::misuse(NAME, Misuse::DoubleFree, ptr);
+            return Err(Misuse::DoubleFree);
         }
-        let end = (addr + block_size - hardened::CANARY_BYTES) as *mut usize;
-        // `size <= block_size` for any block this layout got, so no overflow.
-        if size + hardened::CANARY_BYTES <= block_size {
-            // In a 16-byte block this is the state word, just seen not to be the freed tag.
-            if end.read() != canary {
-                hardened::misuse(NAME, Misuse::HeapOverflow, ptr);
-            }
-        } else if freeing {
-            end.write(canary);
+        let end = (addr + block_size - hardened::CANARY_BYTES) as *const usize;
+        // `size <= block_size` for any block this layout got, so no overflow. In a 16-byte
+        // block `end` is the state word, just seen not to be the freed tag.
+        if size + hardened::CANARY_BYTES <= block_size && end.read() != canary {
+            return Err(Misuse::HeapOverflow);
         }
-        (key, canary, page)
+        Ok((page, block_size, canary))
     }
+}
+
+/// Reports the misuse [`check_small`] found in freeing (or resizing) `ptr` as `size` bytes: runs
+/// its checks again to tell which one failed. Nothing has changed in between unless another
+/// thread wrote the block meanwhile (a racing free of the same block, or a write to freed
+/// memory): if the checks now pass, `ptr` was not a live block a moment ago, reported as an
+/// invalid free.
+#[cold]
+#[inline(never)]
+fn report_small(ptr: *mut u8, size: usize) -> ! {
+    // SAFETY: any address may be checked.
+    let kind = match unsafe { verdict(ptr, size) } {
+        Err(kind) => kind,
+        Ok(_) => Misuse::InvalidFree,
+    };
+    hardened::misuse(NAME, kind, ptr)
 }
 
 /// Re-writes the canary of a block that `realloc` keeps for `new_size` bytes, if it has slack

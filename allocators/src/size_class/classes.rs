@@ -29,6 +29,10 @@ pub const DIRECT_ALIGN: usize = 16;
 pub const DIRECT_SLOTS: usize = DIRECT_MAX / 8 + 1;
 /// The last class reachable through the direct table (its size is `DIRECT_MAX`).
 pub const LAST_DIRECT_CLASS: usize = 23;
+/// The smallest class requests map to: 0 (8 bytes), or 1 (16 bytes) in hardened builds, whose
+/// free blocks need two words (link and state word; see `checks`). Mapping small sizes to it
+/// here, in the tables, keeps a `max(size, 16)` off the allocation fast path.
+pub const MIN_CLASS: usize = if crate::hardened::ENABLED { 1 } else { 0 };
 
 /// The block size of class `i`, computed (used to build the tables at compile time).
 pub const fn class_size_const(i: usize) -> usize {
@@ -41,7 +45,8 @@ pub const fn class_size_const(i: usize) -> usize {
     }
 }
 
-/// The class of `size` (1..=MAX_SMALL_SIZE) by arithmetic.
+/// The class of `size` (1..=MAX_SMALL_SIZE) by arithmetic (before the [`MIN_CLASS`] floor:
+/// [`class_for`] only asks it about sizes above [`DIRECT_MAX`]).
 #[inline(always)]
 pub const fn class_of_arith(size: usize) -> usize {
     if size <= 64 {
@@ -65,11 +70,20 @@ const fn build_sizes() -> [u32; NUM_CLASSES] {
     t
 }
 
+/// `class`, or [`MIN_CLASS`] if it is smaller.
+const fn at_least_min(class: usize) -> usize {
+    if class > MIN_CLASS {
+        class
+    } else {
+        MIN_CLASS
+    }
+}
+
 const fn build_direct() -> [u8; DIRECT_SLOTS] {
     let mut t = [0u8; DIRECT_SLOTS];
     let mut s = 0;
     while s < DIRECT_SLOTS {
-        t[s] = class_of_arith(s * 8) as u8;
+        t[s] = at_least_min(class_of_arith(s * 8)) as u8;
         s += 1;
     }
     t
@@ -147,11 +161,11 @@ pub fn kind_of(class: usize) -> Kind {
     }
 }
 
-/// The first direct slot served by class `class` (<= LAST_DIRECT_CLASS); its last slot is
-/// `class_size(class) / 8`.
+/// The first direct slot served by class `class` (`MIN_CLASS..=LAST_DIRECT_CLASS`; the smallest
+/// class also serves the slots below its own); its last slot is `class_size(class) / 8`.
 #[inline]
 pub fn first_slot(class: usize) -> usize {
-    if class == 0 {
+    if class == 0 || class == MIN_CLASS {
         0
     } else {
         class_size(class - 1) / 8 + 1
@@ -181,8 +195,8 @@ mod tests {
             let c = class_for(size, 1);
             let cs = class_size(c);
             assert!(cs >= size, "size {size} class {cs}");
-            assert_eq!(c, class_of_arith(size));
-            if c > 0 {
+            assert_eq!(c, at_least_min(class_of_arith(size)));
+            if c > MIN_CLASS {
                 assert!(
                     class_size(c - 1) < size,
                     "size {size} not in smallest class"
@@ -192,7 +206,7 @@ mod tests {
                 let waste = (cs - size) as f64 / cs as f64;
                 worst = worst.max(waste);
             } else {
-                assert!(cs - size < 8);
+                assert!(cs - size < 8 || (c == MIN_CLASS && size <= cs));
             }
         }
         assert!(worst < 0.2, "worst waste {worst}");
@@ -226,7 +240,7 @@ mod tests {
 
     #[test]
     fn direct_slots_cover_their_classes() {
-        for c in 0..=LAST_DIRECT_CLASS {
+        for c in MIN_CLASS..=LAST_DIRECT_CLASS {
             let slots = &DIRECT_CLASS[first_slot(c)..=class_size(c) / 8];
             assert!(slots.iter().all(|&k| k as usize == c));
         }

@@ -195,17 +195,6 @@ unsafe fn pop_counted(heap: *mut Heap, page: *mut Page, size: usize) -> *mut u8 
     }
 }
 
-/// The block bytes a request of `size` needs: `size`, in a block of at least 16 bytes in hardened
-/// builds (a free block needs its link word and its state word; see `checks`).
-#[inline(always)]
-fn block_need(size: usize) -> usize {
-    if hardened::ENABLED {
-        size.max(2 * core::mem::size_of::<usize>())
-    } else {
-        size
-    }
-}
-
 /// The fast allocation path.
 #[inline(always)]
 unsafe fn alloc_small(layout: Layout) -> *mut u8 {
@@ -220,7 +209,9 @@ unsafe fn alloc_small(layout: Layout) -> *mut u8 {
 #[inline(always)]
 unsafe fn alloc_small_padded(layout: Layout, pad: usize) -> *mut u8 {
     let size = layout.size();
-    let need = block_need(size + pad);
+    // Hardened blocks are at least 16 bytes (a free block needs its link word and its state
+    // word; see `checks`): the class tables map smaller sizes to 16 (`classes::MIN_CLASS`).
+    let need = size + pad;
     let heap = current_heap();
     if need <= DIRECT_MAX && layout.align() <= DIRECT_ALIGN {
         // Rounding up to the alignment makes the slot's class a multiple of it (see
@@ -433,10 +424,8 @@ unsafe impl GlobalAlloc for SizeClass {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if is_large(layout.size(), layout.align()) {
-            if hardened::ENABLED {
-                // SAFETY: any address may be checked (it is attributed through the region map).
-                unsafe { checks::check_large(ptr) };
-            }
+            // A tail call that checks too (hardened): a check called here, before it, made
+            // every `dealloc` save and restore registers for the call's sake.
             dealloc_large(ptr, layout.size());
             return;
         }
@@ -461,7 +450,7 @@ unsafe impl GlobalAlloc for SizeClass {
         if small && !is_large(new_size, layout.align()) {
             // SAFETY: a live small block: its page descriptor is valid.
             let bsize = unsafe { (*page_of(ptr as usize)).block_size };
-            if block_need(new_size) <= bsize && (new_size >= bsize / 2 || bsize <= 64) {
+            if new_size <= bsize && (new_size >= bsize / 2 || bsize <= 64) {
                 if hardened::ENABLED {
                     // SAFETY: a live block of ours of `bsize` bytes, checked above.
                     unsafe { checks::resized(ptr, bsize, new_size, canary) };
@@ -522,9 +511,16 @@ fn count_realloc(old: usize, new: usize) {
     }
 }
 
+/// Frees a block that `dealloc`'s layout routes to [`crate::large`]; hardened builds first
+/// check that it starts a live large block of ours.
 #[cold]
 fn dealloc_large(ptr: *mut u8, size: usize) {
-    // SAFETY: the caller passes a live large block of ours (routed by its layout).
+    if hardened::ENABLED {
+        // SAFETY: any address may be checked (it is attributed through the region map).
+        unsafe { checks::check_large(ptr) };
+    }
+    // SAFETY: the caller passes a block routed by its layout: a live large block of ours
+    // (hardened: checked above).
     unsafe { large::dealloc(ptr, size, &COUNTERS) };
 }
 

@@ -40,7 +40,7 @@ pub struct Block {
 }
 
 /// Links free block `block` to `next` (encoded with the block's address and `key`, from
-/// `checks::key`, in hardened builds).
+/// `checks::page_key`, in hardened builds).
 ///
 /// # Safety
 /// `block` is a dead block owned by the caller (its first word is the allocator's).
@@ -207,7 +207,7 @@ pub unsafe fn collect(page: *mut Page) {
         (*page).used -= n;
         (*page).is_zero = false;
         if !(*page).free.is_null() {
-            let key = checks::key();
+            let key = checks::page_key(page);
             let mut tail = head;
             loop {
                 let next = link_of(page, tail, key);
@@ -229,11 +229,11 @@ pub unsafe fn collect(page: *mut Page) {
 /// The caller owns `page`; `head` heads a list of its dead blocks.
 #[cold]
 unsafe fn check_list(page: *mut Page, head: *mut Block) {
-    let key = checks::key();
     let mut b = head;
     let mut count = 1u32;
     // SAFETY: caller's contract; `link_of` aborts on a link that leaves the page.
     unsafe {
+        let key = checks::page_key(page);
         loop {
             b = link_of(page, b, key);
             if b.is_null() {
@@ -263,7 +263,7 @@ pub unsafe fn extend(page: *mut Page) -> bool {
         let bsize = (*page).block_size;
         let n = (EXTEND_BYTES / bsize).clamp(1, remaining);
         let first = (*page).start + (*page).capacity as usize * bsize;
-        let key = checks::key();
+        let key = checks::page_key(page);
         let mut b = first;
         for _ in 1..n {
             set_link(b as *mut Block, (b + bsize) as *mut Block, key);
@@ -300,7 +300,7 @@ pub unsafe fn pop(page: *mut Page) -> *mut u8 {
 }
 
 /// Pushes `block` on the page's `free` list (a free by the page's owner) and counts it out of
-/// `used`. `key` is `checks::key()` (already read by the caller's checks).
+/// `used`. `key` is the page's link key, `checks::page_key` (already read by the caller's checks).
 ///
 /// # Safety
 /// The caller owns `page`; `block` is a live block of it, not used afterwards.

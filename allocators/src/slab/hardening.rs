@@ -23,7 +23,7 @@
 //!   the same slab), and the last word holds the **freed tag** ([`on_enter_slab`]): a free
 //!   finding it is a double free. The depot's magazine links are encoded and checked too.
 //!
-//! A free ([`on_free`]) first checks by arithmetic alone that the pointer starts an object of
+//! A free ([`free_passes`] on the fast path) first checks by arithmetic alone that the pointer starts an object of
 //! the cache its `Layout` names (object offset from the slab's aligned base, a multiplication
 //! instead of a division), then that the last word is the canary and the first word not the
 //! loose tag. Only when one of these fails is the slab descriptor read ([`free_misuse`]): a
@@ -32,7 +32,10 @@
 //! A pointer that passes the arithmetic in another cache's slab cannot pass the word checks:
 //! the canary for its address is never written at the last word of a `size`-byte object there.
 //! A pointer in no region of ours is foreign ("invalid free"). The checks are O(1): no list or
-//! magazine is scanned.
+//! magazine is scanned. The fast paths call nothing that returns (a failed quick check leaves
+//! through a tail call), so they save no registers, and read the tag key without the
+//! draw-on-first-use branch ([`hardened::tag_key_drawn`]): a block marked with it proves it
+//! drawn.
 
 use super::magazine::Magazine;
 use super::region::{self, FreeObject, SlabDesc, UNIT_SIZE};

@@ -27,11 +27,13 @@
 //!   unused for a reap interval (beyond a reserve of two per cache), and wholly free regions are
 //!   unmapped (one kept as a spare).
 //!
-//! Requests above 64 KiB, or aligned above 64 KiB, are mapped directly by [`crate::large`] (no
-//! page-level path in between); a few freed ones of up to 1 MiB are kept for reuse by
-//! [`large_cache`] (bounded, and unmapped once unused for a reap interval). A power-of-two size is served by the cache of exactly that size,
-//! whose objects are aligned to it; other alignments up to 64 KiB take the smallest cache whose
-//! size is a multiple of the alignment.
+//! Requests above 64 KiB (above 64 KiB + 120 bytes when hardened, so that a 64 KiB request and
+//! its canary fit the top cache), or aligned above 64 KiB, are mapped directly by
+//! [`crate::large`] (no page-level path in between); a few freed ones of up to 1 MiB are kept for
+//! reuse by [`large_cache`] (bounded, and unmapped once unused for a reap interval). A
+//! power-of-two size is served by the cache of exactly that size, whose objects are aligned to
+//! it; other alignments up to 64 KiB take the smallest cache whose size is a multiple of the
+//! alignment.
 //!
 //! `dealloc` finds the cache from the `Layout`, exactly as `alloc` chose it; only a layout too big
 //! (or too aligned) for the inline lookup is routed by the region map (Slab, Large or foreign), and

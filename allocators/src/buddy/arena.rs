@@ -534,8 +534,8 @@ impl Arena {
                 assert!(t & (TAG_FREE | TAG_USED) != 0, "block start without tag");
                 assert!((MIN_ORDER..=MAX_ORDER).contains(&order));
                 assert!(addr.is_multiple_of(1 << order), "misaligned block");
-                // A block in a thread cache keeps its TAG_USED tag
-                // (`mark_cached`): handed out as far as the arena is concerned.
+                // A block in a thread cache keeps its TAG_USED tag (see `hardening`'s cached
+                // tag): handed out as far as the arena is concerned.
                 if t & TAG_FREE != 0 && t & TAG_USED == 0 {
                     let clean = raw & TAG_CLEAN != 0;
                     if !clean && order >= PURGE_MIN_ORDER {

@@ -199,7 +199,8 @@ impl ThreadCache {
                 bin.count -= 1;
                 // SAFETY: count < BIN_CAPACITY after the decrement (bin invariant).
                 let p = unsafe { *bin.slots.get_unchecked(bin.count) };
-                untag_cached(p as usize);
+                // SAFETY: a block just taken from this thread's cache, now the caller's.
+                unsafe { hardening::untag_cached(p as usize) };
                 (p, false)
             }
         } else {
@@ -409,30 +410,10 @@ unsafe fn free_shared(addr: usize, order: u32, size: usize) {
     WASTE.fetch_add(size as isize - (1isize << order), Ordering::Relaxed);
 }
 
-/// In hardened builds a block sitting in a thread cache holds a keyed tag in its first word
-/// (written by [`check_live`] as the block is freed, or [`hardening::tag_cached`] when a refill
-/// takes it from the arena), so freeing it again is caught as a double free by [`check_live`];
-/// this clears the tag as the cache hands the block out again. The order tag is left alone: tags
-/// of neighbouring blocks share cache lines, and writing them on every free and allocation bounced
-/// those lines between threads using nearby blocks (Hoard's cache-scratch ran at a third of the
-/// plain build's speed on two threads). The cached tag is also checked when the block goes back
-/// to its arena ([`ThreadCache::flush_bin`]), so a write after free into a block that leaves the
-/// cache is caught ([`hardening::check_cached`]); it is not checked when the block is handed out
-/// again from the cache (that would load a possibly cold block on every allocation). Compiles to
-/// nothing otherwise.
-#[inline(always)]
-fn untag_cached(addr: usize) {
-    if hardened::ENABLED {
-        // SAFETY: addr is a block of a live buddy region just taken from the calling thread's
-        // cache, so its memory is the caller's and no other thread writes it now.
-        unsafe { hardening::untag_cached(addr) };
-    }
-}
-
 /// Checks that `addr` starts a live block of `order` (debug builds and the `hardened` feature):
 /// the caller's layout gives the order, which realloc keeps in step with the tag. A block freed
 /// to its arena reads as free (double free); in hardened builds one sitting in a thread cache
-/// carries the cache tag in its first word (double free, see [`untag_cached`]); in plain debug
+/// carries the cache tag in its first word (double free, see [`hardening`]'s cached tag); in plain debug
 /// builds a cached block still reads as used.
 /// Hardened builds check the cache tag and the block's canary, if it has one, together
 /// ([`hardening::check_free`]); with `freeing` (the caller gives the block up: dealloc, not

@@ -186,21 +186,6 @@ pub unsafe fn free_passes(block: *mut u8, class: usize) -> bool {
     false
 }
 
-/// Checks a free of `block` as an object of cache `class` ([`free_passes`], else
-/// [`free_misuse`], which aborts on misuse) and marks it loose.
-///
-/// # Safety
-/// As for [`free_passes`].
-#[inline(always)]
-pub unsafe fn on_free(block: *mut u8, class: usize) {
-    // SAFETY: forwarded contract.
-    unsafe {
-        if !free_passes(block, class) {
-            free_misuse(block, class);
-        }
-    }
-}
-
 /// The free of `block` as an object of cache `class` failed a quick check: reads its slab
 /// descriptor and aborts with the kind of misuse (invalid free, double free or heap overflow).
 /// Marks the block loose and returns if it proves to be a live object after all.

@@ -900,9 +900,9 @@ impl Introspect for Slab {
                     }
                     _ => return hardening::on_foreign_free(ptr),
                 };
-                // SAFETY: ptr lies in a Slab region.
-                unsafe { hardening::on_free(ptr, class) };
-                free_small(class, ptr, size - hardening::CANARY);
+                // SAFETY: ptr lies in a Slab region and (the caller's contract) is a live
+                // object, of cache `class` by its slab descriptor.
+                unsafe { free_small_checked(class, ptr, size - hardening::CANARY) };
             }
             Owner::Large => {
                 // SAFETY: the pointer lies in a Large window.

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 use bench_harness::c_programs::{self, COptions, CProgramsFile};
 use bench_harness::cell::{self, CellSpec};
-use bench_harness::registry::{Family, ALLOCATORS, HARDENED_SUFFIX};
+use bench_harness::registry::{self, ALLOCATORS, HARDENED_SUFFIX};
 use bench_harness::runner::{self, RunOptions, DEFAULT_SEED};
 use bench_harness::workloads::WORKLOADS;
 use bench_harness::{compare, report, results_io, selection};
@@ -88,7 +88,8 @@ enum Cmd {
         #[arg(long, default_value_t = DEFAULT_SEED)]
         seed: u64,
         /// A bench-harness binary built with `--features hardened`: each of our selected
-        /// allocators also runs as `<name>-hardened` in it, side by side with the plain build.
+        /// allocators also runs as `<name>-hardened` in it, side by side with the plain build
+        /// (and mimalloc, if selected, as `mimalloc-hardened`: its secure mode).
         #[arg(long)]
         hardened_exe: Option<PathBuf>,
         /// Skip the C programs under LD_PRELOAD.
@@ -133,17 +134,18 @@ enum Cmd {
     },
 }
 
-/// Puts `<name>-hardened` right after each of our allocators in `names`.
+/// Puts `<name>-hardened` right after each allocator in `names` that has a hardened twin (ours,
+/// and mimalloc's secure mode).
 fn with_hardened_twins(names: Vec<String>) -> Vec<String> {
     let mut out = Vec::with_capacity(names.len() * 2);
     for name in names {
-        let ours = ALLOCATORS
+        let twin = ALLOCATORS
             .iter()
-            .any(|a| a.name == name && a.family == Family::Ours);
-        let twin = format!("{name}{HARDENED_SUFFIX}");
+            .any(|a| a.name == name && registry::has_hardened_twin(a));
+        let twin_name = format!("{name}{HARDENED_SUFFIX}");
         out.push(name);
-        if ours {
-            out.push(twin);
+        if twin {
+            out.push(twin_name);
         }
     }
     out

@@ -109,16 +109,29 @@ pub const ALLOCATORS: &[AllocatorEntry] = &[
     },
 ];
 
-/// The suffix naming one of ours built with the `hardened` feature (`sizeclass-hardened`): such
-/// cells run in a second harness binary built with `--features hardened` (`run --hardened-exe`).
+/// The suffix naming one of ours built with the `hardened` feature (`sizeclass-hardened`), or
+/// mimalloc in its secure mode (`mimalloc-hardened`): such cells run in a second harness binary
+/// built with `--features hardened` (`run --hardened-exe`), which also builds mimalloc with
+/// `MI_SECURE=4` (the `secure` feature of the `mimalloc` crate).
 pub const HARDENED_SUFFIX: &str = "-hardened";
 
-/// Looks an allocator up by name; `<ours>-hardened` finds the entry of `<ours>`.
+/// The one baseline with a hardened twin: mimalloc's secure mode (encoded free lists, double
+/// free checks, padding checked on free, guard pages), the yardstick the hardened mode's cost is
+/// set against.
+pub const HARDENED_BASELINE: &str = "mimalloc";
+
+/// Whether `a` also runs as `<name>-hardened` in a hardened harness binary.
+pub fn has_hardened_twin(a: &AllocatorEntry) -> bool {
+    a.family == Family::Ours || a.name == HARDENED_BASELINE
+}
+
+/// Looks an allocator up by name; `<name>-hardened` finds the entry of `<name>` if it has a
+/// hardened twin.
 pub fn find(name: &str) -> Option<&'static AllocatorEntry> {
     let (base, hardened) = split_hardened(name);
     ALLOCATORS
         .iter()
-        .find(|a| a.name == base && (!hardened || a.family == Family::Ours))
+        .find(|a| a.name == base && (!hardened || has_hardened_twin(a)))
 }
 
 /// Splits `<name>-hardened` into (`<name>`, true); any other name into (name, false).
@@ -156,9 +169,11 @@ mod tests {
     }
 
     #[test]
-    fn hardened_variants_exist_only_for_ours() {
+    fn hardened_variants_exist_for_ours_and_mimalloc_only() {
         assert_eq!(find("sizeclass-hardened").unwrap().name, "sizeclass");
-        assert!(find("mimalloc-hardened").is_none());
+        assert_eq!(find("mimalloc-hardened").unwrap().name, "mimalloc");
+        assert!(find("jemalloc-hardened").is_none());
+        assert!(find("system-hardened").is_none());
         assert_eq!(split_hardened("slab-hardened"), ("slab", true));
         assert_eq!(split_hardened("slab"), ("slab", false));
     }

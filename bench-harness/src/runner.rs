@@ -39,7 +39,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// The binary to re-execute for each cell (normally this one).
     pub exe: PathBuf,
-    /// A harness binary built with `--features hardened`, which runs the `<ours>-hardened` cells.
+    /// A harness binary built with `--features hardened`, which runs the `<name>-hardened` cells
+    /// (ours with their checks, mimalloc in its secure mode).
     pub hardened_exe: Option<PathBuf>,
 }
 

@@ -24,6 +24,16 @@
 //! Not caught anywhere: a stale pointer freed after its block was handed out again (it is a live
 //! block by then), and reads of freed memory.
 //!
+//! What the checks cost differs by design, because a check on a free reads the block (its canary,
+//! its state tag) and not every plain free does. SizeClass's plain free writes its free-list
+//! link into the block, so its checks add instructions but few cache misses. Slab's magazines
+//! and Buddy's thread caches hold addresses, and Bump frees nothing but its latest block: their
+//! plain frees never touch the block, so where a program frees objects long after writing them
+//! (the `phase` and `fragmentation` workloads) or on another thread (`xmalloc`), each hardened
+//! free pays a cache miss, or a line moved between cores, that the plain free avoids. The cost of
+//! each, beside mimalloc's secure mode, is measured in `results/REPORT.md` ("Cost of the hardened
+//! mode").
+//!
 //! Two per-process random keys: the link [`key`] encodes free-list links, which every allocator
 //! clears before a block is handed out, so no user can read a word derived from it (checked by
 //! `handed_out_blocks_do_not_reveal_the_key` in the hardened tests); the [`tag_key`] makes

@@ -275,8 +275,12 @@ fn short_lived_threads_do_not_grow_memory() {
 fn memory_comes_back_after_one_gib() {
     let _g = serial();
     let before = A.stats().mapped_bytes;
+    // Every thread holds its 256 MiB before any samples the peak and frees: without the barrier
+    // a loaded machine could run the threads one after another, and no sample would see 1 GiB.
+    let all_allocated = std::sync::Arc::new(std::sync::Barrier::new(4));
     let threads: Vec<_> = (0..4)
         .map(|t| {
+            let all_allocated = all_allocated.clone();
             std::thread::spawn(move || {
                 let mut v = Vec::new();
                 let mut total = 0usize;
@@ -297,6 +301,7 @@ fn memory_comes_back_after_one_gib() {
                     total += size;
                     i += 1;
                 }
+                all_allocated.wait();
                 let peak = A.stats().mapped_bytes;
                 for (p, l) in v {
                     // SAFETY: allocated above.

@@ -116,8 +116,8 @@ pub const ALLOCATORS: &[AllocatorEntry] = &[
 pub const HARDENED_SUFFIX: &str = "-hardened";
 
 /// The one baseline with a hardened twin: mimalloc's secure mode (encoded free lists, double
-/// free checks, padding checked on free, guard pages), the yardstick the hardened mode's cost is
-/// set against.
+/// free checks, padding checked on free, guard pages around its metadata), the yardstick the
+/// hardened mode's cost is set against.
 pub const HARDENED_BASELINE: &str = "mimalloc";
 
 /// Whether `a` also runs as `<name>-hardened` in a hardened harness binary.

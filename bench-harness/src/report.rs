@@ -366,7 +366,6 @@ pub fn render(
     o
 }
 
-/// The mechanical reading: winners and margins per workload, geometric means, scaling.
 /// The cost of the `hardened` feature: each `<name>-hardened` column's throughput divided by its
 /// plain twin's, per workload, with the geometric mean (only when the run had such columns);
 /// mimalloc's twin is its secure mode, the yardstick.
@@ -387,7 +386,7 @@ fn hardened_cost(v: &View<'_>, o: &mut String) {
         "## Cost of the hardened mode\n\nThroughput of each allocator built with `--features hardened` \
 (heap-misuse checks) divided by the plain build's, same workload, threads and run (below 1: slower). \
 mimalloc's column is its secure mode (`MI_SECURE=4`: encoded free lists, double-free checks, padding \
-checked on free, guard pages), built into the same hardened harness binary.\n"
+checked on free, guard pages around its metadata), built into the same hardened harness binary.\n"
     );
     let cols: Vec<String> = pairs
         .iter()
@@ -431,6 +430,7 @@ checked on free, guard pages), built into the same hardened harness binary.\n"
     }
 }
 
+/// The mechanical reading: winners and margins per workload, geometric means, scaling.
 fn reading(v: &View<'_>) -> String {
     let mut o = String::new();
     for &t in v.threads() {

@@ -1,8 +1,9 @@
 //! phase: each round allocates a large set of objects (16-256 bytes), writing each as it is
 //! allocated, then frees everything in allocation order, as a compiler pass or a request arena
-//! does. The frees find their objects out of the cache (the set is about 14 MB): an allocator
-//! whose free reads or writes the object pays a miss there that one which does not, avoids. The only workload
-//! whose total allocation a never-reusing allocator can afford (it runs under a byte budget).
+//! does. The frees find their objects out of the cache (the set is about 14 MB), so a free that
+//! reads or writes its object pays a cache miss that one touching only the allocator's own
+//! bookkeeping avoids. The only workload whose total allocation a never-reusing allocator can
+//! afford (it runs under a byte budget).
 
 use std::alloc::GlobalAlloc;
 

@@ -14,16 +14,17 @@
 //!   without canary): growing it would double the memory of power-of-two workloads.
 //! - **Cached tag**: a block in a thread cache holds [`cached_tag`] in its first word, written when
 //!   it enters the cache (by [`check_free`] when it is freed, in the same pass that checks it, or
-//!   by [`tag_cached`] when a refill takes it from the arena), cleared when the cache hands it out again, and checked when the cache
-//!   gives it back to the arena; a mismatch there means the block was written after it was freed.
-//!   A free of a block whose order tag says used but whose first word is the cached tag is a
-//!   double free ([`check_free`]). The order tag itself is not rewritten on the way into and out of
-//!   a cache (tags of neighbouring blocks share cache lines, which threads would take from each
-//!   other: rewriting them on every free and allocation ran Hoard's cache-scratch at a third of
-//!   the plain build's speed on two threads); a double free that follows a write clobbering the cached tag goes unnoticed on the
-//!   spot, and is caught as a corrupted free list when the cache gives the block back. (A write into a cached block cannot steer the
-//!   allocator: the cache is an array of addresses and never reads the block. Checking the tag
-//!   when the cache hands the block out again would load a cold block on every allocation.)
+//!   by [`tag_cached`] when a refill takes it from the arena), cleared when the cache hands it out
+//!   again, and checked when the cache gives it back to the arena; a mismatch there means the block
+//!   was written after it was freed. A free of a block whose order tag says used but whose first
+//!   word is the cached tag is a double free ([`check_free`]). The order tag itself is not
+//!   rewritten on the way into and out of a cache (tags of neighbouring blocks share cache lines,
+//!   which threads would take from each other: rewriting them on every free and allocation ran
+//!   Hoard's cache-scratch at a third of the plain build's speed on two threads); a double free
+//!   that follows a write clobbering the cached tag goes unnoticed on the spot, and is caught as a
+//!   corrupted free list when the cache gives the block back. (A write into a cached block cannot
+//!   steer the allocator: the cache is an array of addresses and never reads the block. Checking
+//!   the tag when the cache hands the block out again would load a cold block on every allocation.)
 //! - **Free-list links**: the arena's links in the first two words of a free block are encoded
 //!   with [`hardened::encode_link`] (the arena keeps a copy of the key) and, when followed,
 //!   decoded and checked: a link must be null or a free block of the same order in a buddy region

@@ -410,11 +410,11 @@ unsafe fn free_shared(addr: usize, order: u32, size: usize) {
     WASTE.fetch_add(size as isize - (1isize << order), Ordering::Relaxed);
 }
 
-/// Checks that `addr` starts a live block of `order` (debug builds and the `hardened` feature):
-/// the caller's layout gives the order, which realloc keeps in step with the tag. A block freed
-/// to its arena reads as free (double free); in hardened builds one sitting in a thread cache
-/// carries the cache tag in its first word (double free, see [`hardening`]'s cached tag); in plain debug
-/// builds a cached block still reads as used.
+/// Checks that `addr` starts a live block of `order` (debug builds and the `hardened` feature): the
+/// caller's layout gives the order, which realloc keeps in step with the tag. A block freed to its
+/// arena reads as free (double free); in hardened builds one sitting in a thread cache carries the
+/// cache tag in its first word (double free, see [`hardening`]'s cached tag); in plain debug builds
+/// a cached block still reads as used.
 /// Hardened builds check the cache tag and the block's canary, if it has one, together
 /// ([`hardening::check_free`]); with `freeing` (the caller gives the block up: dealloc, not
 /// realloc) they then write the cache tag, which [`ThreadCache::free`] expects.

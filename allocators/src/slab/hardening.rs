@@ -23,19 +23,18 @@
 //!   the same slab), and the last word holds the **freed tag** ([`on_enter_slab`]): a free
 //!   finding it is a double free. The depot's magazine links are encoded and checked too.
 //!
-//! A free ([`free_passes`] on the fast path) first checks by arithmetic alone that the pointer starts an object of
-//! the cache its `Layout` names (object offset from the slab's aligned base, a multiplication
-//! instead of a division), then that the last word is the canary and the first word not the
-//! loose tag. Only when one of these fails is the slab descriptor read ([`free_misuse`]): a
+//! A free ([`free_passes`] on the fast path) first checks by arithmetic alone that the pointer
+//! starts an object of the cache its `Layout` names (object offset from the slab's aligned base, a
+//! multiplication instead of a division), then that the last word is the canary and the first word
+//! not the loose tag. Only when one of these fails is the slab descriptor read ([`free_misuse`]): a
 //! pointer not starting an object of that cache (wrong slab owner, wrong size, past the carved
-//! objects) aborts with "invalid free", else the words tell a double free from a heap overflow.
-//! A pointer that passes the arithmetic in another cache's slab cannot pass the word checks:
-//! the canary for its address is never written at the last word of a `size`-byte object there.
-//! A pointer in no region of ours is foreign ("invalid free"). The checks are O(1): no list or
+//! objects) aborts with "invalid free", else the words tell a double free from a heap overflow. A
+//! pointer that passes the arithmetic in another cache's slab cannot pass the word checks: the
+//! canary for its address is never written at the last word of a `size`-byte object there. A
+//! pointer in no region of ours is foreign ("invalid free"). The checks are O(1): no list or
 //! magazine is scanned. The fast paths call nothing that returns (a failed quick check leaves
 //! through a tail call), so they save no registers, and read the tag key without the
-//! draw-on-first-use branch ([`hardened::tag_key_drawn`]): a block marked with it proves it
-//! drawn.
+//! draw-on-first-use branch ([`hardened::tag_key_drawn`]): a block marked with it proves it drawn.
 
 use super::magazine::Magazine;
 use super::region::{self, FreeObject, SlabDesc, UNIT_SIZE};

@@ -37,11 +37,11 @@
 //!
 //! `dealloc` finds the cache from the `Layout`, exactly as `alloc` chose it; only a layout too big
 //! (or too aligned) for the inline lookup is routed by the region map (Slab, Large or foreign), and
-//! a hardened build checks every pointer's region first. The thread's magazines live in a `thread_local!` without
-//! a destructor (so the fast path reaches them with no initialisation check); a second one, with a
-//! destructor, is touched on the thread's first slow path and hands the magazines back to the
-//! depots when the thread exits; code running after that (other TLS destructors) allocates and
-//! frees straight from the slab layer under the cache lock.
+//! a hardened build checks every pointer's region first. The thread's magazines live in a
+//! `thread_local!` without a destructor (so the fast path reaches them with no initialisation
+//! check); a second one, with a destructor, is touched on the thread's first slow path and hands
+//! the magazines back to the depots when the thread exits; code running after that (other TLS
+//! destructors) allocates and frees straight from the slab layer under the cache lock.
 //! Every lock is taken by a `pthread_atfork` handler, so a forked child can allocate. With the
 //! `hardened` feature, frees are checked ([`hardening`]: invalid, foreign and double frees, heap
 //! overflow by a canary in each object's last word, writes after free by keyed free-list links

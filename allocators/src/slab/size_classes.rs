@@ -18,12 +18,11 @@ pub const SIZES: [usize; NUM_CLASSES] = [
     768, 896, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, 10240,
     12288, 14336, 16384, 20480, 24576, 28672, 32768, 40960, 49152, 57344, TOP,
 ];
-/// The largest size: 64 KiB, and 128 bytes more when hardened (a multiple of every alignment up
-/// to 128), so that a 64 KiB request (a common
-/// buffer size) with its canary still fits a slab object (three to a 256 KiB slab instead of
-/// four) rather than paying a mapping, a guard page and a `munmap` per block in [`crate::large`]
-/// (measured with two threads of the power-of-two workload: about 2,900 `mmap` and 5,700
-/// `munmap` calls in 1.5 s, against 38 and 16 in the plain build).
+/// The largest size: 64 KiB, and 128 bytes more when hardened (a multiple of every alignment up to
+/// 128), so that a 64 KiB request (a common buffer size) with its canary still fits a slab object
+/// (three to a 256 KiB slab instead of four) rather than paying a mapping, a guard page and a
+/// `munmap` per block in [`crate::large`] (measured with two threads of the power-of-two workload:
+/// about 2,900 `mmap` and 5,700 `munmap` calls in 1.5 s, against 38 and 16 in the plain build).
 const TOP: usize = 64 * 1024 + if crate::hardened::ENABLED { 128 } else { 0 };
 /// The number of object caches serving user requests.
 pub const NUM_CLASSES: usize = 48;

@@ -78,13 +78,21 @@ pub trait Introspect: GlobalAlloc + Sync {
     /// or a pointer that was never a block start; a freed pointer may give any answer.
     unsafe fn usable_size(&self, ptr: *const u8) -> Option<usize>;
 
-    /// Bytes a caller adds to every request whose block it will free with
-    /// [`Introspect::free_unsized`] (C's `malloc` does): 0 except in `hardened` builds of an
-    /// allocator that keeps a canary only where the request leaves room for one. Its sized
-    /// `dealloc` learns from the `Layout` whether a block has room; an unsized free cannot, so
-    /// it relies on every such block having been requested with this padding, and checks the
-    /// canary.
+    /// Bytes of padding that [`Introspect::unsized_request`] adds to a request, at least: 0
+    /// except in `hardened` builds of an allocator that keeps a canary only where the request
+    /// leaves room for one. Its sized `dealloc` learns from the `Layout` whether a block has
+    /// room; an unsized free cannot, so it relies on every such block having been requested
+    /// with the padding, and checks the canary. [`Introspect::usable_size`] leaves the padding
+    /// out, so it may answer this much less than a request made without it.
     const UNSIZED_PAD: usize = 0;
+
+    /// The size to request for `size` bytes whose block will be freed with
+    /// [`Introspect::free_unsized`] (C's `malloc` and `realloc` do): `size` plus
+    /// [`Introspect::UNSIZED_PAD`] unless an allocator needs more, `None` if that overflows.
+    #[inline]
+    fn unsized_request(size: usize) -> Option<usize> {
+        size.checked_add(Self::UNSIZED_PAD)
+    }
 
     /// Frees the block at `ptr` without its `Layout`, as C's `free` must: the allocator finds the
     /// block from the address alone. Memory this allocator never mapped (say, a block the dynamic
@@ -96,8 +104,8 @@ pub trait Introspect: GlobalAlloc + Sync {
     /// block) and calls `dealloc`; the allocators of this crate override it with one lookup.
     ///
     /// # Safety
-    /// `ptr` must be non-null and either a live block of this allocator, requested with
-    /// [`Introspect::UNSIZED_PAD`] bytes added to its size and not used afterwards, or
+    /// `ptr` must be non-null and either a live block of this allocator, requested with the size
+    /// [`Introspect::unsized_request`] gives (or resized to it) and not used afterwards, or
     /// memory this allocator never mapped. Anything else (a block already freed, a pointer into
     /// the middle of a block) is undefined behaviour, as for `dealloc`; `hardened` builds abort
     /// with a report on the cases their checks catch, as `dealloc` does.

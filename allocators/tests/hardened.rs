@@ -226,15 +226,15 @@ fn commit<A: GlobalAlloc + Introspect>(a: &A, name: &str, bug: Bug) {
                 // As the C API does: padded requests, freed without a size (the canary is
                 // checked), `calloc` and a `realloc` that shrinks by moving (both write every
                 // byte of the padded request) among them.
-                let pad = A::UNSIZED_PAD;
-                for n in [8, 56, 104, 1016] {
-                    let p = a.alloc_zeroed(l(n + pad));
+                let padded = |n: usize| A::unsized_request(n).unwrap();
+                for n in [8, 56, 104, 120, 1016] {
+                    let p = a.alloc_zeroed(l(padded(n)));
                     std::ptr::write_bytes(p, 0x45, n);
                     a.free_unsized(p);
-                    let p = a.alloc(l(4096 + pad));
+                    let p = a.alloc(l(padded(4096)));
                     let usable = a.usable_size(p).unwrap();
                     std::ptr::write_bytes(p, 0x46, usable);
-                    let q = a.realloc(p, l(usable), n + pad);
+                    let q = a.realloc(p, l(usable), padded(n));
                     std::ptr::write_bytes(q, 0x47, n);
                     a.free_unsized(q);
                 }

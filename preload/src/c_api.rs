@@ -8,8 +8,9 @@
 //!   64-bit targets) and a size of at least 1 (`GlobalAlloc` forbids size 0; `malloc(0)` thus
 //!   returns a unique pointer, as glibc does).
 //! - `free` is given no size: it calls [`Introspect::free_unsized`], which finds the block from
-//!   its address (one lookup in the allocators of the suite). Every request is padded by
-//!   [`Introspect::UNSIZED_PAD`] bytes (0 unless the allocator's hardened canaries need room).
+//!   its address (one lookup in the allocators of the suite). Every request is padded as
+//!   [`Introspect::unsized_request`] says (not at all unless the allocator's hardened canaries
+//!   need room).
 //! - `realloc` is given no size either: [`block_layout`] rebuilds a layout from the allocator's
 //!   [`Introspect::usable_size`] and an alignment *hint* ([`allocators::layout_hint`]):
 //!   [`MALLOC_ALIGN`] for a block in the allocator's own regions, [`LARGE_ALIGN_HINT`] for a
@@ -56,7 +57,7 @@ fn set_errno(code: c_int) {
 /// `errno = ENOMEM` on failure.
 #[inline]
 fn alloc_block<A: Introspect>(a: &A, size: usize, align: usize, zeroed: bool) -> *mut c_void {
-    let Some(size) = size.max(1).checked_add(A::UNSIZED_PAD) else {
+    let Some(size) = A::unsized_request(size.max(1)) else {
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     };
@@ -168,8 +169,8 @@ pub unsafe fn realloc<A: Introspect>(a: &A, ptr: *mut c_void, size: usize) -> *m
         // SAFETY: forwarded contract; `old.size()` bytes are usable at `ptr`.
         return unsafe { move_block(a, ptr, old.size(), size) };
     }
-    // Padded as `malloc` pads: `free` will not know the size (see `Introspect::UNSIZED_PAD`).
-    let padded = match size.checked_add(A::UNSIZED_PAD) {
+    // Padded as `malloc` pads: `free` will not know the size (see `Introspect::unsized_request`).
+    let padded = match A::unsized_request(size) {
         Some(padded) if Layout::from_size_align(padded, old.align()).is_ok() => padded,
         _ => {
             set_errno(libc::ENOMEM);

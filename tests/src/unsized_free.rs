@@ -39,7 +39,7 @@ pub fn check_free_unsized<A: Introspect>(a: &A) {
             for _ in 0..ROUNDS {
                 for &(size, align) in UNSIZED_CASES {
                     // Padded as C's malloc pads a block its free will not know the size of.
-                    let l = layout(size + A::UNSIZED_PAD, align);
+                    let l = layout(A::unsized_request(size).unwrap(), align);
                     // SAFETY: a non-zero size.
                     let p = unsafe { a.alloc(l) };
                     expect_block(p, size, align, "free_unsized setup");

@@ -283,10 +283,7 @@ impl Arena {
     pub unsafe fn free_block(&mut self, addr: usize, order: u32, counters: &GlobalCounters) {
         // SAFETY: the block is ours (caller), so its region and tags are live.
         unsafe {
-            // A hardened build's block may still carry its canary bit: the tag is rewritten below
-            // (by `push`, or cleared when the block merges into its lower buddy) before anything
-            // reads it.
-            debug_assert_eq!(get_tag(addr) & !region::TAG_CANARY, TAG_USED | order as u8);
+            debug_assert_eq!(get_tag(addr), TAG_USED | order as u8);
             let header = region::header_of(addr);
             debug_assert_eq!((*header).arena, self.index);
             (*header).free_bytes += 1 << order;
@@ -528,8 +525,8 @@ impl Arena {
                 // SAFETY: addr lies in a live region of this arena.
                 let raw = unsafe { get_tag(addr) };
                 let t = raw & !TAG_CLEAN;
-                // Allocated blocks are never clean (the bit means a canary on them when hardened).
-                assert!(crate::hardened::ENABLED || t & TAG_USED == 0 || raw & TAG_CLEAN == 0);
+                // Allocated blocks are never clean.
+                assert!(t & TAG_USED == 0 || raw & TAG_CLEAN == 0);
                 let order = (t & region::TAG_ORDER) as u32;
                 assert!(t & (TAG_FREE | TAG_USED) != 0, "block start without tag");
                 assert!((MIN_ORDER..=MAX_ORDER).contains(&order));

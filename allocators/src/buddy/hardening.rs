@@ -7,11 +7,23 @@
 //!
 //! - **Canary**: a handed-out block whose order leaves at least 8 bytes of slack after the
 //!   requested ones (all but requests within 8 bytes of a power of two) holds
-//!   [`hardened::canary_keyed`] of its address in its last word (`addr + 2^order - 8`) and carries
-//!   [`TAG_CANARY`] in its tag; the canary is written on allocation (and in-place realloc) and
-//!   checked on free and realloc; a mismatch is a heap overflow. Its usable size is then
-//!   `2^order - 8`. Blocks are never grown to make room (a 64-byte request stays a 64-byte block,
-//!   without canary): growing it would double the memory of power-of-two workloads.
+//!   [`hardened::canary_keyed`] of its address in its last word (`addr + 2^order - 8`); the canary
+//!   is written on allocation (and in-place realloc) and checked on free and realloc; a mismatch
+//!   is a heap overflow. Whether a block has one follows from its order and the size its `Layout`
+//!   gives ([`has_canary`]), so the block's tag does not say: it stays `TAG_USED | order` from the
+//!   arena to the free, however often the block passes through a thread cache, and an
+//!   allocation never reads it. (A tag bit for the canary changed with the request's slack, so
+//!   every allocation read the tag's metadata line and branched on it, a branch mispredicted on
+//!   mixed sizes.) A free without a size (C's `free`) cannot tell, so such blocks are requested
+//!   with [`crate::Introspect::UNSIZED_PAD`] bytes more (C's `malloc` does) and always have one;
+//!   their usable size is `2^order - 8`. Blocks are never grown to make room for a sized request
+//!   (a 64-byte request stays a 64-byte block, without canary): growing it would double the
+//!   memory of power-of-two workloads. A C request of a power of two is grown by its padding
+//!   (`malloc(4096)` takes an 8 KiB block in a hardened build). An allocation's fast path
+//!   ([`arm_fresh`]) stores the canary without a branch on the slack: a block without slack gets
+//!   it in its first word, dead data to its new user. (With the branch, alloc-test's mixed sizes
+//!   mispredicted it on about a quarter of its operations; the free's test of the slack is left a
+//!   branch: without it the free measured no faster.)
 //! - **Cached tag**: a block in a thread cache holds [`cached_tag`] in its first word, written when
 //!   it enters the cache (by [`check_free`] when it is freed, in the same pass that checks it, or
 //!   by [`tag_cached`] when a refill takes it from the arena), cleared when the cache hands it out
@@ -34,27 +46,24 @@
 //!   safe unlinking does: that would accept any address whose word encodes the right link, where
 //!   the tag check accepts only free blocks of the order, even if the key leaked.)
 
-use super::region::{self, get_tag, set_tag, META_SIZE, TAG_CANARY, TAG_CLEAN, TAG_FREE, TAG_USED};
+use super::region::{self, get_tag, META_SIZE, TAG_CLEAN, TAG_FREE};
 use crate::hardened::{self, Misuse};
 use crate::region_map::{self, Owner, REGION_SIZE};
 
 /// The name the misuse reports carry.
 const NAME: &str = "buddy";
 
-/// Bytes at the end of a block kept for the canary (0 without the feature).
+/// Bytes at the end of a block kept for the canary (0 without the feature): what a block freed
+/// without its size (always padded for a canary) loses of its usable size.
 pub const CANARY_BYTES: usize = hardened::CANARY_BYTES;
 /// The canary's size, feature or not.
 const WORD: usize = core::mem::size_of::<usize>();
 
-/// Bytes the canary takes from a block with tag `tag`: [`CANARY_BYTES`] if it carries
-/// [`TAG_CANARY`] in a hardened build, else 0.
+/// Whether a block of `order` holding a request of `size` bytes has a canary: in a hardened build,
+/// when the request leaves at least a word after it.
 #[inline(always)]
-pub fn canary_bytes(tag: u8) -> usize {
-    if hardened::ENABLED && tag & (TAG_USED | TAG_CANARY) == TAG_USED | TAG_CANARY {
-        CANARY_BYTES
-    } else {
-        0
-    }
+pub fn has_canary(order: u32, size: usize) -> bool {
+    hardened::ENABLED && (1usize << order) - size >= WORD
 }
 
 /// The address of the canary word of the block at `addr` of `order`.
@@ -64,32 +73,36 @@ fn canary_slot(addr: usize, order: u32) -> *mut usize {
 }
 
 /// Arms the block at `addr` of `order`, just allocated (or resized in place) for `size` bytes:
-/// if it has room after them, writes the canary into its last word and tags it
-/// `TAG_USED | TAG_CANARY | order`; otherwise tags it `TAG_USED | order`. Nothing without the
-/// feature.
+/// if it has room after them ([`has_canary`]), writes the canary into its last word. Nothing
+/// without the feature.
 ///
 /// # Safety
 /// `addr` must be a block of `order` of a live region, owned by the caller, `size <= 2^order`.
 #[inline(always)]
 pub unsafe fn arm(addr: usize, order: u32, size: usize) {
+    if has_canary(order, size) {
+        let canary = hardened::canary_keyed(addr, hardened::tag_key());
+        // SAFETY: the last word lies inside the caller's block, past its `size` bytes.
+        unsafe { canary_slot(addr, order).write(canary) };
+    }
+}
+
+/// [`arm`] for a block just allocated, whose bytes are all the caller's to set: without a branch
+/// on the room (which follows the request size, so mixed sizes mispredict it), the canary is
+/// stored either in the last word or, if the request leaves no room, in the first word, where
+/// it is only dead data for the new user (never the cache tag, so a free before the user writes
+/// it is no double free). Not for a block resized in place, whose first word is the user's.
+///
+/// # Safety
+/// As for [`arm`], and the block's contents must be dead (a fresh allocation).
+#[inline(always)]
+pub unsafe fn arm_fresh(addr: usize, order: u32, size: usize) {
     if hardened::ENABLED {
-        let mut tag = TAG_USED | order as u8;
-        if (1usize << order) - size >= WORD {
-            tag |= TAG_CANARY;
-            // SAFETY: the last word lies inside the caller's block, past its `size` bytes.
-            unsafe {
-                canary_slot(addr, order).write(hardened::canary_keyed(addr, hardened::tag_key()))
-            };
-        }
-        // The tag usually already says so (a block leaving a thread cache keeps its tag): then
-        // it is only read. Tags of neighbouring blocks share cache lines, so writing it on every
-        // allocation would bounce the line between threads using nearby blocks.
-        // SAFETY: the caller owns the block, whose tag byte lies in its live region.
-        unsafe {
-            if get_tag(addr) != tag {
-                set_tag(addr, tag);
-            }
-        }
+        let last = canary_slot(addr, order) as usize;
+        let slot = if has_canary(order, size) { last } else { addr };
+        // SAFETY: either the last word past the request's bytes, or the first word of a block
+        // whose contents are dead; both lie in the caller's block.
+        unsafe { (slot as *mut usize).write(hardened::canary_keyed(addr, hardened::tag_key())) };
     }
 }
 
@@ -136,21 +149,21 @@ pub unsafe fn untag_cached(addr: usize) {
     }
 }
 
-/// Checks the block at `addr` of `order`, tagged used with tag `tag` (checked by the caller), as
-/// it is freed: if its first word is the cache tag it sits in some thread's cache, so this is a
-/// double free; if it has a canary ([`TAG_CANARY`]) that was overwritten, a heap overflow. Aborts
-/// with the report either way. A live block's first word is its user's data, which matches the
-/// keyed tag only by chance (2^-64) or if the key leaked. The tag and the canary are both derived
-/// from one keyed hash of the address, computed once; with `cache`, the block passed the checks
-/// and is being freed, and its first word becomes the cache tag (one store for the thread cache
-/// it goes to; a block that goes to its arena instead has that word overwritten by its free-list
-/// link). Nothing without the feature.
+/// Checks the block at `addr` of `order`, tagged used (checked by the caller) and holding a request
+/// of `size` bytes, as it is freed: if its first word is the cache tag it sits in some thread's
+/// cache, so this is a double free; if it has a canary ([`has_canary`]) that was overwritten, a
+/// heap overflow. Aborts with the report either way. A live block's first word is its user's
+/// data, which matches the keyed tag only by chance (2^-64) or if the key leaked. The tag and the
+/// canary are both derived from one keyed hash of the address, computed once; with `cache`, the
+/// block passed the checks and is being freed, and its first word becomes the cache tag (one
+/// store for the thread cache it goes to; a block that goes to its arena instead has that word
+/// overwritten by its free-list link). Nothing without the feature.
 ///
 /// # Safety
-/// `addr` must be a block of `order` of a live buddy region tagged used (`tag`); with `cache`,
-/// one the caller gives up.
+/// `addr` must be a block of `order` of a live buddy region tagged used, allocated (or last
+/// resized) for `size` bytes; with `cache`, one the caller gives up.
 #[inline(always)]
-pub unsafe fn check_free(addr: usize, order: u32, tag: u8, cache: bool) {
+pub unsafe fn check_free(addr: usize, order: u32, size: usize, cache: bool) {
     if hardened::ENABLED {
         let canary = hardened::canary_keyed(addr, hardened::tag_key());
         // SAFETY: the block's first word lies in the block (at least 16 bytes).
@@ -158,7 +171,7 @@ pub unsafe fn check_free(addr: usize, order: u32, tag: u8, cache: bool) {
         if first == !canary {
             hardened::misuse(NAME, Misuse::DoubleFree, addr as *const u8);
         }
-        if canary_bytes(tag) != 0 {
+        if has_canary(order, size) {
             // SAFETY: the last word lies inside the live block.
             let word = unsafe { canary_slot(addr, order).read() };
             if word != canary {

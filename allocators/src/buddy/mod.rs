@@ -322,8 +322,7 @@ impl ThreadCache {
                 }
             };
             // SAFETY: a cached block is a used block of `order` that nobody references, carrying
-            // the cache tag in hardened builds (the arena rewrites its order tag, canary bit and
-            // all).
+            // the cache tag in hardened builds (the arena rewrites its order tag).
             unsafe {
                 hardening::check_cached(addr, key);
                 arena.free_block(addr, order, &COUNTERS);
@@ -352,7 +351,7 @@ impl ThreadCache {
 unsafe fn free_to_arena(addr: usize, order: u32) {
     // SAFETY: the block lies in a live region (caller).
     let index = unsafe { arena_of(addr) };
-    // SAFETY: forwarded contract (the arena rewrites the block's tag, canary bit and all).
+    // SAFETY: forwarded contract (the arena rewrites the block's tag).
     unsafe { lock_arena(index).free_block(addr, order, &COUNTERS) };
 }
 
@@ -415,22 +414,17 @@ unsafe fn free_shared(addr: usize, order: u32, size: usize) {
 /// arena reads as free (double free); in hardened builds one sitting in a thread cache carries the
 /// cache tag in its first word (double free, see [`hardening`]'s cached tag); in plain debug builds
 /// a cached block still reads as used.
-/// Hardened builds check the cache tag and the block's canary, if it has one, together
-/// ([`hardening::check_free`]); with `freeing` (the caller gives the block up: dealloc, not
-/// realloc) they then write the cache tag, which [`ThreadCache::free`] expects.
+/// Hardened builds check the cache tag and the block's canary, if its `size` left room for one,
+/// together ([`hardening::check_free`]); with `freeing` (the caller gives the block up: dealloc,
+/// not realloc) they then write the cache tag, which [`ThreadCache::free`] expects.
 #[inline(always)]
-fn check_live(addr: usize, order: u32, freeing: bool) {
+fn check_live(addr: usize, order: u32, size: usize, freeing: bool) {
     if hardened::ENABLED || cfg!(debug_assertions) {
         // SAFETY: the region map says addr lies in a live buddy region.
         let tag = unsafe { region::get_tag(addr) };
         let misaligned = !addr.is_multiple_of(region::GRANULE)
             || addr - region::base_of(addr) < region::META_SIZE;
-        let canary_bit = if hardened::ENABLED {
-            region::TAG_CANARY
-        } else {
-            0
-        };
-        if misaligned || tag & !canary_bit != TAG_USED | order as u8 {
+        if misaligned || tag != TAG_USED | order as u8 {
             let kind = if !misaligned && tag & region::TAG_FREE != 0 {
                 Misuse::DoubleFree
             } else {
@@ -438,9 +432,9 @@ fn check_live(addr: usize, order: u32, freeing: bool) {
             };
             hardened::misuse("buddy", kind, addr as *const u8);
         }
-        // SAFETY: a block of `order` of a live buddy region, tagged used with `tag` (just
-        // checked); with `freeing`, the caller gives it up.
-        unsafe { hardening::check_free(addr, order, tag, freeing) };
+        // SAFETY: a block of `order` of a live buddy region, tagged used (just checked), allocated
+        // for `size` bytes (the caller's layout); with `freeing`, the caller gives it up.
+        unsafe { hardening::check_free(addr, order, size, freeing) };
     }
 }
 
@@ -454,7 +448,7 @@ fn alloc_block(layout: Layout) -> *mut u8 {
     let p = with_cache(|c| c.alloc(order, size), || alloc_shared(order, size)).0;
     if hardened::ENABLED && !p.is_null() {
         // SAFETY: p is a fresh block of `order` for `size` bytes, ours alone.
-        unsafe { hardening::arm(p as usize, order, size) };
+        unsafe { hardening::arm_fresh(p as usize, order, size) };
     }
     p
 }
@@ -505,7 +499,7 @@ unsafe impl GlobalAlloc for Buddy {
             Owner::Buddy => {
                 let order = order_for(layout.size(), layout.align());
                 let (addr, size) = (ptr as usize, layout.size());
-                check_live(addr, order, true);
+                check_live(addr, order, size, true);
                 with_cache(
                     // SAFETY: as above.
                     |c| unsafe { c.free(addr, order, size) },
@@ -529,7 +523,7 @@ unsafe impl GlobalAlloc for Buddy {
         match region_map::owner_of(ptr) {
             Owner::Buddy if new <= MAX_ORDER => {
                 let addr = ptr as usize;
-                check_live(addr, old, false);
+                check_live(addr, old, old_size, false);
                 let resized = if new == old {
                     true
                 } else {
@@ -579,6 +573,29 @@ unsafe impl GlobalAlloc for Buddy {
 impl Introspect for Buddy {
     const NAME: &'static str = "buddy";
 
+    /// Hardened builds keep a canary only where a request leaves 8 bytes of slack in its block,
+    /// and only the `Layout` tells: a block `free_unsized` releases must have been requested
+    /// with that slack (see `unsized_request`).
+    const UNSIZED_PAD: usize = hardening::CANARY_BYTES;
+
+    /// In a hardened build, the size of the block `size + 8` bytes take, less 8: it covers
+    /// `size`, and the request itself leaves the 8 bytes of slack a canary needs (`size + 8`
+    /// may fill its block, and then has none). Above the largest order (large blocks, which
+    /// have no canary) it is `size + 8`.
+    #[inline]
+    fn unsized_request(size: usize) -> Option<usize> {
+        let padded = size.checked_add(hardening::CANARY_BYTES)?;
+        if !hardened::ENABLED {
+            return Some(padded);
+        }
+        let order = order_for(padded, 1);
+        Some(if order > MAX_ORDER {
+            padded
+        } else {
+            (1usize << order) - hardening::CANARY_BYTES
+        })
+    }
+
     fn stats(&self) -> Stats {
         COUNTERS.snapshot()
     }
@@ -596,7 +613,7 @@ impl Introspect for Buddy {
                 let tag = unsafe { region::get_tag(addr) };
                 let order = (tag & TAG_ORDER) as u32;
                 (tag & TAG_USED != 0 && addr.is_multiple_of(1 << order))
-                    .then_some((1 << order) - hardening::canary_bytes(tag))
+                    .then_some((1 << order) - hardening::CANARY_BYTES)
             }
             // SAFETY: the pointer lies in a Large window.
             Owner::Large => unsafe { large::usable_size_if_owned(ptr, Owner::Buddy) },
@@ -612,16 +629,18 @@ impl Introspect for Buddy {
                 // SAFETY: addr lies in a live buddy region (the region map says so).
                 let tag = unsafe { region::get_tag(addr) };
                 let order = (tag & TAG_ORDER) as u32;
+                // A block freed without its size was requested with `UNSIZED_PAD`, so in a
+                // hardened build it has a canary, and `size` leaves room for it.
+                let size = (1usize << order).saturating_sub(hardening::CANARY_BYTES);
                 // Debug and hardened builds stop here on anything but a live block's tag (or on
                 // an overwritten canary); past it, a hardened build's block is freed below (the
                 // early return is for plain builds).
-                check_live(addr, order, true);
+                check_live(addr, order, size, true);
                 if tag & (TAG_USED | region::TAG_FREE) != TAG_USED || order < MIN_ORDER {
                     // Not a block handed out (a plain build's double free of a block given back
                     // to its arena): ignored, as C's free of an unknown pointer is.
                     return;
                 }
-                let size = (1 << order) - hardening::canary_bytes(tag);
                 with_cache(
                     // SAFETY: a live block of `order`, given up by the caller.
                     |c| unsafe { c.free(addr, order, size) },

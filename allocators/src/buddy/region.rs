@@ -43,10 +43,6 @@ pub const TAG_USED: u8 = 0x40;
 /// Tag bit on a free block: its bytes have never been written since the kernel mapped them
 /// (so `alloc_zeroed` need not clear it).
 pub const TAG_CLEAN: u8 = 0x20;
-/// Tag bit on an allocated block, in hardened builds: a canary sits in its last word (the block
-/// had room for it; see [`super::hardening`]). The same bit as [`TAG_CLEAN`], which only free
-/// blocks carry.
-pub const TAG_CANARY: u8 = TAG_CLEAN;
 /// Tag bits holding the order.
 pub const TAG_ORDER: u8 = 0x1f;
 /// Where the header sits: among the tag bytes of granules inside the metadata.

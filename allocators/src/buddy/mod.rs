@@ -438,6 +438,14 @@ fn check_live(addr: usize, order: u32, size: usize, freeing: bool) {
     }
 }
 
+/// The size a block of `order` is taken to hold when it is freed (or measured) without its
+/// `Layout`: such a block was requested through `unsized_request`, so in a hardened build it
+/// leaves the canary's 8 bytes.
+#[inline(always)]
+fn unsized_block_size(order: u32) -> usize {
+    (1usize << order).saturating_sub(hardening::CANARY_BYTES)
+}
+
 #[inline(always)]
 fn alloc_block(layout: Layout) -> *mut u8 {
     let order = order_for(layout.size(), layout.align());
@@ -613,7 +621,7 @@ impl Introspect for Buddy {
                 let tag = unsafe { region::get_tag(addr) };
                 let order = (tag & TAG_ORDER) as u32;
                 (tag & TAG_USED != 0 && addr.is_multiple_of(1 << order))
-                    .then_some((1 << order) - hardening::CANARY_BYTES)
+                    .then_some(unsized_block_size(order))
             }
             // SAFETY: the pointer lies in a Large window.
             Owner::Large => unsafe { large::usable_size_if_owned(ptr, Owner::Buddy) },
@@ -629,18 +637,16 @@ impl Introspect for Buddy {
                 // SAFETY: addr lies in a live buddy region (the region map says so).
                 let tag = unsafe { region::get_tag(addr) };
                 let order = (tag & TAG_ORDER) as u32;
-                // A block freed without its size was requested with `UNSIZED_PAD`, so in a
-                // hardened build it has a canary, and `size` leaves room for it.
-                let size = (1usize << order).saturating_sub(hardening::CANARY_BYTES);
                 // Debug and hardened builds stop here on anything but a live block's tag (or on
                 // an overwritten canary); past it, a hardened build's block is freed below (the
                 // early return is for plain builds).
-                check_live(addr, order, size, true);
+                check_live(addr, order, unsized_block_size(order), true);
                 if tag & (TAG_USED | region::TAG_FREE) != TAG_USED || order < MIN_ORDER {
                     // Not a block handed out (a plain build's double free of a block given back
                     // to its arena): ignored, as C's free of an unknown pointer is.
                     return;
                 }
+                let size = unsized_block_size(order);
                 with_cache(
                     // SAFETY: a live block of `order`, given up by the caller.
                     |c| unsafe { c.free(addr, order, size) },

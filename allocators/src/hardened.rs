@@ -16,7 +16,7 @@
 //! | double free of a small block | yes (freed bit in the size word) | yes (keyed tag in the first word while cached; freed tag in the last word once back in its slab) | yes (order tag; cached blocks carry a keyed tag in the first word) | yes (freed tag in word 1) |
 //! | free of an interior pointer | yes (address-keyed tag) | yes | yes (tag) | yes (block boundary) |
 //! | free of memory not ours | yes (region map) | yes | yes | yes |
-//! | overflow past a small block | yes (canary) | yes (canary in the last word) | yes (canary in the last word, when the request leaves 8 bytes of slack in its block: all but requests within 8 bytes of a power of two; C blocks always do, their requests being padded by 8 bytes) | yes (canary in the last word, when the request leaves 8 bytes of slack in its block; C blocks always do) |
+//! | overflow past a small block | yes (canary) | yes (canary in the last word) | yes (canary in the last word, when the request leaves 8 bytes of slack in its block: all but requests within 8 bytes of a power of two; C blocks always do, their requests being rounded up to leave it) | yes (canary in the last word, when the request leaves 8 bytes of slack in its block; C blocks always do) |
 //! | overflow past a large block | yes (guard page, SIGSEGV) | yes | yes | yes |
 //! | double free of a large block | yes (reported as invalid free) | yes | yes | yes |
 //! | write after free steering a free list | n/a (no free lists) | yes (keyed links; keyed tag of cached objects checked on reuse) | yes (keyed links on the arena lists, checked before use; a cached block is in an array of addresses, which a write cannot steer: its keyed tag is checked only when it goes back to the arena) | yes (keyed links) |

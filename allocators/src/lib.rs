@@ -78,17 +78,18 @@ pub trait Introspect: GlobalAlloc + Sync {
     /// or a pointer that was never a block start; a freed pointer may give any answer.
     unsafe fn usable_size(&self, ptr: *const u8) -> Option<usize>;
 
-    /// Bytes of padding that [`Introspect::unsized_request`] adds to a request, at least: 0
-    /// except in `hardened` builds of an allocator that keeps a canary only where the request
-    /// leaves room for one. Its sized `dealloc` learns from the `Layout` whether a block has
-    /// room; an unsized free cannot, so it relies on every such block having been requested
-    /// with the padding, and checks the canary. [`Introspect::usable_size`] leaves the padding
-    /// out, so it may answer this much less than a request made without it.
+    /// The canary's bytes, which a block requested through [`Introspect::unsized_request`] keeps
+    /// from its user: 0 except in `hardened` builds of an allocator that keeps a canary only where
+    /// the request leaves room for one. Its sized `dealloc` learns from the `Layout` whether a
+    /// block has room; an unsized free cannot, so it relies on every such block having been
+    /// requested with room, and checks the canary. [`Introspect::usable_size`] leaves the
+    /// canary out, so it may answer this much less than a request made some other way.
     const UNSIZED_PAD: usize = 0;
 
     /// The size to request for `size` bytes whose block will be freed with
-    /// [`Introspect::free_unsized`] (C's `malloc` and `realloc` do): `size` plus
-    /// [`Introspect::UNSIZED_PAD`] unless an allocator needs more, `None` if that overflows.
+    /// [`Introspect::free_unsized`] (C's `malloc` and `realloc` do): at least `size`, with room
+    /// for the canary; by default `size` plus [`Introspect::UNSIZED_PAD`]. `None` if it would
+    /// overflow.
     #[inline]
     fn unsized_request(size: usize) -> Option<usize> {
         size.checked_add(Self::UNSIZED_PAD)

@@ -15,8 +15,9 @@
 //!   allocation never reads it. (A tag bit for the canary changed with the request's slack, so
 //!   every allocation read the tag's metadata line and branched on it, a branch mispredicted on
 //!   mixed sizes.) A free without a size (C's `free`) cannot tell, so such blocks are requested
-//!   with [`crate::Introspect::UNSIZED_PAD`] bytes more (C's `malloc` does) and always have one;
-//!   their usable size is `2^order - 8`. Blocks are never grown to make room for a sized request
+//!   through [`crate::Introspect::unsized_request`] (C's `malloc` is), which asks for the block
+//!   that `size + 8` bytes take less its last 8 bytes, and so always have one; their usable size
+//!   is `2^order - 8`. Blocks are never grown to make room for a sized request
 //!   (a 64-byte request stays a 64-byte block, without canary): growing it would double the
 //!   memory of power-of-two workloads. A C request of a power of two is grown by its padding
 //!   (`malloc(4096)` takes an 8 KiB block in a hardened build). An allocation's fast path

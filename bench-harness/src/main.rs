@@ -139,13 +139,10 @@ enum Cmd {
 fn with_hardened_twins(names: Vec<String>) -> Vec<String> {
     let mut out = Vec::with_capacity(names.len() * 2);
     for name in names {
-        let twin = ALLOCATORS
-            .iter()
-            .any(|a| a.name == name && registry::has_hardened_twin(a));
-        let twin_name = format!("{name}{HARDENED_SUFFIX}");
+        let twin = format!("{name}{HARDENED_SUFFIX}");
         out.push(name);
-        if twin {
-            out.push(twin_name);
+        if registry::find(&twin).is_some() {
+            out.push(twin);
         }
     }
     out

@@ -600,7 +600,7 @@ impl Introspect for Buddy {
         Some(if order > MAX_ORDER {
             padded
         } else {
-            (1usize << order) - hardening::CANARY_BYTES
+            unsized_block_size(order)
         })
     }
 

@@ -44,6 +44,7 @@ pub mod os;
 pub mod region_map;
 pub mod stats;
 pub mod sync;
+mod thread_word;
 
 mod buddy;
 mod bump;
@@ -77,6 +78,13 @@ pub trait Introspect: GlobalAlloc + Sync {
     /// If `ptr` points into this allocator's memory, it must be a block that has not been freed,
     /// or a pointer that was never a block start; a freed pointer may give any answer.
     unsafe fn usable_size(&self, ptr: *const u8) -> Option<usize>;
+
+    /// Whether the allocator itself serves a call that re-enters it from inside its own
+    /// per-thread set-up (glibc `calloc`s while registering a thread-exit hook, and
+    /// `pthread_atfork` allocates; in a preloaded library those calls are ours). When `true` the
+    /// C interface calls the allocator directly; when `false` it keeps a per-thread flag around
+    /// every call and sends a nested one to a bootstrap area.
+    const SERVES_REENTRY: bool = false;
 
     /// The canary's bytes, which a block requested through [`Introspect::unsized_request`] keeps
     /// from its user: 0 except in `hardened` builds of an allocator that keeps a canary only where

@@ -65,17 +65,19 @@ fn alloc_block<A: Introspect>(a: &A, size: usize, align: usize, zeroed: bool) ->
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     };
-    let p = reentry::guarded(
-        // SAFETY: the layout has a non-zero size, as GlobalAlloc requires.
-        || unsafe {
-            if zeroed {
-                a.alloc_zeroed(layout)
-            } else {
-                a.alloc(layout)
-            }
-        },
-        || bootstrap::alloc(layout),
-    );
+    // SAFETY: the layout has a non-zero size, as GlobalAlloc requires.
+    let op = || unsafe {
+        if zeroed {
+            a.alloc_zeroed(layout)
+        } else {
+            a.alloc(layout)
+        }
+    };
+    let p = if A::SERVES_REENTRY {
+        op()
+    } else {
+        reentry::guarded(op, || bootstrap::alloc(layout))
+    };
     if p.is_null() {
         set_errno(libc::ENOMEM);
     }
@@ -106,8 +108,18 @@ pub unsafe fn block_layout<A: Introspect>(a: &A, ptr: *const c_void) -> Option<L
 
 /// `malloc(size)`: a block of at least `size` bytes (a unique pointer for 0), aligned to
 /// [`MALLOC_ALIGN`]; null with `errno = ENOMEM` on failure.
-#[inline]
+#[inline(always)]
 pub fn malloc<A: Introspect>(a: &A, size: usize) -> *mut c_void {
+    // The common case in line: an allocator that needs no guard and no padding, and a size whose
+    // layout at MALLOC_ALIGN is valid (any size below isize::MAX / 2 is).
+    if A::SERVES_REENTRY && A::UNSIZED_PAD == 0 && size < isize::MAX as usize / 2 {
+        // SAFETY: a non-zero size that rounded up to MALLOC_ALIGN (a power of two) fits isize.
+        let p = unsafe { a.alloc(Layout::from_size_align_unchecked(size.max(1), MALLOC_ALIGN)) };
+        if p.is_null() {
+            set_errno(libc::ENOMEM);
+        }
+        return p.cast();
+    }
     alloc_block(a, size, MALLOC_ALIGN, false)
 }
 
@@ -116,18 +128,20 @@ pub fn malloc<A: Introspect>(a: &A, size: usize) -> *mut c_void {
 /// # Safety
 /// `ptr` must be null, a live block returned by these functions for `a`, or memory `a` never
 /// mapped (which is left alone).
-#[inline]
+#[inline(always)]
 pub unsafe fn free<A: Introspect>(a: &A, ptr: *mut c_void) {
     if ptr.is_null() {
         return;
     }
-    reentry::guarded(
-        // SAFETY: forwarded contract: a live block of `a` or memory it never mapped, which
-        // free_unsized leaves alone.
-        || unsafe { a.free_unsized(ptr.cast()) },
+    // SAFETY: forwarded contract: a live block of `a` or memory it never mapped, which
+    // free_unsized leaves alone.
+    let op = || unsafe { a.free_unsized(ptr.cast()) };
+    if A::SERVES_REENTRY {
+        op();
+    } else {
         // A free from inside the allocator (never seen in glibc): leak rather than re-enter.
-        || {},
-    );
+        reentry::guarded(op, || {});
+    }
 }
 
 /// `calloc(n, size)`: `n * size` zeroed bytes; null with `errno = ENOMEM` if the product
@@ -177,14 +191,19 @@ pub unsafe fn realloc<A: Introspect>(a: &A, ptr: *mut c_void, size: usize) -> *m
             return ptr::null_mut();
         }
     };
-    let q = reentry::guarded(
-        // SAFETY: a live block of `a`, described by the layout hint its realloc is correct for
-        // (module docs); the new size is non-zero and fits isize at that alignment (checked).
-        || unsafe { a.realloc(ptr.cast(), old, padded) },
-        // From inside the allocator: a bootstrap copy, the old block leaked.
-        // SAFETY: a live block of `a` holds `old.size()` readable bytes.
-        || unsafe { copy_to_new(a, ptr, old.size().min(size), size) },
-    );
+    // SAFETY: a live block of `a`, described by the layout hint its realloc is correct for
+    // (module docs); the new size is non-zero and fits isize at that alignment (checked).
+    let op = || unsafe { a.realloc(ptr.cast(), old, padded) };
+    let q = if A::SERVES_REENTRY {
+        op()
+    } else {
+        reentry::guarded(
+            op,
+            // From inside the allocator: a bootstrap copy, the old block leaked.
+            // SAFETY: a live block of `a` holds `old.size()` readable bytes.
+            || unsafe { copy_to_new(a, ptr, old.size().min(size), size) },
+        )
+    };
     if q.is_null() {
         set_errno(libc::ENOMEM);
     }

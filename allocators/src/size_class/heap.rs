@@ -95,6 +95,8 @@ impl Heap {
 
 /// The heap a thread sees before it has one (and after its heap was handed back): every slot
 /// points at [`EMPTY_PAGE`], so the fast path falls through to the slow path. Never written.
+/// `repr(transparent)`: the static's address is the heap's (the thread word starts there).
+#[repr(transparent)]
 pub struct EmptyHeap(pub UnsafeCell<Heap>);
 // SAFETY: never written; see the type docs.
 unsafe impl Sync for EmptyHeap {}
@@ -105,6 +107,16 @@ pub static EMPTY_HEAP: EmptyHeap = EmptyHeap(UnsafeCell::new(Heap::empty()));
 #[inline(always)]
 pub fn empty_heap() -> *mut Heap {
     EMPTY_HEAP.0.get()
+}
+
+/// The heap a thread sees while its own is being set up (see `init_heap` in the parent
+/// module): empty like [`EMPTY_HEAP`], and never written, but told apart from it.
+pub static BUSY_HEAP: EmptyHeap = EmptyHeap(UnsafeCell::new(Heap::empty()));
+
+/// The busy heap's address.
+#[inline(always)]
+pub fn busy_heap() -> *mut Heap {
+    BUSY_HEAP.0.get()
 }
 
 unsafe fn queue_remove(q: *mut PageQueue, page: *mut Page) {
@@ -226,7 +238,12 @@ pub unsafe fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
         let first = (*q).head;
         let mut p = first;
         while !p.is_null() {
-            page::collect(p);
+            // A page past the head may still have free blocks: use them first, and leave its
+            // remote frees for later (merging them now means walking that whole list to find
+            // its tail: 76% of this function's cycles in a larson-shaped C program).
+            if (*p).free.is_null() {
+                page::collect(p);
+            }
             if !(*p).free.is_null() || page::extend(p) {
                 if (*q).head != p {
                     queue_remove(q, p);

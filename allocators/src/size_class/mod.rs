@@ -72,13 +72,12 @@ mod segment;
 mod tests;
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::cell::Cell;
 use core::ptr;
 
 use self::classes::{
     class_for, DIRECT_ALIGN, DIRECT_CLASS, DIRECT_MAX, MAX_SMALL_ALIGN, MAX_SMALL_SIZE,
 };
-use self::heap::{empty_heap, Heap, COUNTERS};
+use self::heap::{busy_heap, empty_heap, Heap, COUNTERS};
 use self::page::{Block, Page};
 use self::segment::{page_of, segment_of};
 use crate::hardened;
@@ -101,9 +100,16 @@ impl SizeClass {
     }
 }
 
+crate::thread_word::thread_word!(
+    /// The thread's heap: [`heap::EMPTY_HEAP`] until the thread first allocates (and after its
+    /// heap was handed back), [`heap::BUSY_HEAP`] while its heap is being set up (see
+    /// [`init_heap`]). One `%fs`-relative load, also in the preloaded library.
+    heap_word,
+    "allocators_sizeclass_heap",
+    init = super::heap::EMPTY_HEAP
+);
+
 thread_local! {
-    /// The thread's heap (no destructor, so reaching it is a plain `%fs`-relative load).
-    static HEAP: Cell<*mut Heap> = const { Cell::new(heap::EMPTY_HEAP.0.get()) };
     /// Touched once per thread to run [`ExitGuard::drop`] at thread exit.
     static EXIT: ExitGuard = const { ExitGuard };
 }
@@ -114,30 +120,44 @@ struct ExitGuard;
 impl Drop for ExitGuard {
     fn drop(&mut self) {
         let h = current_heap();
-        let _ = HEAP.try_with(|c| c.set(empty_heap()));
-        if h != empty_heap() {
-            // SAFETY: this thread owned `h` and, with its slot reset, never reaches it again.
+        heap_word::set(empty_heap() as usize);
+        if owns(h) {
+            // SAFETY: this thread owned `h` and, with its word reset, never reaches it again.
             unsafe { heap::abandon(h) };
         }
     }
 }
 
+/// The calling thread's heap, or one of the two sentinels (see [`heap_word`]).
 #[inline(always)]
 fn current_heap() -> *mut Heap {
-    HEAP.try_with(|c| c.get()).unwrap_or(empty_heap())
+    heap_word::get() as *mut Heap
 }
 
-/// Gives the thread a heap (registering the exit hook), or null once its thread-locals are gone.
+/// Whether `heap` (a value of [`heap_word`]) is a real heap, not a sentinel.
+#[inline(always)]
+fn owns(heap: *mut Heap) -> bool {
+    heap != empty_heap() && heap != busy_heap()
+}
+
+/// Gives the thread a heap (registering the exit hook), or null if it cannot have one (its
+/// thread-locals are gone, or memory ran out).
+///
+/// This is the C interface's reentry guard too: registering the exit hook makes glibc `calloc`
+/// a list node, and a preloaded library's `calloc` is ours. While this runs the thread's word
+/// holds [`heap::BUSY_HEAP`], whose pages have no free block, so such a nested call falls
+/// through to [`alloc_slow`], which serves it from the locked orphan heap (no lock is held
+/// here), and a nested free finds no heap of its own and frees remotely.
 #[cold]
 #[inline(never)]
 fn init_heap() -> *mut Heap {
-    if EXIT.try_with(|_| ()).is_err() {
-        return ptr::null_mut();
-    }
-    let h = heap::acquire();
-    if !h.is_null() {
-        let _ = HEAP.try_with(|c| c.set(h));
-    }
+    heap_word::set(busy_heap() as usize);
+    let h = if EXIT.try_with(|_| ()).is_ok() {
+        heap::acquire()
+    } else {
+        ptr::null_mut()
+    };
+    heap_word::set(if h.is_null() { empty_heap() } else { h } as usize);
     h
 }
 
@@ -146,8 +166,12 @@ fn init_heap() -> *mut Heap {
 #[cold]
 #[inline(never)]
 unsafe fn alloc_slow(mut heap: *mut Heap, class: usize, size: usize) -> *mut u8 {
-    if heap == empty_heap() {
-        heap = init_heap();
+    if !owns(heap) {
+        heap = if heap == empty_heap() {
+            init_heap()
+        } else {
+            ptr::null_mut() // a nested call while the heap is set up
+        };
         if heap.is_null() {
             let p = heap::with_orphan(
                 // SAFETY: the orphan heap is owned by whoever holds its lock, which we do.
@@ -357,8 +381,12 @@ unsafe fn free_remote(heap: *mut Heap, page: *mut Page, block: *mut Block, size:
 /// thread that only frees would otherwise hit the shared atomic counters on every free).
 #[inline(always)]
 fn count_remote_free(mut heap: *mut Heap, size: usize) {
-    if heap == empty_heap() {
-        heap = init_heap();
+    if !owns(heap) {
+        heap = if heap == empty_heap() {
+            init_heap()
+        } else {
+            ptr::null_mut() // a nested call while the heap is set up
+        };
         if heap.is_null() {
             COUNTERS.record_free(size);
             return;
@@ -499,7 +527,7 @@ impl SizeClass {
 
 fn count_realloc(old: usize, new: usize) {
     let heap = current_heap();
-    if heap != empty_heap() {
+    if owns(heap) {
         // SAFETY: the thread's own heap.
         unsafe {
             (*heap).counters.on_free(old, &COUNTERS);
@@ -527,13 +555,16 @@ fn dealloc_large(ptr: *mut u8, size: usize) {
 impl Introspect for SizeClass {
     const NAME: &'static str = "sizeclass";
 
+    /// A nested call finds the busy heap and is served from the orphan heap (see `init_heap`).
+    const SERVES_REENTRY: bool = true;
+
     /// Hardened builds keep a canary only where a request leaves 8 bytes of slack in its block:
     /// a block `free_unsized` releases must have been requested with that slack.
     const UNSIZED_PAD: usize = hardened::CANARY_BYTES;
 
     fn stats(&self) -> Stats {
         let heap = current_heap();
-        if heap != empty_heap() {
+        if owns(heap) {
             // SAFETY: the thread's own heap.
             unsafe { (*heap).counters.flush(&COUNTERS) };
         }
@@ -571,6 +602,7 @@ impl Introspect for SizeClass {
     /// One lookup: the block's page descriptor, found from the address, gives its size. Freed
     /// as `usable_size` bytes, so hardened builds always check the canary (the block was
     /// requested with [`Introspect::UNSIZED_PAD`]).
+    #[inline(always)]
     unsafe fn free_unsized(&self, ptr: *mut u8) {
         match region_map::owner_of(ptr) {
             Owner::SizeClass => {

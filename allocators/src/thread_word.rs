@@ -38,7 +38,7 @@ macro_rules! thread_word {
             /// The calling thread's word.
             #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
             #[inline(always)]
-            pub fn get() -> usize {
+            pub(super) fn get() -> usize {
                 let v: usize;
                 // SAFETY: initial-exec access to the 8-byte TLS word declared above: the GOT
                 // entry holds its offset from the thread pointer (`%fs`), valid in every thread
@@ -57,7 +57,7 @@ macro_rules! thread_word {
             /// Sets the calling thread's word.
             #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
             #[inline(always)]
-            pub fn set(v: usize) {
+            pub(super) fn set(v: usize) {
                 // SAFETY: as in `get`; writes only the calling thread's word.
                 unsafe {
                     core::arch::asm!(
@@ -79,7 +79,7 @@ macro_rules! thread_word {
             /// The calling thread's word.
             #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
             #[inline(always)]
-            pub fn get() -> usize {
+            pub(super) fn get() -> usize {
                 match WORD.try_with(|w| w.get()) {
                     Ok(0) | Err(_) => (&raw const $init) as usize,
                     Ok(v) => v,
@@ -89,7 +89,7 @@ macro_rules! thread_word {
             /// Sets the calling thread's word.
             #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
             #[inline(always)]
-            pub fn set(v: usize) {
+            pub(super) fn set(v: usize) {
                 let _ = WORD.try_with(|w| w.set(v));
             }
         }
@@ -97,6 +97,71 @@ macro_rules! thread_word {
 }
 
 pub(crate) use thread_word;
+
+/// Declares `mod $name` with `get() -> *mut $ty`: the calling thread's instance of `$ty`, which
+/// starts as all-zero bytes in every thread (so `$ty`'s all-zero bytes must be a valid value:
+/// null pointers, zero counts, an enum's variant 0). Reaching it is the initial-exec sequence
+/// and one add of the thread pointer (x86-64 Linux), or a `const` `thread_local!` elsewhere.
+macro_rules! thread_block {
+    ($(#[$doc:meta])* $name:ident, $sym:literal, $ty:ty) => {
+        $(#[$doc])*
+        pub(crate) mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+            core::arch::global_asm!(
+                concat!(".pushsection .tbss.", $sym, ",\"awT\",@nobits"),
+                ".p2align 6",
+                concat!(".globl ", $sym),
+                concat!(".hidden ", $sym),
+                concat!(".type ", $sym, ",@object"),
+                concat!(".size ", $sym, ",{size}"),
+                concat!($sym, ":"),
+                ".zero {size}",
+                ".popsection",
+                size = const core::mem::size_of::<$ty>(),
+            );
+
+            /// The calling thread's instance (valid for the thread's life).
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+            #[inline(always)]
+            pub(super) fn get() -> *mut $ty {
+                const _: () = assert!(core::mem::align_of::<$ty>() <= 64);
+                let a: usize;
+                // SAFETY: initial-exec access to the TLS block declared above (64-aligned, the
+                // type's size): the GOT entry holds its offset from the thread pointer, and
+                // `fs:[0]` holds the thread pointer itself (the x86-64 TLS ABI), which never
+                // changes for a thread: `pure` lets the compiler reuse the address.
+                unsafe {
+                    core::arch::asm!(
+                        concat!("mov {a}, qword ptr [rip + ", $sym, "@GOTTPOFF]"),
+                        "add {a}, qword ptr fs:[0]",
+                        a = out(reg) a,
+                        options(nostack, pure, nomem),
+                    );
+                }
+                a as *mut $ty
+            }
+
+            #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+            std::thread_local! {
+                static BLOCK: core::cell::UnsafeCell<$ty> =
+                    // SAFETY: the macro's contract: all-zero bytes are a valid value.
+                    const { core::cell::UnsafeCell::new(unsafe { core::mem::zeroed() }) };
+            }
+
+            /// The calling thread's instance (valid for the thread's life).
+            #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+            #[inline(always)]
+            pub(super) fn get() -> *mut $ty {
+                BLOCK.with(|b| b.get())
+            }
+        }
+    };
+}
+
+pub(crate) use thread_block;
 
 #[cfg(test)]
 mod tests {
@@ -109,6 +174,44 @@ mod tests {
         "allocators_test_thread_word",
         init = super::START
     );
+
+    thread_block!(
+        /// A block for the test.
+        block,
+        "allocators_test_thread_block",
+        [u64; 20]
+    );
+
+    #[test]
+    fn blocks_start_zeroed_and_are_per_thread() {
+        let mine = block::get();
+        assert_eq!(mine as usize % 64, 0);
+        // SAFETY: the calling thread's block, used by nothing else.
+        unsafe {
+            assert_eq!(*mine, [0; 20]);
+            (*mine)[19] = 5;
+        }
+        let theirs = std::thread::spawn(|| {
+            let b = block::get();
+            // SAFETY: as above, in that thread.
+            unsafe {
+                assert_eq!(*b, [0; 20]);
+                (*b)[0] = 1;
+            }
+            b as usize
+        })
+        .join()
+        .unwrap();
+        assert_ne!(theirs, mine as usize);
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(*mine, {
+                let mut e = [0; 20];
+                e[19] = 5;
+                e
+            })
+        };
+    }
 
     #[test]
     fn starts_at_init_in_every_thread_and_is_per_thread() {

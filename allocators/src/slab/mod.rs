@@ -38,8 +38,9 @@
 //! `dealloc` finds the cache from the `Layout`, exactly as `alloc` chose it; only a layout too big
 //! (or too aligned) for the inline lookup is routed by the region map (Slab, Large or foreign), and
 //! a hardened build checks every pointer's region first. The thread's magazines live in a
-//! `thread_local!` without a destructor (so the fast path reaches them with no initialisation
-//! check); a second one, with a destructor, is touched on the thread's first slow path and hands
+//! zero-initialised thread block without a destructor ([`crate::thread_word`]: one
+//! `%fs`-relative address, no initialisation check, no `__tls_get_addr` in the preloaded
+//! library); a `thread_local!` with a destructor is touched on the thread's first slow path and hands
 //! the magazines back to the depots when the thread exits; code running after that (other TLS
 //! destructors) allocates and frees straight from the slab layer under the cache lock.
 //! Every lock is taken by a `pthread_atfork` handler, so a forked child can allocate. With the
@@ -60,7 +61,7 @@ mod tests;
 mod thread_counters;
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::cell::{Cell, UnsafeCell};
+use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -149,20 +150,14 @@ impl MagazinePair {
     }
 }
 
-/// A thread's magazines, one pair per user cache, and its unflushed counters.
+/// A thread's magazines, one pair per user cache, and its unflushed counters. Starts as all-zero
+/// bytes (see `thread_slot`): no magazines ([`MagazinePair::EMPTY`]), nothing counted.
 struct ThreadCache {
     pairs: [MagazinePair; NUM_CLASSES],
     counters: ThreadCounters,
 }
 
 impl ThreadCache {
-    const fn new() -> Self {
-        ThreadCache {
-            pairs: [MagazinePair::EMPTY; NUM_CLASSES],
-            counters: ThreadCounters::new(),
-        }
-    }
-
     #[inline(always)]
     fn pair(&mut self, class: usize) -> &mut MagazinePair {
         debug_assert!(class < NUM_CLASSES);
@@ -224,8 +219,8 @@ impl ThreadCache {
         debug_assert!(pair.rounds == 0 && pair.prev_rounds == 0);
         pair.grow(class);
         let magsize = pair.magsize;
-        // Going to the depot: the moment for the rare chores.
-        sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+        // Going to the depot: the moment for the rare chores (the fork handlers are registered
+        // in `attached`, which every thread passes before its first depot trip).
         reap_all_if_due();
         // SAFETY: class < NUM_CLASSES (from class_for).
         let lock = unsafe { &CACHES.get_unchecked(class).0 };
@@ -477,18 +472,15 @@ fn reap_all() {
     large_cache::reap();
 }
 
-/// A thread's cache, in a `thread_local!` with a `const` initialiser and no destructor: reaching
-/// it is an address relative to the thread pointer, with no "is it initialised / destroyed yet"
-/// check on the fast path. Its magazines go back to the depots through [`ExitHook`].
-struct ThreadSlot(UnsafeCell<ThreadCache>);
-
 /// Where a thread stands with its [`ExitHook`]. While not `Attached`, the thread's magazine pairs
 /// are all empty, so its fast paths always miss and the slow paths serve it from the slab layer
 /// (thread exit, or an allocation made while the hook registers its destructor).
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum Attach {
-    /// The thread has not reached a slow path yet.
-    Fresh,
+    /// The thread has not reached a slow path yet (0: made by the zeroed thread block).
+    #[allow(dead_code)]
+    Fresh = 0,
     /// Registering the hook's destructor (which may allocate, e.g. glibc's list node).
     Attaching,
     /// The hook is registered: the thread may hold magazines.
@@ -503,16 +495,29 @@ struct ExitHook;
 
 impl Drop for ExitHook {
     fn drop(&mut self) {
-        ATTACH.set(Attach::Exited);
+        attach_state().set(Attach::Exited);
         // SAFETY: no other reference to the thread cache is live: destructors run outside the
         // allocator, and nothing in `release_all` allocates through the global allocator.
         unsafe { &mut *thread_cache() }.release_all();
     }
 }
 
+crate::thread_word::thread_block!(
+    /// The thread's magazines and counters (all zero: no magazines), reached without a call
+    /// also from the preloaded library (see [`crate::thread_word`]).
+    thread_slot,
+    "allocators_slab_thread_cache",
+    ThreadCache
+);
+
+crate::thread_word::thread_block!(
+    /// Where the thread stands with its exit hook (zero: [`Attach::Fresh`]).
+    attach_slot,
+    "allocators_slab_attach",
+    Cell<Attach>
+);
+
 thread_local! {
-    static THREAD: ThreadSlot = const { ThreadSlot(UnsafeCell::new(ThreadCache::new())) };
-    static ATTACH: Cell<Attach> = const { Cell::new(Attach::Fresh) };
     static EXIT_HOOK: ExitHook = const { ExitHook };
 }
 
@@ -520,7 +525,14 @@ thread_local! {
 /// the allocator never calls itself, and [`attached`] runs with no reference live.
 #[inline(always)]
 fn thread_cache() -> *mut ThreadCache {
-    THREAD.with(|t| t.0.get())
+    thread_slot::get()
+}
+
+/// The calling thread's [`Attach`] state.
+#[inline(always)]
+fn attach_state() -> &'static Cell<Attach> {
+    // SAFETY: the thread's own cell, valid for the thread's life, only touched by this thread.
+    unsafe { &*attach_slot::get() }
 }
 
 /// Whether the thread may hold magazines, registering its exit hook on the first call. Called by
@@ -529,13 +541,17 @@ fn thread_cache() -> *mut ThreadCache {
 #[cold]
 #[inline(never)]
 fn attached() -> bool {
-    match ATTACH.get() {
+    let attach = attach_state();
+    match attach.get() {
         Attach::Attached => true,
         Attach::Attaching | Attach::Exited => false,
         Attach::Fresh => {
-            ATTACH.set(Attach::Attaching);
+            attach.set(Attach::Attaching);
+            // Both may allocate (glibc's node for the destructor; pthread_atfork's table): such
+            // a nested call finds the thread attaching and takes the slab layer.
             let ok = EXIT_HOOK.try_with(|_| ()).is_ok();
-            ATTACH.set(if ok { Attach::Attached } else { Attach::Exited });
+            sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+            attach.set(if ok { Attach::Attached } else { Attach::Exited });
             ok
         }
     }
@@ -632,7 +648,7 @@ unsafe fn free_shared(class: usize, block: *mut u8, size: usize) {
 
 /// Counts a resize in place in the calling thread's counters (or the shared ones).
 fn count_resize(old: usize, new: usize) {
-    if ATTACH.get() == Attach::Attached {
+    if attach_state().get() == Attach::Attached {
         // SAFETY: a reference that ends here (see `thread_cache`).
         let tc = unsafe { &*thread_cache() };
         tc.counters.on_free(old, &COUNTERS);
@@ -855,6 +871,9 @@ unsafe impl GlobalAlloc for Slab {
 impl Introspect for Slab {
     const NAME: &'static str = "slab";
 
+    /// A nested call finds the thread attaching and takes the slab layer (see `attached`).
+    const SERVES_REENTRY: bool = true;
+
     fn stats(&self) -> Stats {
         COUNTERS.snapshot()
     }
@@ -886,6 +905,7 @@ impl Introspect for Slab {
     }
 
     /// One lookup: the object's slab descriptor, found from the address, names its cache.
+    #[inline(always)]
     unsafe fn free_unsized(&self, ptr: *mut u8) {
         match region_map::owner_of(ptr) {
             Owner::Slab => {

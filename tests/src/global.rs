@@ -1,5 +1,6 @@
 //! The global-allocator suite: the allocator under test is the process's `#[global_allocator]`
-//! and runs real programs: threads and collections, thousands of short-lived threads, `fork`
+//! and runs real programs: threads and collections, thousands of short-lived threads, memory
+//! freed after its threads exited, `fork`
 //! with busy threads, out of memory under `RLIMIT_AS`, and `usable_size` against every block.
 //!
 //! [`global_allocator_tests!`](crate::global_allocator_tests) declares the `static GLOBAL` and
@@ -9,12 +10,14 @@
 use std::sync::{Mutex, MutexGuard};
 
 mod churn;
+mod exited;
 mod fork;
 mod oom;
 mod program;
 mod usable;
 
 pub use churn::{check_thread_churn, CHURN_THREADS};
+pub use exited::check_memory_after_threads_exit;
 pub use fork::check_fork_with_busy_threads;
 pub use oom::{check_out_of_memory, OOM_CHILD_ENV};
 pub use program::run_multithreaded_program;
@@ -150,6 +153,20 @@ macro_rules! __global_allocator_test_fns {
         fn short_lived_threads_do_not_grow_memory() {
             let _serial = $crate::global::serial();
             $crate::global::check_thread_churn(&probe());
+        }
+
+        #[test]
+        $(#[$attr])*
+        fn memory_comes_back_after_its_threads_exit_light_work() {
+            let _serial = $crate::global::serial();
+            $crate::global::check_memory_after_threads_exit(&probe(), true);
+        }
+
+        #[test]
+        $(#[$attr])*
+        fn memory_comes_back_after_its_threads_exit_idle() {
+            let _serial = $crate::global::serial();
+            $crate::global::check_memory_after_threads_exit(&probe(), false);
         }
 
         #[test]

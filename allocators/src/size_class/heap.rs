@@ -10,7 +10,7 @@
 
 use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use super::classes::{class_size, first_slot, DIRECT_SLOTS, LAST_DIRECT_CLASS, NUM_CLASSES};
 use super::counters::HeapCounters;
@@ -66,6 +66,9 @@ pub struct Heap {
     pub counters: HeapCounters,
     /// Link on the abandoned list.
     pub next_abandoned: *mut Heap,
+    /// Set while the heap is parked (no thread owns it): remote frees into its pages then count
+    /// towards [`note_parked_free`]'s reclaim.
+    pub parked: AtomicBool,
 }
 
 /// The page every empty slot points at: it never has a free block.
@@ -89,6 +92,7 @@ impl Heap {
             next_sweep: 0,
             counters: HeapCounters::new(),
             next_abandoned: ptr::null_mut(),
+            parked: AtomicBool::new(false),
         }
     }
 }
@@ -320,7 +324,7 @@ pub unsafe fn tidy(heap: *mut Heap, purge: bool) {
             let mut p = (*q).head;
             while !p.is_null() {
                 let next = (*p).next;
-                page::collect(p);
+                page::collect_unless_empty(p);
                 if (*p).used == 0 {
                     queue_remove(q, p);
                     segment::free_page(heap, p);
@@ -343,6 +347,8 @@ pub unsafe fn tidy(heap: *mut Heap, purge: bool) {
 struct Pool {
     abandoned_head: *mut Heap,
     abandoned_tail: *mut Heap,
+    /// Heaps on the abandoned list.
+    parked: usize,
     chunk_cursor: usize,
     chunk_end: usize,
 }
@@ -353,6 +359,7 @@ unsafe impl Send for Pool {}
 static POOL: Lock<Pool> = Lock::new(Pool {
     abandoned_head: ptr::null_mut(),
     abandoned_tail: ptr::null_mut(),
+    parked: 0,
     chunk_cursor: 0,
     chunk_end: 0,
 });
@@ -373,6 +380,7 @@ fn pool_pop(pool: &mut Pool) -> *mut Heap {
         if pool.abandoned_head.is_null() {
             pool.abandoned_tail = ptr::null_mut();
         }
+        pool.parked -= 1;
     }
     h
 }
@@ -387,6 +395,7 @@ fn pool_push(pool: &mut Pool, h: *mut Heap) {
         unsafe { (*pool.abandoned_tail).next_abandoned = h };
     }
     pool.abandoned_tail = h;
+    pool.parked += 1;
 }
 
 /// A heap for a new thread: a parked one if any, else a fresh one. Null if out of memory.
@@ -395,6 +404,8 @@ pub fn acquire() -> *mut Heap {
     let mut pool = POOL.lock();
     let h = pool_pop(&mut pool);
     if !h.is_null() {
+        // SAFETY: a parked heap, valid for ever (heaps are never unmapped); ours now.
+        unsafe { (*h).parked.store(false, Ordering::Relaxed) };
         return h;
     }
     let size = core::mem::size_of::<Heap>().next_multiple_of(64);
@@ -420,8 +431,41 @@ pub fn acquire() -> *mut Heap {
 /// The calling thread owns `heap` and never uses it again.
 pub unsafe fn abandon(heap: *mut Heap) {
     // SAFETY: forwarded ownership.
-    unsafe { park_tidy(heap, true) };
+    unsafe {
+        park_tidy(heap, true);
+        (*heap).parked.store(true, Ordering::Relaxed);
+    }
     pool_push(&mut POOL.lock(), heap);
+}
+
+/// Bytes remote-freed into parked heaps since their last reclaim.
+static PARKED_FREED: AtomicUsize = AtomicUsize::new(0);
+/// Bytes remote-freed into parked heaps that trigger a reclaim of every parked heap (8 MiB):
+/// memory freed after its threads are gone comes back while it is being freed, by the freeing
+/// thread, even if that thread then never allocates again; at most this much waits for the next
+/// reclaim (or for a new thread to adopt the heap).
+const PARKED_RECLAIM_BYTES: usize = 8 << 20;
+
+/// Counts `bytes` remote-freed into a page of a parked heap (`free_remote`'s cold path), and
+/// tidies every parked heap once [`PARKED_RECLAIM_BYTES`] have been freed into them: their
+/// emptied pages go back to their segments, dirty pages beyond what a parked heap keeps are
+/// discarded, and empty segments given back (see `park_tidy`).
+pub fn note_parked_free(bytes: usize) {
+    let before = PARKED_FREED.fetch_add(bytes, Ordering::Relaxed);
+    if before < PARKED_RECLAIM_BYTES && before + bytes >= PARKED_RECLAIM_BYTES {
+        reclaim_parked();
+    }
+}
+
+/// Tidies each parked heap once (see [`note_parked_free`]).
+#[cold]
+#[inline(never)]
+fn reclaim_parked() {
+    PARKED_FREED.store(0, Ordering::Relaxed);
+    let n = POOL.lock().parked;
+    for _ in 0..n {
+        reclaim_one_abandoned();
+    }
 }
 
 /// Dirty free bytes a parked heap keeps for the next thread that adopts it.

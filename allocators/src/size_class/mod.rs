@@ -355,6 +355,7 @@ unsafe fn free_remote(heap: *mut Heap, page: *mut Page, block: *mut Block, size:
         let owner = (*segment_of(page as usize))
             .heap
             .load(core::sync::atomic::Ordering::Acquire);
+        let bsize = (*page).block_size;
         if page::push_thread_free(page, block) {
             // We cleared FULL: hand the page to its owner, which will not free it until drained.
             let rescued = &(*owner).rescued;
@@ -373,6 +374,12 @@ unsafe fn free_remote(heap: *mut Heap, page: *mut Page, block: *mut Block, size:
             }
         }
         // The page is not touched again: its owner may give it back once our block is collected.
+        // A parked owner collects nothing until a thread adopts it: memory freed after its
+        // thread is gone comes back through `note_parked_free` (heaps are never unmapped, so
+        // the flag may be read whatever became of the page).
+        if (*owner).parked.load(core::sync::atomic::Ordering::Relaxed) {
+            heap::note_parked_free(bsize);
+        }
         count_remote_free(heap, size);
     }
 }

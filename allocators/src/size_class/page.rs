@@ -188,6 +188,24 @@ impl Page {
 /// The caller owns `page` (its heap is the caller's), the page is in use and not on the full list.
 #[inline]
 pub unsafe fn collect(page: *mut Page) {
+    // SAFETY: forwarded contract.
+    unsafe { collect_inner(page, false) }
+}
+
+/// [`collect`] for a page that is given back if it is empty: when the remote frees make it empty
+/// their list is not linked in front of `free` (a walk of every block for nothing).
+///
+/// # Safety
+/// As for [`collect`]; if `used` ends at 0 the caller frees the page (its lists are stale).
+#[inline]
+pub unsafe fn collect_unless_empty(page: *mut Page) {
+    // SAFETY: forwarded contract.
+    unsafe { collect_inner(page, true) }
+}
+
+/// See [`collect`] and [`collect_unless_empty`].
+#[inline(always)]
+unsafe fn collect_inner(page: *mut Page, unless_empty: bool) {
     // SAFETY: the caller owns the page; only `thread_free` is shared, and it is touched
     // atomically. The Acquire pairs with the remote frees' Release: their links are visible.
     unsafe {
@@ -206,6 +224,9 @@ pub unsafe fn collect(page: *mut Page) {
         debug_assert!((*page).used >= n);
         (*page).used -= n;
         (*page).is_zero = false;
+        if unless_empty && (*page).used == 0 {
+            return;
+        }
         if !(*page).free.is_null() {
             let key = checks::page_key(page);
             let mut tail = head;

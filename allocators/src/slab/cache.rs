@@ -11,6 +11,9 @@
 //! - every reap interval ([`super::depot::REAP_INTERVAL_MS`], driven from the slow paths by
 //!   `reap_all` in `mod.rs`), [`Cache::reap`] releases the magazines and the empty slabs (beyond
 //!   [`EMPTY_RESERVE`]) that went unused through the whole last interval;
+//! - while a cache only receives frees (no thread took objects from it for a reap interval: a
+//!   mass free, often of blocks whose threads are gone), its depot keeps [`FREE_ONLY_KEEP`] full
+//!   magazines and [`EMPTY_RESERVE`] empty slabs, and the rest goes back as the frees arrive;
 //! - when a thread exits, the caches it used are trimmed to [`DEPOT_KEEP_AFTER_EXIT`] magazines
 //!   of each kind and [`EMPTY_RESERVE`] empty slabs (fewer threads need less cached memory).
 //!
@@ -20,10 +23,11 @@
 
 use core::ptr;
 
-use super::depot::Depot;
+use super::depot::{Depot, REAP_INTERVAL_MS};
 use super::hardening;
 use super::magazine::{self, Magazine};
 use super::region::{self, FreeObject, SlabDesc, SlabList};
+use crate::os;
 
 /// Bytes of objects a cache's depot may hold in full magazines (the limit in magazines is
 /// derived per cache, at least 16).
@@ -32,6 +36,8 @@ pub const DEPOT_BYTES: usize = 8 << 20;
 pub const DEPOT_KEEP_AFTER_EXIT: u32 = 2;
 /// Empty slabs a cache keeps however long they go unused.
 pub const EMPTY_RESERVE: u32 = 2;
+/// Full magazines a depot keeps while its cache only receives frees ([`Cache::free_only`]).
+pub const FREE_ONLY_KEEP: u32 = 2;
 /// Bytes of empty slabs a cache keeps at most; more go back to the kernel at once.
 pub const EMPTY_MAX_BYTES: usize = 64 << 20;
 
@@ -47,6 +53,9 @@ pub struct Cache {
     empty_low: u32,
     /// The magazines no thread holds.
     pub depot: Depot,
+    /// When a thread last took objects from this cache's depot or slabs (a full magazine, or
+    /// objects for one), in milliseconds of `os::coarse_millis`; see [`Cache::free_only`].
+    last_taken_ms: u64,
 }
 
 // SAFETY: the raw pointers name slabs and magazines owned by this cache; the cache is only
@@ -63,6 +72,7 @@ impl Cache {
             empty_slabs: 0,
             empty_low: 0,
             depot: Depot::new(),
+            last_taken_ms: 0,
         }
     }
 
@@ -127,6 +137,7 @@ impl Cache {
         units: usize,
         out: &mut [*mut u8],
     ) -> usize {
+        self.last_taken_ms = os::coarse_millis();
         let mut got = 0;
         while got < out.len() {
             let mut slab = self.partial;
@@ -231,7 +242,27 @@ impl Cache {
     pub unsafe fn push_full(&mut self, mag: *mut Magazine, limit: u32, spill: &mut *mut Magazine) {
         // SAFETY: forwarded contract.
         unsafe { self.depot.push_full(mag) };
-        self.trim(limit, limit, spill);
+        if self.free_only() {
+            self.trim(FREE_ONLY_KEEP, limit, spill);
+            self.release_empty_slabs(EMPTY_RESERVE);
+        } else {
+            self.trim(limit, limit, spill);
+        }
+    }
+
+    /// Takes a full magazine from the depot, if there is one.
+    pub fn pop_full(&mut self) -> *mut Magazine {
+        self.last_taken_ms = os::coarse_millis();
+        self.depot.pop_full()
+    }
+
+    /// Whether no thread has taken objects from this cache for a whole reap interval while
+    /// frees keep arriving: a mass free, say of blocks whose threads are gone. Nothing in the
+    /// depot or the empty slabs is then being reused, so they are given back as the frees
+    /// arrive (the reaper, which runs on later slow paths, would wait for a thread that may
+    /// never call the allocator again).
+    fn free_only(&self) -> bool {
+        os::coarse_millis().wrapping_sub(self.last_taken_ms) >= REAP_INTERVAL_MS
     }
 
     /// Puts an empty magazine in the depot, or onto `spill` if the depot holds `limit` empty

@@ -227,7 +227,7 @@ impl ThreadCache {
         let mut spill = ptr::null_mut();
         let mut cache = lock.lock();
         let full = if block.is_null() {
-            cache.depot.pop_full()
+            cache.pop_full()
         } else {
             ptr::null_mut()
         };

@@ -39,7 +39,7 @@ mod region;
 mod tests;
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::cell::{Cell, UnsafeCell};
+use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 
@@ -164,28 +164,20 @@ const fn bin_limit(order: u32) -> usize {
 ///
 /// Invariants: every block in `bins[k]` is a block of order `MIN_ORDER + k`, tagged used, that no
 /// one else references; `arena < NUM_ARENAS` once assigned.
+///
+/// Starts as all-zero bytes (see `thread_slot`): not attached, no blocks, no arena yet.
 struct ThreadCache {
+    /// Where the thread stands with its exit hook; the cache is used only while `Attached`.
+    attach: Attach,
     bins: [Bin; NUM_BINS],
-    arena: usize,
+    /// The thread's arena plus one (0 until assigned).
+    arena_plus_one: usize,
     counters: LocalCounters,
     waste: Cell<isize>,
     waste_ops: Cell<u32>,
 }
 
 impl ThreadCache {
-    const fn new() -> Self {
-        ThreadCache {
-            bins: [Bin {
-                count: 0,
-                slots: [ptr::null_mut(); BIN_CAPACITY],
-            }; NUM_BINS],
-            arena: usize::MAX,
-            counters: LocalCounters::new(),
-            waste: Cell::new(0),
-            waste_ops: Cell::new(0),
-        }
-    }
-
     /// The fast path: pop a cached block of `order`, or go to the arena. Also tells whether the
     /// block is clean (see [`Arena::alloc_block_clean`]); cached blocks never are.
     #[inline(always)]
@@ -260,10 +252,10 @@ impl ThreadCache {
     /// The thread's arena, assigned round-robin on first use.
     #[inline]
     fn arena(&mut self) -> usize {
-        if self.arena >= NUM_ARENAS {
-            self.arena = NEXT_ARENA.fetch_add(1, Ordering::Relaxed) % NUM_ARENAS;
+        if self.arena_plus_one == 0 {
+            self.arena_plus_one = NEXT_ARENA.fetch_add(1, Ordering::Relaxed) % NUM_ARENAS + 1;
         }
-        self.arena
+        self.arena_plus_one - 1
     }
 
     #[cold]
@@ -355,34 +347,84 @@ unsafe fn free_to_arena(addr: usize, order: u32) {
     unsafe { lock_arena(index).free_block(addr, order, &COUNTERS) };
 }
 
-/// A thread's cache, emptied when the thread exits.
-struct ThreadSlot(UnsafeCell<ThreadCache>);
+/// Where a thread stands with its exit hook. Until `Attached` (and after `Exited`) the thread's
+/// cache is not used, and its operations go straight to the arenas.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Attach {
+    /// The thread has not allocated yet (0: made by the zeroed thread block).
+    #[allow(dead_code)]
+    Fresh = 0,
+    /// Registering the hook's destructor and the fork handlers (either may allocate: such a
+    /// nested call goes to the arenas).
+    Attaching,
+    /// The hook is registered: the cache is in use.
+    Attached,
+    /// The hook's destructor ran (or could not be registered): no cache any more.
+    Exited,
+}
 
-impl Drop for ThreadSlot {
+crate::thread_word::thread_block!(
+    /// The thread's cache (all zero: not attached, empty), reached without a call also from the
+    /// preloaded library (see [`crate::thread_word`]).
+    thread_slot,
+    "allocators_buddy_thread_cache",
+    ThreadCache
+);
+
+/// A thread-local with a destructor, touched once per thread when it attaches: its destructor
+/// empties the thread's cache when the thread exits.
+struct ExitHook;
+
+impl Drop for ExitHook {
     fn drop(&mut self) {
-        self.0.get_mut().release_all();
+        // SAFETY: the thread's own cache; destructors run outside the allocator, so no other
+        // reference to it is live.
+        let cache = unsafe { &mut *thread_slot::get() };
+        cache.attach = Attach::Exited;
+        cache.release_all();
     }
 }
 
 thread_local! {
-    static THREAD: ThreadSlot = const { ThreadSlot(UnsafeCell::new(ThreadCache::new())) };
+    static EXIT_HOOK: ExitHook = const { ExitHook };
 }
 
-/// Runs `f` on the calling thread's cache, or `fallback` once the cache has been destroyed at
-/// thread exit.
+/// Runs `f` on the calling thread's cache, or `fallback` while the thread has none (before it
+/// attached, while it attaches, and after its cache was emptied at thread exit).
 #[inline(always)]
 fn with_cache<R>(f: impl FnOnce(&mut ThreadCache) -> R, fallback: impl FnOnce() -> R) -> R {
-    let mut f = Some(f);
-    let r = THREAD.try_with(|t| {
-        // SAFETY: the cache is only reached through this function, which never re-enters itself
-        // on one thread (nothing inside allocates through the global allocator), so this is the
-        // only live reference.
-        let cache = unsafe { &mut *t.0.get() };
-        (f.take().unwrap_or_else(|| unreachable!()))(cache)
-    });
-    match r {
-        Ok(r) => r,
-        Err(_) => fallback(),
+    // SAFETY: the cache is only reached through this function, which never re-enters itself on
+    // one thread (nothing inside allocates through the global allocator, and the one libc call
+    // that may, in `attach`, runs with no reference live), so this is the only live reference.
+    let cache = unsafe { &mut *thread_slot::get() };
+    if cache.attach == Attach::Attached {
+        return f(cache);
+    }
+    if attach() {
+        // SAFETY: as above.
+        return f(unsafe { &mut *thread_slot::get() });
+    }
+    fallback()
+}
+
+/// Attaches a fresh thread (registering its exit hook and the fork handlers); whether the
+/// thread's cache may be used.
+#[cold]
+#[inline(never)]
+fn attach() -> bool {
+    let state = thread_slot::get();
+    // SAFETY: the thread's own cache; no reference to it is live (see `with_cache`), and the
+    // calls below that may re-enter the allocator find the thread `Attaching`.
+    unsafe {
+        if (*state).attach != Attach::Fresh {
+            return false;
+        }
+        (*state).attach = Attach::Attaching;
+        let ok = EXIT_HOOK.try_with(|_| ()).is_ok();
+        sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+        (*state).attach = if ok { Attach::Attached } else { Attach::Exited };
+        ok
     }
 }
 
@@ -580,6 +622,9 @@ unsafe impl GlobalAlloc for Buddy {
 
 impl Introspect for Buddy {
     const NAME: &'static str = "buddy";
+
+    /// A nested call finds the thread attaching and goes to the arenas (see `attach`).
+    const SERVES_REENTRY: bool = true;
 
     /// Hardened builds keep a canary only where a request leaves 8 bytes of slack in its block,
     /// and only the `Layout` tells: a block `free_unsized` releases must have been requested

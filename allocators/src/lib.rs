@@ -44,6 +44,7 @@ pub mod os;
 pub mod region_map;
 pub mod stats;
 pub mod sync;
+mod thread_exit;
 mod thread_word;
 
 mod buddy;

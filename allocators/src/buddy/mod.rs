@@ -40,6 +40,7 @@ mod tests;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
+use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 
@@ -51,6 +52,7 @@ use crate::large;
 use crate::region_map::{self, Owner};
 use crate::stats::{GlobalCounters, LocalCounters, Stats};
 use crate::sync::{self, Lock, LockGuard};
+use crate::thread_exit::ExitHook;
 use crate::Introspect;
 
 /// The number of arenas (each with its own lock and regions).
@@ -372,22 +374,20 @@ crate::thread_word::thread_block!(
     ThreadCache
 );
 
-/// A thread-local with a destructor, touched once per thread when it attaches: its destructor
-/// empties the thread's cache when the thread exits.
-struct ExitHook;
+/// Empties the thread's cache when the thread exits (armed once per thread, in [`attach`]).
+static EXIT_HOOK: ExitHook = ExitHook::new(on_thread_exit);
 
-impl Drop for ExitHook {
-    fn drop(&mut self) {
-        // SAFETY: the thread's own cache; destructors run outside the allocator, so no other
-        // reference to it is live.
-        let cache = unsafe { &mut *thread_slot::get() };
-        cache.attach = Attach::Exited;
-        cache.release_all();
-    }
-}
-
-thread_local! {
-    static EXIT_HOOK: ExitHook = const { ExitHook };
+/// The exit hook; operations after it (later key destructors, libc's own teardown) go to the
+/// arenas.
+///
+/// # Safety
+/// Called by the thread's key destructor, outside the allocator.
+unsafe extern "C" fn on_thread_exit(_: *mut c_void) {
+    // SAFETY: the thread's own cache; destructors run outside the allocator, so no other
+    // reference to it is live.
+    let cache = unsafe { &mut *thread_slot::get() };
+    cache.attach = Attach::Exited;
+    cache.release_all();
 }
 
 /// Runs `f` on the calling thread's cache, or `fallback` while the thread has none (before it
@@ -421,7 +421,9 @@ fn attach() -> bool {
             return false;
         }
         (*state).attach = Attach::Attaching;
-        let ok = EXIT_HOOK.try_with(|_| ()).is_ok();
+        // `state` is non-null and outlives the thread's key destructors; `on_thread_exit`
+        // does not panic.
+        let ok = EXIT_HOOK.arm(state.cast());
         sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
         (*state).attach = if ok { Attach::Attached } else { Attach::Exited };
         ok

@@ -113,14 +113,16 @@ pub fn empty_heap() -> *mut Heap {
     EMPTY_HEAP.0.get()
 }
 
-/// The heap a thread sees while its own is being set up (see `init_heap` in the parent
-/// module): empty like [`EMPTY_HEAP`], and never written, but told apart from it.
-pub static BUSY_HEAP: EmptyHeap = EmptyHeap(UnsafeCell::new(Heap::empty()));
+/// The heap a thread sees while it has no heap of its own and must not be given one now: while
+/// its heap is being set up, and after its exit hook handed its heap back (see `init_heap` and
+/// `on_thread_exit` in the parent module). Empty like [`EMPTY_HEAP`], and never written, but
+/// told apart from it: allocations go to the orphan heap, frees to the shared counters.
+pub static DETACHED_HEAP: EmptyHeap = EmptyHeap(UnsafeCell::new(Heap::empty()));
 
-/// The busy heap's address.
+/// The detached heap's address.
 #[inline(always)]
-pub fn busy_heap() -> *mut Heap {
-    BUSY_HEAP.0.get()
+pub fn detached_heap() -> *mut Heap {
+    DETACHED_HEAP.0.get()
 }
 
 unsafe fn queue_remove(q: *mut PageQueue, page: *mut Page) {

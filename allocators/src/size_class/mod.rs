@@ -72,18 +72,20 @@ mod segment;
 mod tests;
 
 use core::alloc::{GlobalAlloc, Layout};
+use core::ffi::c_void;
 use core::ptr;
 
 use self::classes::{
     class_for, DIRECT_ALIGN, DIRECT_CLASS, DIRECT_MAX, MAX_SMALL_ALIGN, MAX_SMALL_SIZE,
 };
-use self::heap::{busy_heap, empty_heap, Heap, COUNTERS};
+use self::heap::{detached_heap, empty_heap, Heap, COUNTERS};
 use self::page::{Block, Page};
 use self::segment::{page_of, segment_of};
 use crate::hardened;
 use crate::large;
 use crate::region_map::{self, Owner};
 use crate::stats::Stats;
+use crate::thread_exit::ExitHook;
 use crate::Introspect;
 
 /// The size-class allocator; see the module documentation. A zero-sized handle onto one
@@ -101,31 +103,26 @@ impl SizeClass {
 }
 
 crate::thread_word::thread_word!(
-    /// The thread's heap: [`heap::EMPTY_HEAP`] until the thread first allocates (and after its
-    /// heap was handed back), [`heap::BUSY_HEAP`] while its heap is being set up (see
+    /// The thread's heap: [`heap::EMPTY_HEAP`] until the thread first allocates,
+    /// [`heap::DETACHED_HEAP`] while its heap is set up and after its exit hook ran (see
     /// [`init_heap`]). One `%fs`-relative load, also in the preloaded library.
     heap_word,
     "allocators_sizeclass_heap",
     init = super::heap::EMPTY_HEAP
 );
 
-thread_local! {
-    /// Touched once per thread to run [`ExitGuard::drop`] at thread exit.
-    static EXIT: ExitGuard = const { ExitGuard };
-}
-
 /// Hands the thread's heap back to the pool when the thread exits.
-struct ExitGuard;
+static EXIT_HOOK: ExitHook = ExitHook::new(on_thread_exit);
 
-impl Drop for ExitGuard {
-    fn drop(&mut self) {
-        let h = current_heap();
-        heap_word::set(empty_heap() as usize);
-        if owns(h) {
-            // SAFETY: this thread owned `h` and, with its word reset, never reaches it again.
-            unsafe { heap::abandon(h) };
-        }
-    }
+/// The exit hook: parks the thread's heap. Allocations after it (later key destructors, libc's
+/// own teardown) go to the orphan heap.
+///
+/// # Safety
+/// `heap` is the exiting thread's own heap, armed by `init_heap`.
+unsafe extern "C" fn on_thread_exit(heap: *mut c_void) {
+    heap_word::set(detached_heap() as usize);
+    // SAFETY: this thread owned the heap and, with its word detached, never reaches it again.
+    unsafe { heap::abandon(heap.cast()) };
 }
 
 /// The calling thread's heap, or one of the two sentinels (see [`heap_word`]).
@@ -137,26 +134,28 @@ fn current_heap() -> *mut Heap {
 /// Whether `heap` (a value of [`heap_word`]) is a real heap, not a sentinel.
 #[inline(always)]
 fn owns(heap: *mut Heap) -> bool {
-    heap != empty_heap() && heap != busy_heap()
+    heap != empty_heap() && heap != detached_heap()
 }
 
-/// Gives the thread a heap (registering the exit hook), or null if it cannot have one (its
-/// thread-locals are gone, or memory ran out).
+/// Gives the thread a heap and arms its exit hook; null if it cannot have one (no memory, or
+/// the hook could not be armed).
 ///
-/// This is the C interface's reentry guard too: registering the exit hook makes glibc `calloc`
-/// a list node, and a preloaded library's `calloc` is ours. While this runs the thread's word
-/// holds [`heap::BUSY_HEAP`], whose pages have no free block, so such a nested call falls
+/// This is the C interface's reentry guard too: arming the hook may make glibc `calloc` (its
+/// key table), and a preloaded library's `calloc` is ours. While this runs the thread's word
+/// holds [`heap::DETACHED_HEAP`], whose pages have no free block, so such a nested call falls
 /// through to [`alloc_slow`], which serves it from the locked orphan heap (no lock is held
 /// here), and a nested free finds no heap of its own and frees remotely.
 #[cold]
 #[inline(never)]
 fn init_heap() -> *mut Heap {
-    heap_word::set(busy_heap() as usize);
-    let h = if EXIT.try_with(|_| ()).is_ok() {
-        heap::acquire()
-    } else {
-        ptr::null_mut()
-    };
+    heap_word::set(detached_heap() as usize);
+    let mut h = heap::acquire();
+    // SAFETY: a heap of this thread's, valid until the hook parks it at thread exit.
+    if !h.is_null() && !unsafe { EXIT_HOOK.arm(h.cast()) } {
+        // SAFETY: the heap was never used; parking it hands it to the next thread.
+        unsafe { heap::abandon(h) };
+        h = ptr::null_mut();
+    }
     heap_word::set(if h.is_null() { empty_heap() } else { h } as usize);
     h
 }
@@ -170,7 +169,7 @@ unsafe fn alloc_slow(mut heap: *mut Heap, class: usize, size: usize) -> *mut u8 
         heap = if heap == empty_heap() {
             init_heap()
         } else {
-            ptr::null_mut() // a nested call while the heap is set up
+            ptr::null_mut() // nested in init_heap, or after the exit hook
         };
         if heap.is_null() {
             let p = heap::with_orphan(
@@ -392,7 +391,7 @@ fn count_remote_free(mut heap: *mut Heap, size: usize) {
         heap = if heap == empty_heap() {
             init_heap()
         } else {
-            ptr::null_mut() // a nested call while the heap is set up
+            ptr::null_mut() // nested in init_heap, or after the exit hook
         };
         if heap.is_null() {
             COUNTERS.record_free(size);

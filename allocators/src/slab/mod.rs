@@ -62,6 +62,7 @@ mod thread_counters;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
+use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -77,6 +78,7 @@ use crate::os;
 use crate::region_map::{self, Owner};
 use crate::stats::{GlobalCounters, Stats};
 use crate::sync::{self, Lock};
+use crate::thread_exit::ExitHook;
 use crate::Introspect;
 
 static COUNTERS: GlobalCounters = GlobalCounters::new();
@@ -489,17 +491,20 @@ enum Attach {
     Exited,
 }
 
-/// A thread-local with a destructor, touched once per thread from a slow path: its destructor
-/// hands the thread's magazines back when the thread exits.
-struct ExitHook;
+/// Hands the thread's magazines back when the thread exits (armed once per thread, from a slow
+/// path, in [`attached`]).
+static EXIT_HOOK: ExitHook = ExitHook::new(on_thread_exit);
 
-impl Drop for ExitHook {
-    fn drop(&mut self) {
-        attach_state().set(Attach::Exited);
-        // SAFETY: no other reference to the thread cache is live: destructors run outside the
-        // allocator, and nothing in `release_all` allocates through the global allocator.
-        unsafe { &mut *thread_cache() }.release_all();
-    }
+/// The exit hook; allocations after it (later key destructors, libc's own teardown) take the
+/// slab layer.
+///
+/// # Safety
+/// Called by the thread's key destructor, outside the allocator.
+unsafe extern "C" fn on_thread_exit(_: *mut c_void) {
+    attach_state().set(Attach::Exited);
+    // SAFETY: no other reference to the thread cache is live: destructors run outside the
+    // allocator, and nothing in `release_all` allocates through the global allocator.
+    unsafe { &mut *thread_cache() }.release_all();
 }
 
 crate::thread_word::thread_block!(
@@ -516,10 +521,6 @@ crate::thread_word::thread_block!(
     "allocators_slab_attach",
     Cell<Attach>
 );
-
-thread_local! {
-    static EXIT_HOOK: ExitHook = const { ExitHook };
-}
 
 /// The calling thread's cache. Each use makes a reference that ends before the next one begins:
 /// the allocator never calls itself, and [`attached`] runs with no reference live.
@@ -549,7 +550,9 @@ fn attached() -> bool {
             attach.set(Attach::Attaching);
             // Both may allocate (glibc's node for the destructor; pthread_atfork's table): such
             // a nested call finds the thread attaching and takes the slab layer.
-            let ok = EXIT_HOOK.try_with(|_| ()).is_ok();
+            // SAFETY: a non-null value (the thread's cache, which outlives the thread's key
+            // destructors); `on_thread_exit` does not panic.
+            let ok = unsafe { EXIT_HOOK.arm(thread_cache().cast()) };
             sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
             attach.set(if ok { Attach::Attached } else { Attach::Exited });
             ok

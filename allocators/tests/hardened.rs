@@ -106,7 +106,8 @@ fn expectation(bug: Bug) -> (&'static str, i32) {
             ("heap overflow detected", libc::SIGABRT)
         }
         Bug::InteriorFree | Bug::ForeignFree => ("invalid free", libc::SIGABRT),
-        // Once a large block is unmapped its address is foreign: reported as an invalid free.
+        // A large block freed twice: its mapping is cached (its header dead) or unmapped (its
+        // address foreign); either way reported as an invalid free, in the allocator's name.
         Bug::LargeDoubleFree => ("invalid free", libc::SIGABRT),
         Bug::SmallOverflow => ("heap overflow detected", libc::SIGABRT),
         Bug::LargeOverflow => ("", libc::SIGSEGV),

@@ -923,6 +923,42 @@ mod tests {
         }
     }
 
+    /// Issue 23 item 4: once the kernel has moved a block, another thread may map the old range
+    /// and claim its windows before the mover touches the region map; the mover must never mark
+    /// them foreign afterwards. The stand-in for the kernel call claims the old windows for
+    /// another owner, as that thread would. A failed move leaves the old windows Large.
+    #[test]
+    fn a_move_never_releases_windows_claimed_after_the_kernel_call() {
+        let len = 2 * REGION_SIZE;
+        let old = os::map_aligned(len, REGION_SIZE) as usize;
+        let place = os::map_aligned(len, REGION_SIZE) as usize;
+        assert!(old != 0 && place != 0);
+        assert!(region_map::claim(old, len, Owner::Large));
+        assert!(region_map::claim(place, len, Owner::Large));
+        // SAFETY: both ranges are mappings of ours that nothing else uses; the closures make no
+        // kernel call.
+        unsafe {
+            let moved = relocate(old, len, place, || {
+                assert_eq!(region_map::owner_of(old as *const u8), Owner::Foreign);
+                region_map::claim(old, len, Owner::Bump)
+            });
+            assert!(moved);
+            for w in [old, old + REGION_SIZE] {
+                assert_eq!(region_map::owner_of(w as *const u8), Owner::Bump);
+            }
+            assert_eq!(region_map::owner_of(place as *const u8), Owner::Large);
+            let moved = relocate(old, len, place, || false);
+            assert!(!moved);
+            for w in [old, old + REGION_SIZE] {
+                assert_eq!(region_map::owner_of(w as *const u8), Owner::Large);
+            }
+            region_map::release(old, len);
+            region_map::release(place, len);
+            os::unmap(old as *mut u8, len);
+            os::unmap(place as *mut u8, len);
+        }
+    }
+
     /// A freed mapping is reused (same address, old bytes still there) by the next request of a
     /// fitting size, and comes back zeroed when asked. Other tests share the cache and may take
     /// the mapping first, so reuse is required in some, not all, of several rounds.

@@ -9,7 +9,7 @@
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// A mutual-exclusion lock around a `T`; see the module docs.
 pub struct Lock<T> {
@@ -120,25 +120,82 @@ impl<T> Drop for LockGuard<'_, T> {
     }
 }
 
+/// The kernel thread id of the thread registering fork handlers now, or 0 (see
+/// [`register_atfork`]).
+static REGISTERING: AtomicI32 = AtomicI32::new(0);
+
 /// Registers `prepare` and `release` as `pthread_atfork` handlers, once per `registered` flag.
 ///
 /// `prepare` runs in the forking thread before `fork()` and should take the allocator's locks;
 /// `release` runs in both parent and child afterwards and should release them, so the child never
-/// inherits a lock held by a thread that does not exist there. Safe to call from inside an
-/// allocator: the flag is set before `pthread_atfork` runs, so if libc allocates while registering
-/// (and that allocation comes back here) the inner call returns at once.
+/// inherits a lock held by a thread that does not exist there.
+///
+/// `registered` becomes true only once `pthread_atfork` has returned, and a thread that finds a
+/// registration under way waits for it: so whoever returns from here (and goes on to take the
+/// allocator's locks) knows the handlers are in place for any later `fork()` (issue 23 item 5:
+/// the flag used to be set first, letting a second thread through before the handlers existed).
+/// Registrations are serialised by one process-wide owner word holding the registering thread's
+/// id. Safe to call from inside an allocator: if libc allocates while registering and that
+/// allocation comes back here, the inner call (same thread) returns at once. A registration left
+/// unfinished by a thread that is gone (in a child forked meanwhile) is taken over. Call it
+/// holding none of the allocator's locks.
+#[inline]
 pub fn register_atfork(
     registered: &AtomicBool,
     prepare: unsafe extern "C" fn(),
     release: unsafe extern "C" fn(),
 ) {
-    if registered.load(Ordering::Relaxed) || registered.swap(true, Ordering::AcqRel) {
+    if registered.load(Ordering::Acquire) {
         return;
     }
-    // SAFETY: the handlers are plain functions that only take and release spin locks.
-    unsafe {
-        libc::pthread_atfork(Some(prepare), Some(release), Some(release));
+    register_with(&REGISTERING, registered, || {
+        // SAFETY: the handlers are plain functions that only take and release the locks.
+        unsafe {
+            libc::pthread_atfork(Some(prepare), Some(release), Some(release));
+        }
+    });
+}
+
+/// The mechanism of [`register_atfork`]: runs `register` once per `registered` flag, serialised
+/// by the owner word `registering`.
+#[cold]
+fn register_with(registering: &AtomicI32, registered: &AtomicBool, register: impl FnOnce()) {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let me = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+    let mut holder = 0;
+    loop {
+        match registering.compare_exchange(holder, me, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => break,
+            // Re-entered from inside `register` (libc allocating): the outer call finishes.
+            Err(h) if h == me => return,
+            Err(h) => {
+                if registered.load(Ordering::Acquire) {
+                    return;
+                }
+                // Take over from a holder that is not a thread of this process (it exited, or
+                // this is a child forked while it registered); otherwise wait for it.
+                // SAFETY: signal 0 only checks that the thread exists; nothing is sent.
+                let gone = h != 0
+                    && unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), h, 0) } != 0
+                    && errno() == libc::ESRCH;
+                holder = if gone { h } else { 0 };
+                if !gone {
+                    std::thread::yield_now();
+                }
+            }
+        }
     }
+    if !registered.load(Ordering::Acquire) {
+        register();
+        registered.store(true, Ordering::Release);
+    }
+    registering.store(0, Ordering::Release);
+}
+
+/// The calling thread's `errno`.
+fn errno() -> i32 {
+    // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life.
+    unsafe { *libc::__errno_location() }
 }
 
 #[cfg(test)]
@@ -163,6 +220,57 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(*lock.lock(), 200_000);
+    }
+
+    /// Issue 23 item 5: a second caller must not return before the first caller's registration
+    /// has run (the flag used to be set before `pthread_atfork`, so it returned at once).
+    #[test]
+    fn a_second_registrant_waits_for_the_first() {
+        use std::sync::atomic::AtomicBool as Flag;
+        static OWNER: AtomicI32 = AtomicI32::new(0);
+        static REGISTERED: AtomicBool = AtomicBool::new(false);
+        static STARTED: Flag = Flag::new(false);
+        static DONE: Flag = Flag::new(false);
+        let first = std::thread::spawn(|| {
+            register_with(&OWNER, &REGISTERED, || {
+                STARTED.store(true, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                DONE.store(true, Ordering::SeqCst);
+            })
+        });
+        while !STARTED.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        register_with(&OWNER, &REGISTERED, || panic!("registered twice"));
+        assert!(
+            DONE.load(Ordering::SeqCst),
+            "returned before the handlers were registered"
+        );
+        first.join().unwrap();
+        assert!(REGISTERED.load(Ordering::SeqCst));
+        assert_eq!(OWNER.load(Ordering::SeqCst), 0);
+    }
+
+    /// A call from inside the registration (libc allocating) returns at once; a registration
+    /// left by a thread that is not ours (a fork child's view) is taken over.
+    #[test]
+    fn reentry_returns_and_a_gone_holder_is_taken_over() {
+        static OWNER: AtomicI32 = AtomicI32::new(0);
+        static REENTERED: AtomicBool = AtomicBool::new(false);
+        let mut inner_ran = false;
+        register_with(&OWNER, &REENTERED, || {
+            register_with(&OWNER, &REENTERED, || panic!("inner registration ran"));
+            inner_ran = true;
+        });
+        assert!(inner_ran && REENTERED.load(Ordering::SeqCst));
+
+        static ORPHANED: AtomicBool = AtomicBool::new(false);
+        // No thread has this id (above any pid_max Linux allows).
+        OWNER.store(i32::MAX, Ordering::SeqCst);
+        let mut ran = false;
+        register_with(&OWNER, &ORPHANED, || ran = true);
+        assert!(ran && ORPHANED.load(Ordering::SeqCst));
+        assert_eq!(OWNER.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -520,9 +520,15 @@ unsafe fn header_with(ptr: *const u8, magic: usize) -> Option<*mut Header> {
         return None;
     }
     let header = (addr - page) as *mut Header;
+    // In hardened builds a Large window also holds each block's guard page (PROT_NONE): a wild
+    // pointer just past one would fault here instead of being reported (issue 23 item 7), so
+    // the kernel is asked first whether the header can be read.
+    if hardened::ENABLED && !os::readable(header as usize, core::mem::size_of::<Header>()) {
+        return None;
+    }
     // SAFETY: the page before `addr` lies in a Large window, and Large windows are wholly mapped
-    // by this module; a pointer that is not a block start reads some other mapped page and fails
-    // the magic check.
+    // by this module (readable but for hardened guard pages, excluded above); a pointer that is
+    // not a block start reads some other mapped page and fails the magic check.
     let h = unsafe { &*header };
     let plausible = h.magic == magic && h.base < addr && addr < h.base + h.map_len;
     plausible.then_some(header)

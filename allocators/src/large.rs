@@ -192,7 +192,7 @@ pub const CACHE_MAX_BYTES: usize = 128 << 20;
 /// milliseconds of resolution, is plenty).
 pub const CACHE_DECAY_MS: u64 = 1000;
 
-/// One cached mapping. `block` is its base (null: free slot; named so for the EMPTY constant).
+/// One cached mapping (a free slot has `block == 0`).
 #[derive(Clone, Copy)]
 struct Cached {
     /// The start of the mapping (REGION_SIZE-aligned); 0 for a free slot.
@@ -307,9 +307,10 @@ impl Dead {
     }
 }
 
-/// A cached mapping of at least `need` bytes whose block for `align` stays aligned, trimmed to
-/// at most a quarter more than `need`, with the stale entries unmapped on the way; `None` if
-/// none fits. The mapping's old bytes are no longer counted anywhere.
+/// A cached mapping of at least `need` bytes whose block for `align` stays aligned: the best fit
+/// (trimmed to at most a quarter more than `need`), else the longest shorter one grown to `need`
+/// (see [`grow`]); `None` if the cache is empty or growing fails. Stale entries are unmapped on
+/// the way. The mapping's old bytes are no longer counted anywhere.
 fn take_cached(need: usize, align: usize) -> Option<Cached> {
     let mut dead = Dead::new();
     let taken = {

@@ -1,5 +1,6 @@
-//! Blocks too big for an allocator's own structures: mapped directly from the kernel, unmapped on
-//! free, moved with `mremap` (no copy) on realloc. Shared by all four allocators.
+//! Blocks too big for an allocator's own structures: mapped directly from the kernel, kept in a
+//! small cache for reuse when freed (see below), moved with `mremap` (no copy) on realloc. Shared
+//! by all four allocators.
 //!
 //! Layout of one large block:
 //!
@@ -12,20 +13,44 @@
 //! need only the pointer. The mapping covers whole [`REGION_SIZE`] windows, which are claimed in the
 //! region map as [`Owner::Large`], so a pointer into them is never mistaken for foreign memory or
 //! for another allocator's region. Untouched head and tail pages cost address space, not memory.
+//!
+//! ## The cache of freed mappings
+//!
+//! A program that frees and allocates blocks of many MiB again and again (issue 21: 5-25 MiB
+//! blocks, each filled with `memset`) paid, with an `mmap` and `munmap` per block, a page fault
+//! for every page of every block, where glibc (whose mmap threshold adapts) writes into pages
+//! already resident. So a freed mapping is kept, pages resident, in a small process-wide cache
+//! ([`CACHE_SLOTS`] mappings and [`CACHE_MAX_BYTES`] at most), still counted as mapped in the
+//! stats of the allocator that freed it; a request whose mapping fits one (best fit, at most
+//! twice the length needed) takes it and has any excess beyond a quarter of its length
+//! unmapped. A cached mapping unused for [`CACHE_DECAY_MS`] is unmapped by the next large
+//! operation (alloc or free) of any thread, or by [`trim_cache`]; when the cache is full the
+//! oldest mapping makes room. While cached, a mapping's windows stay [`Owner::Large`] and its
+//! header reads as dead (magic cleared), so a double free or a `usable_size` of it reads as
+//! "not a live block"; in hardened builds its guard page is lifted while cached and set again
+//! at the reused block's end. A reused mapping is dirty: [`alloc`] zeroes it when asked to.
+//! The cache's lock is taken by a `pthread_atfork` handler across `fork()`, and never held
+//! across a system call.
 
 use core::ptr;
+use core::sync::atomic::AtomicBool;
 
 use crate::hardened;
 use crate::os::{self, page_size};
 use crate::region_map::{self, Owner, REGION_SIZE};
 use crate::stats::GlobalCounters;
+use crate::sync::{self, Lock};
 
 const MAGIC: usize = 0x0001_A26E_B10C_u64 as usize;
+/// The magic of a freed block's header while its mapping is cached: not [`MAGIC`], so the block
+/// reads as dead, yet recognisable, so that a hardened build can name the allocator that freed it
+/// when it is freed again.
+const CACHED_MAGIC: usize = 0x0001_DEAD_B10C_u64 as usize;
 
 /// The header in the page before each large block.
 #[repr(C)]
 struct Header {
-    /// [`MAGIC`] while the block is live; cleared on free.
+    /// [`MAGIC`] while the block is live; [`CACHED_MAGIC`] once freed into the cache.
     magic: usize,
     /// Which allocator handed the block out.
     owner: Owner,
@@ -49,10 +74,18 @@ fn head_for(align: usize) -> usize {
     }
 }
 
-/// Maps a block of `size` bytes aligned to `align` for `owner`, counting the pages and the
-/// allocation of `size` requested bytes in `counters`.
-/// The block is zero-filled (fresh pages). Null if the kernel refuses or the size overflows.
-pub fn alloc(size: usize, align: usize, owner: Owner, counters: &GlobalCounters) -> *mut u8 {
+/// A block of `size` bytes aligned to `align` for `owner`, counting the pages and the allocation
+/// of `size` requested bytes in `counters`: a cached mapping if one fits, else a fresh one.
+/// With `zeroed` the block reads as zeros (a fresh mapping is zero already; a reused one is
+/// cleared here); without it a reused block holds old bytes. Null if the kernel refuses or the
+/// size overflows.
+pub fn alloc(
+    size: usize,
+    align: usize,
+    zeroed: bool,
+    owner: Owner,
+    counters: &'static GlobalCounters,
+) -> *mut u8 {
     let page = page_size();
     let head = head_for(align);
     let Some(usable) = os::align_up(size.max(1), page) else {
@@ -66,6 +99,22 @@ pub fn alloc(size: usize, align: usize, owner: Owner, counters: &GlobalCounters)
     };
     if map_len > isize::MAX as usize {
         return ptr::null_mut();
+    }
+    sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+    if let Some(e) = take_cached(map_len, align) {
+        let block = e.block + head;
+        // SAFETY: a mapping taken out of the cache is ours alone, mapped read-write (guard lifted)
+        // over base..base + map_len, with its windows claimed as Large.
+        unsafe {
+            write_header(block, owner, e.block, e.map_len, usable);
+            if zeroed {
+                ptr::write_bytes(block as *mut u8, 0, usable);
+            }
+            set_guard(block, usable, true);
+        }
+        counters.add_mapped(usable + page);
+        counters.record_alloc(size);
+        return block as *mut u8;
     }
     // The block must be aligned to `align`; the mapping to REGION_SIZE. For align >= REGION_SIZE
     // the block is at base + REGION_SIZE, so the mapping must be aligned to `align` shifted back.
@@ -102,8 +151,24 @@ pub fn alloc(size: usize, align: usize, owner: Owner, counters: &GlobalCounters)
         return ptr::null_mut();
     }
     let block = base + head;
-    let header = (block - page) as *mut Header;
-    // SAFETY: the header page lies inside the fresh mapping, is page-aligned, and is ours alone.
+    // SAFETY: the header page lies inside the fresh mapping and is ours alone; the guard page
+    // after the block lies inside the mapping (GUARD_PAGES counted above).
+    unsafe {
+        write_header(block, owner, base, map_len, usable);
+        set_guard(block, usable, true);
+    }
+    counters.add_mapped(usable + page);
+    counters.record_alloc(size);
+    block as *mut u8
+}
+
+/// Writes the live header of the block at `block`.
+///
+/// # Safety
+/// The page before `block` must lie in the mapping `base..base + map_len`, which is ours alone.
+unsafe fn write_header(block: usize, owner: Owner, base: usize, map_len: usize, usable: usize) {
+    let header = (block - page_size()) as *mut Header;
+    // SAFETY: the caller's contract; the page is page-aligned, so aligned for a Header.
     unsafe {
         header.write(Header {
             magic: MAGIC,
@@ -113,11 +178,303 @@ pub fn alloc(size: usize, align: usize, owner: Owner, counters: &GlobalCounters)
             usable,
         });
     }
-    counters.add_mapped(usable + page);
-    counters.record_alloc(size);
-    // SAFETY: the guard page after the block lies inside the mapping (GUARD_PAGES counted above).
-    unsafe { set_guard(block, usable, true) };
-    block as *mut u8
+}
+
+/// Mappings kept at most in the cache. Eight: the issue-21 program keeps 20 blocks live and
+/// replaces one at a time, so a handful of recently freed lengths covers most requests.
+pub const CACHE_SLOTS: usize = 8;
+/// Resident bytes (usable bytes plus the header page) the cache keeps at most, over all its
+/// mappings; a block larger than this is unmapped at once. 128 MiB: room for several blocks of
+/// tens of MiB, a bound on what an idle program holds for up to [`CACHE_DECAY_MS`].
+pub const CACHE_MAX_BYTES: usize = 128 << 20;
+/// Milliseconds a mapping stays cached unused before a later large operation unmaps it: about
+/// one second, so that an idle program gives the memory back (`CLOCK_MONOTONIC_COARSE`, a few
+/// milliseconds of resolution, is plenty).
+pub const CACHE_DECAY_MS: u64 = 1000;
+
+/// One cached mapping (a free slot has `block == 0`).
+#[derive(Clone, Copy)]
+struct Cached {
+    /// The start of the mapping (REGION_SIZE-aligned); 0 for a free slot.
+    block: usize,
+    /// Its length (a multiple of REGION_SIZE).
+    map_len: usize,
+    /// The bytes counted as mapped for it in `counters` (its last block's usable bytes plus the
+    /// header page).
+    resident: usize,
+    /// The counters of the allocator that freed it, which count `resident` while it is cached.
+    counters: *const GlobalCounters,
+    /// `os::coarse_millis()` when it was freed.
+    freed_at: u64,
+}
+
+const EMPTY: Cached = Cached {
+    block: 0,
+    map_len: 0,
+    resident: 0,
+    counters: ptr::null(),
+    freed_at: 0,
+};
+
+/// Invariants: every entry with a non-zero `block` is a whole mapping of this module, windows
+/// claimed as Large, header dead, guard lifted, used by nobody, its `resident` bytes counted in
+/// `*counters` (a `'static`); `bytes` is the sum of their `resident`, at most
+/// [`CACHE_MAX_BYTES`].
+struct Cache {
+    entries: [Cached; CACHE_SLOTS],
+    bytes: usize,
+}
+
+// SAFETY: the entries name mappings owned by the cache and 'static counters, reached only under
+// its lock.
+unsafe impl Send for Cache {}
+
+static CACHE: Lock<Cache> = Lock::new(Cache {
+    entries: [EMPTY; CACHE_SLOTS],
+    bytes: 0,
+});
+
+static ATFORK: AtomicBool = AtomicBool::new(false);
+
+/// `pthread_atfork` prepare handler: takes the cache's lock so no other thread holds it across
+/// `fork()`.
+///
+/// # Safety
+/// Called by libc before `fork()`, paired with [`atfork_release`].
+unsafe extern "C" fn atfork_prepare() {
+    CACHE.force_lock();
+}
+
+/// `pthread_atfork` parent and child handler: releases the lock taken by [`atfork_prepare`].
+///
+/// # Safety
+/// Called by libc after `fork()`, in the thread that ran [`atfork_prepare`].
+unsafe extern "C" fn atfork_release() {
+    // SAFETY: atfork_prepare took the lock in this thread, with no guard.
+    unsafe { CACHE.force_unlock() };
+}
+
+impl Cache {
+    /// Removes entry `i`, uncounting its bytes from its allocator's counters, and returns it.
+    fn remove(&mut self, i: usize) -> Cached {
+        let e = core::mem::replace(&mut self.entries[i], EMPTY);
+        self.bytes -= e.resident;
+        // SAFETY: a cached entry's counters are 'static (invariant of Cache).
+        unsafe { (*e.counters).sub_mapped(e.resident) };
+        e
+    }
+
+    /// Moves the entries older than [`CACHE_DECAY_MS`] into `dead`.
+    fn expire(&mut self, now: u64, dead: &mut Dead) {
+        for i in 0..CACHE_SLOTS {
+            let e = self.entries[i];
+            if e.block != 0 && now.wrapping_sub(e.freed_at) > CACHE_DECAY_MS {
+                dead.push(self.remove(i));
+            }
+        }
+    }
+}
+
+/// Mappings removed from the cache under its lock, unmapped after it is released.
+struct Dead {
+    list: [Cached; CACHE_SLOTS],
+    len: usize,
+}
+
+impl Dead {
+    const fn new() -> Self {
+        Dead {
+            list: [EMPTY; CACHE_SLOTS],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, e: Cached) {
+        // At most CACHE_SLOTS entries ever leave the cache under one hold of its lock.
+        if self.len < CACHE_SLOTS {
+            self.list[self.len] = e;
+            self.len += 1;
+        }
+    }
+
+    /// Unmaps every mapping collected (their bytes were uncounted on removal).
+    fn unmap_all(&self) {
+        for e in &self.list[..self.len] {
+            region_map::release(e.block, e.map_len);
+            // SAFETY: removed from the cache, so ours alone and unused; windows released first.
+            unsafe { os::unmap(e.block as *mut u8, e.map_len) };
+        }
+    }
+}
+
+/// A cached mapping of at least `need` bytes whose block for `align` stays aligned: the best fit
+/// (trimmed to at most a quarter more than `need`), else the longest shorter one grown to `need`
+/// (see [`grow`]); `None` if the cache is empty or growing fails. Stale entries are unmapped on
+/// the way. The mapping's old bytes are no longer counted anywhere.
+fn take_cached(need: usize, align: usize) -> Option<Cached> {
+    let mut dead = Dead::new();
+    let taken = {
+        let mut cache = CACHE.lock();
+        if cache.bytes == 0 {
+            return None;
+        }
+        cache.expire(os::coarse_millis(), &mut dead);
+        // Best fit among the mappings long enough (and not more than twice too long); failing
+        // that, the longest shorter one, to be grown (its resident pages kept).
+        let mut best: Option<usize> = None;
+        let mut shorter: Option<usize> = None;
+        for (i, e) in cache.entries.iter().enumerate() {
+            if e.block == 0 {
+                continue;
+            }
+            let fits = e.map_len >= need
+                && e.map_len - need <= need.max(REGION_SIZE)
+                && (align < REGION_SIZE || (e.block + REGION_SIZE).is_multiple_of(align));
+            if fits && best.is_none_or(|b| e.map_len < cache.entries[b].map_len) {
+                best = Some(i);
+            }
+            if e.map_len < need
+                && align < REGION_SIZE
+                && shorter.is_none_or(|s| e.map_len > cache.entries[s].map_len)
+            {
+                shorter = Some(i);
+            }
+        }
+        best.or(shorter).map(|i| cache.remove(i))
+    };
+    dead.unmap_all();
+    let mut e = taken?;
+    if e.map_len < need {
+        return grow(e, need);
+    }
+    let keep = os::align_up(need + need / 4, REGION_SIZE).unwrap_or(need);
+    if e.map_len > keep {
+        region_map::release(e.block + keep, e.map_len - keep);
+        // SAFETY: the tail windows of a mapping taken out of the cache: ours, unused, released.
+        unsafe { os::unmap((e.block + keep) as *mut u8, e.map_len - keep) };
+        e.map_len = keep;
+    }
+    Some(e)
+}
+
+/// Grows the mapping `e` taken out of the cache to `need` bytes, keeping its resident pages: in
+/// place if the address space after it is free, else moved (page tables only) with `mremap` to
+/// a fresh placeholder. `None` if the kernel refuses, with the old mapping unmapped.
+fn grow(e: Cached, need: usize) -> Option<Cached> {
+    let grown = |block| Cached {
+        block,
+        map_len: need,
+        ..e
+    };
+    // SAFETY: e.block..e.block + e.map_len is a whole mapping of ours that nobody uses.
+    if unsafe { os::remap_in_place(e.block as *mut u8, e.map_len, need) } {
+        if region_map::claim(e.block + e.map_len, need - e.map_len, Owner::Large) {
+            return Some(grown(e.block));
+        }
+        // SAFETY: shrinking back to the original length, which is still ours.
+        unsafe { os::remap_in_place(e.block as *mut u8, need, e.map_len) };
+    } else {
+        let place = os::map_aligned(need, REGION_SIZE) as usize;
+        if place != 0 {
+            if region_map::claim(place, need, Owner::Large) {
+                // SAFETY: both ranges are whole mappings of ours that nobody uses.
+                let moved = unsafe {
+                    relocate(e.block, e.map_len, place, || {
+                        os::remap_to(e.block as *mut u8, e.map_len, place as *mut u8, need)
+                    })
+                };
+                if moved {
+                    return Some(grown(place));
+                }
+                region_map::release(place, need);
+            }
+            // SAFETY: the placeholder was never published.
+            unsafe { os::unmap(place as *mut u8, need) };
+        }
+    }
+    region_map::release(e.block, e.map_len);
+    // SAFETY: the mapping is ours and unused; its windows are released.
+    unsafe { os::unmap(e.block as *mut u8, e.map_len) };
+    None
+}
+
+/// Keeps the dead mapping `base..base + map_len` (guard lifted, header dead) in the cache, its
+/// `resident` bytes still counted in `counters`; if it does not fit, unmaps it and uncounts them.
+///
+/// # Safety
+/// The mapping must be a whole mapping of this module, windows claimed as Large, used by nobody.
+unsafe fn put_cached(
+    base: usize,
+    map_len: usize,
+    resident: usize,
+    counters: &'static GlobalCounters,
+) {
+    let mut dead = Dead::new();
+    let kept = resident <= CACHE_MAX_BYTES && {
+        let now = os::coarse_millis();
+        let mut cache = CACHE.lock();
+        cache.expire(now, &mut dead);
+        // Make room: evict the oldest until the bytes fit and a slot is free.
+        loop {
+            let free_slot = cache.entries.iter().any(|e| e.block == 0);
+            if free_slot && cache.bytes + resident <= CACHE_MAX_BYTES {
+                break;
+            }
+            let mut oldest: Option<usize> = None;
+            for (i, e) in cache.entries.iter().enumerate() {
+                if e.block != 0
+                    && oldest.is_none_or(|o| {
+                        now.wrapping_sub(e.freed_at) > now.wrapping_sub(cache.entries[o].freed_at)
+                    })
+                {
+                    oldest = Some(i);
+                }
+            }
+            match oldest {
+                Some(i) => {
+                    let e = cache.remove(i);
+                    dead.push(e);
+                }
+                None => break,
+            }
+        }
+        match cache.entries.iter().position(|e| e.block == 0) {
+            Some(slot) if cache.bytes + resident <= CACHE_MAX_BYTES => {
+                cache.entries[slot] = Cached {
+                    block: base,
+                    map_len,
+                    resident,
+                    counters,
+                    freed_at: now,
+                };
+                cache.bytes += resident;
+                true
+            }
+            _ => false,
+        }
+    };
+    dead.unmap_all();
+    if !kept {
+        counters.sub_mapped(resident);
+        region_map::release(base, map_len);
+        // SAFETY: the caller's contract: a whole dead mapping of ours; windows released first.
+        unsafe { os::unmap(base as *mut u8, map_len) };
+    }
+}
+
+/// Unmaps every cached mapping now (instead of after [`CACHE_DECAY_MS`]): for a program that
+/// wants its memory back at once, and for tests that count mapped bytes.
+pub fn trim_cache() {
+    let mut dead = Dead::new();
+    {
+        let mut cache = CACHE.lock();
+        for i in 0..CACHE_SLOTS {
+            if cache.entries[i].block != 0 {
+                dead.push(cache.remove(i));
+            }
+        }
+    }
+    dead.unmap_all();
 }
 
 /// Extra pages mapped after each large block: one `PROT_NONE` guard page in hardened builds, so a
@@ -146,6 +503,15 @@ unsafe fn set_guard(block: usize, usable: usize, on: bool) {
 /// # Safety
 /// `ptr` must lie in a window that the region map says is [`Owner::Large`].
 unsafe fn header_of(ptr: *const u8) -> Option<*mut Header> {
+    // SAFETY: forwarded contract.
+    unsafe { header_with(ptr, MAGIC) }
+}
+
+/// The header before `ptr` if it carries `magic` and names a mapping around `ptr`.
+///
+/// # Safety
+/// As for [`header_of`].
+unsafe fn header_with(ptr: *const u8, magic: usize) -> Option<*mut Header> {
     let page = page_size();
     let addr = ptr as usize;
     if !addr.is_multiple_of(page)
@@ -155,12 +521,34 @@ unsafe fn header_of(ptr: *const u8) -> Option<*mut Header> {
         return None;
     }
     let header = (addr - page) as *mut Header;
+    // In hardened builds a Large window also holds each block's guard page (PROT_NONE): a wild
+    // pointer just past one would fault here instead of being reported (issue 23 item 7), so
+    // the kernel is asked first whether the header can be read.
+    if hardened::ENABLED && !os::readable(header as usize, core::mem::size_of::<Header>()) {
+        return None;
+    }
     // SAFETY: the page before `addr` lies in a Large window, and Large windows are wholly mapped
-    // by this module; a pointer that is not a block start reads some other mapped page and fails
-    // the magic check.
+    // by this module (readable but for hardened guard pages, excluded above); a pointer that is
+    // not a block start reads some other mapped page and fails the magic check.
     let h = unsafe { &*header };
-    let plausible = h.magic == MAGIC && h.base < addr && addr < h.base + h.map_len;
+    let plausible = h.magic == magic && h.base < addr && addr < h.base + h.map_len;
     plausible.then_some(header)
+}
+
+/// The name hardened reports give the allocator that freed the cached block at `ptr`, or
+/// `"large"` for a pointer that starts no block that was freed into the cache.
+///
+/// # Safety
+/// As for [`header_of`].
+unsafe fn freed_by(ptr: *const u8) -> &'static str {
+    // SAFETY: forwarded contract; a header with the cached magic keeps its owner.
+    match unsafe { header_with(ptr, CACHED_MAGIC).map(|h| (*h).owner) } {
+        Some(Owner::Bump) => "bump",
+        Some(Owner::Slab) => "slab",
+        Some(Owner::Buddy) => "buddy",
+        Some(Owner::SizeClass) => "sizeclass",
+        _ => "large",
+    }
 }
 
 /// The owner of the large block starting at `ptr`, or `None` if `ptr` does not start one.
@@ -207,7 +595,7 @@ pub unsafe fn usable_size_if_owned(ptr: *const u8, owner: Owner) -> Option<usize
 /// # Safety
 /// `ptr` must lie in a window that the region map says is [`Owner::Large`]; a live block of
 /// `owner` starting there is not used afterwards.
-pub unsafe fn free_unsized(ptr: *mut u8, owner: Owner, counters: &GlobalCounters) {
+pub unsafe fn free_unsized(ptr: *mut u8, owner: Owner, counters: &'static GlobalCounters) {
     // SAFETY: forwarded contract; `dealloc` gets the start of a live block of ours.
     unsafe {
         if let Some(usable) = usable_size_if_owned(ptr, owner) {
@@ -225,7 +613,7 @@ pub unsafe fn realloc_counted(
     ptr: *mut u8,
     old_size: usize,
     new_size: usize,
-    counters: &GlobalCounters,
+    counters: &'static GlobalCounters,
 ) -> *mut u8 {
     // SAFETY: forwarded contract.
     let q = unsafe { realloc(ptr, new_size, counters) };
@@ -236,41 +624,50 @@ pub unsafe fn realloc_counted(
     q
 }
 
-/// Unmaps the large block at `ptr`, counting the free of `size` requested bytes in `counters`.
+/// Frees the large block at `ptr` (into the cache, or unmapped), counting the free of `size`
+/// requested bytes in `counters`.
 ///
 /// # Safety
 /// `ptr` must be the start of a live large block, not used afterwards.
-pub unsafe fn dealloc(ptr: *mut u8, size: usize, counters: &GlobalCounters) {
+pub unsafe fn dealloc(ptr: *mut u8, size: usize, counters: &'static GlobalCounters) {
     // SAFETY: forwarded contract.
     if unsafe { unmap_block(ptr, counters) } {
         counters.record_free(size);
     }
 }
 
-/// Unmaps the large block at `ptr` without counting a free of requested bytes (only the pages
-/// go from `counters`): for a caller that kept the block in a cache of its own after counting
-/// its free. Returns whether `ptr` started a live block (hardened builds abort if not).
+/// Frees the large block at `ptr` without counting a free of requested bytes (its pages stay
+/// counted in `counters` while the mapping is cached, and go from them when it is unmapped or
+/// reused): for a caller that kept the block in a cache of its own after counting its free.
+/// Returns whether `ptr` started a live block (hardened builds abort if not).
 ///
 /// # Safety
 /// `ptr` must be the start of a live large block, not used afterwards.
-pub unsafe fn unmap_block(ptr: *mut u8, counters: &GlobalCounters) -> bool {
+pub unsafe fn unmap_block(ptr: *mut u8, counters: &'static GlobalCounters) -> bool {
     // SAFETY: forwarded contract.
     let Some(header) = (unsafe { header_of(ptr) }) else {
         if hardened::ENABLED {
-            hardened::misuse("large", hardened::Misuse::InvalidFree, ptr);
+            // A block freed twice (its mapping cached) is reported in the name of the allocator
+            // that freed it, as it was when the mapping was unmapped at once (then its address
+            // was foreign, which each allocator reports itself).
+            // SAFETY: forwarded contract.
+            let name = unsafe { freed_by(ptr) };
+            hardened::misuse(name, hardened::Misuse::InvalidFree, ptr);
         }
         return false;
     };
-    // SAFETY: the header is live (magic checked); we read it before unmapping.
+    // SAFETY: the header is live (magic checked); we read it before caching or unmapping.
     let (base, map_len, usable) = unsafe {
         let h = &mut *header;
-        h.magic = 0;
+        h.magic = CACHED_MAGIC;
         (h.base, h.map_len, h.usable)
     };
-    region_map::release(base, map_len);
-    counters.sub_mapped(usable + page_size());
-    // SAFETY: the whole mapping belongs to this block, which the caller says is dead.
-    unsafe { os::unmap(base as *mut u8, map_len) };
+    // SAFETY: the whole mapping belongs to this block, which the caller says is dead: its guard
+    // page (hardened) is lifted for the mapping's next use, and the cache (or the unmap) takes it.
+    unsafe {
+        set_guard(ptr as usize, usable, false);
+        put_cached(base, map_len, usable + page_size(), counters);
+    }
     true
 }
 
@@ -281,7 +678,7 @@ pub unsafe fn unmap_block(ptr: *mut u8, counters: &GlobalCounters) -> bool {
 ///
 /// # Safety
 /// `ptr` must be the start of a live large block.
-pub unsafe fn realloc(ptr: *mut u8, new_size: usize, counters: &GlobalCounters) -> *mut u8 {
+pub unsafe fn realloc(ptr: *mut u8, new_size: usize, counters: &'static GlobalCounters) -> *mut u8 {
     let page = page_size();
     // SAFETY: forwarded contract.
     let Some(header) = (unsafe { header_of(ptr) }) else {
@@ -412,13 +809,17 @@ unsafe fn resize(
         return ptr::null_mut();
     }
     // SAFETY: both ranges are ours; on success the old range is gone and its pages live at `place`.
-    if !unsafe { os::remap_to(base as *mut u8, map_len, place as *mut u8, new_len) } {
+    let moved = unsafe {
+        relocate(base, map_len, place, || {
+            os::remap_to(base as *mut u8, map_len, place as *mut u8, new_len)
+        })
+    };
+    if !moved {
         region_map::release(place, new_len);
         // SAFETY: the placeholder was never published.
         unsafe { os::unmap(place as *mut u8, new_len) };
         return ptr::null_mut();
     }
-    region_map::release(base, map_len);
     let new_ptr = place + head;
     let new_header = (new_ptr - page) as *mut Header;
     // SAFETY: the header moved with the pages; it is live and ours.
@@ -431,15 +832,46 @@ unsafe fn resize(
     new_ptr as *mut u8
 }
 
+/// Runs `kernel_move`, which moves the mapping `old..old + old_len` to `place` (whose windows
+/// the caller has claimed), marking the old windows foreign *before* the kernel call: once the
+/// kernel has freed the old range another thread may map it and claim its windows, and a
+/// release after the call would overwrite that claim (issue 23, item 4). If the move fails the
+/// old range is still ours and its windows are claimed again. Returns whether it moved.
+///
+/// Between the release and the kernel call the old windows read foreign; only the moving block
+/// lies in them, and it is its caller's alone (no other thread may free or measure it then).
+///
+/// # Safety
+/// `old..old + old_len` must be a whole mapping of this module whose windows are claimed as
+/// Large and which no other thread uses during the call; `place` must not overlap it.
+unsafe fn relocate(
+    old: usize,
+    old_len: usize,
+    place: usize,
+    kernel_move: impl FnOnce() -> bool,
+) -> bool {
+    debug_assert!(place + old_len <= old || old + old_len <= place);
+    region_map::release(old, old_len);
+    if kernel_move() {
+        return true;
+    }
+    // The old range is still mapped, so nobody else can have claimed its windows: claiming them
+    // again cannot fail (the table exists, the range was claimed before).
+    let reclaimed = region_map::claim(old, old_len, Owner::Large);
+    debug_assert!(reclaimed);
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn alloc_usable_free() {
-        let c = GlobalCounters::new();
+        static C: GlobalCounters = GlobalCounters::new();
+        let c = &C;
         for align in [1usize, 4096, 1 << 16, REGION_SIZE, 1 << 26] {
-            let p = alloc(100_000, align, Owner::SizeClass, &c);
+            let p = alloc(100_000, align, false, Owner::SizeClass, c);
             assert!(!p.is_null());
             assert_eq!(p as usize % align, 0);
             assert_eq!(region_map::owner_of(p), Owner::Large);
@@ -448,50 +880,149 @@ mod tests {
                 assert_eq!(owner(p), Some(Owner::SizeClass));
                 assert!(usable_size(p) >= 100_000);
                 p.write_bytes(1, 100_000);
-                dealloc(p, 100_000, &c);
+                dealloc(p, 100_000, c);
             }
             // (Whether the window reads Foreign now is racy: a test running in parallel may map
             // the same addresses at once, so only the counters are checked.)
         }
+        trim_cache();
         assert_eq!(c.snapshot().mapped_bytes, 0);
     }
 
     #[test]
     fn realloc_keeps_contents_and_alignment() {
-        let c = GlobalCounters::new();
+        static C: GlobalCounters = GlobalCounters::new();
+        let c = &C;
         for align in [8usize, 1 << 16, 1 << 23] {
-            let p = alloc(1 << 20, align, Owner::Bump, &c);
+            let p = alloc(1 << 20, align, false, Owner::Bump, c);
             assert!(!p.is_null());
             // SAFETY: p is live with 1 MiB usable; q likewise after each realloc.
             unsafe {
                 for i in 0..(1 << 20) {
                     *p.add(i) = (i % 251) as u8;
                 }
-                let q = realloc(p, 40 << 20, &c);
+                let q = realloc(p, 40 << 20, c);
                 assert!(!q.is_null());
                 assert_eq!(q as usize % align, 0);
                 for i in (0..(1 << 20)).step_by(997) {
                     assert_eq!(*q.add(i), (i % 251) as u8);
                 }
                 *q.add((40 << 20) - 1) = 9;
-                let r = realloc(q, 8192, &c);
+                let r = realloc(q, 8192, c);
                 assert_eq!(r, q);
                 assert_eq!(*r.add(8191), (8191 % 251) as u8);
-                dealloc(r, 8192, &c);
+                dealloc(r, 8192, c);
             }
         }
+        trim_cache();
         assert_eq!(c.snapshot().mapped_bytes, 0);
     }
 
     #[test]
     fn not_a_block_start() {
-        let c = GlobalCounters::new();
-        let p = alloc(3 * page_size(), 1, Owner::Slab, &c);
+        static C: GlobalCounters = GlobalCounters::new();
+        let p = alloc(3 * page_size(), 1, false, Owner::Slab, &C);
         // SAFETY: p + page is inside a live Large mapping.
         unsafe {
             assert_eq!(owner(p.add(page_size())), None);
             assert_eq!(owner(p.add(3)), None);
-            dealloc(p, 3 * page_size(), &c);
+            dealloc(p, 3 * page_size(), &C);
         }
+    }
+
+    /// Issue 23 item 4: once the kernel has moved a block, another thread may map the old range
+    /// and claim its windows before the mover touches the region map; the mover must never mark
+    /// them foreign afterwards. The stand-in for the kernel call claims the old windows for
+    /// another owner, as that thread would. A failed move leaves the old windows Large.
+    #[test]
+    fn a_move_never_releases_windows_claimed_after_the_kernel_call() {
+        let len = 2 * REGION_SIZE;
+        let old = os::map_aligned(len, REGION_SIZE) as usize;
+        let place = os::map_aligned(len, REGION_SIZE) as usize;
+        assert!(old != 0 && place != 0);
+        assert!(region_map::claim(old, len, Owner::Large));
+        assert!(region_map::claim(place, len, Owner::Large));
+        // SAFETY: both ranges are mappings of ours that nothing else uses; the closures make no
+        // kernel call.
+        unsafe {
+            let moved = relocate(old, len, place, || {
+                assert_eq!(region_map::owner_of(old as *const u8), Owner::Foreign);
+                region_map::claim(old, len, Owner::Bump)
+            });
+            assert!(moved);
+            for w in [old, old + REGION_SIZE] {
+                assert_eq!(region_map::owner_of(w as *const u8), Owner::Bump);
+            }
+            assert_eq!(region_map::owner_of(place as *const u8), Owner::Large);
+            let moved = relocate(old, len, place, || false);
+            assert!(!moved);
+            for w in [old, old + REGION_SIZE] {
+                assert_eq!(region_map::owner_of(w as *const u8), Owner::Large);
+            }
+            region_map::release(old, len);
+            region_map::release(place, len);
+            os::unmap(old as *mut u8, len);
+            os::unmap(place as *mut u8, len);
+        }
+    }
+
+    /// A freed mapping is reused (same address, old bytes still there) by the next request of a
+    /// fitting size, and comes back zeroed when asked. Other tests share the cache and may take
+    /// the mapping first, so reuse is required in some, not all, of several rounds.
+    #[test]
+    fn freed_mappings_are_reused_and_zeroed_on_request() {
+        static C: GlobalCounters = GlobalCounters::new();
+        let size = (9 << 20) + 12345;
+        let mut reused = 0;
+        for round in 0..10u8 {
+            let p = alloc(size, 8, false, Owner::SizeClass, &C);
+            assert!(!p.is_null());
+            // SAFETY: p is live with `size` bytes; q likewise.
+            unsafe {
+                p.write_bytes(round | 1, size);
+                dealloc(p, size, &C);
+                let q = alloc(size, 8, true, Owner::SizeClass, &C);
+                assert!(!q.is_null());
+                if q == p {
+                    reused += 1;
+                }
+                for i in (0..size).step_by(4093).chain([size - 1]) {
+                    assert_eq!(*q.add(i), 0, "byte {i} of a zeroed block");
+                }
+                q.write_bytes(7, size);
+                dealloc(q, size, &C);
+                let r = alloc(size, 8, false, Owner::Buddy, &C);
+                assert!(!r.is_null());
+                if r == q {
+                    assert_eq!(*r.add(size / 2), 7, "a reused block is not cleared unasked");
+                    reused += 1;
+                }
+                assert_eq!(owner(r), Some(Owner::Buddy));
+                dealloc(r, size, &C);
+            }
+        }
+        assert!(reused > 0, "no freed mapping was reused");
+        trim_cache();
+        assert_eq!(C.snapshot().mapped_bytes, 0);
+    }
+
+    /// A cached mapping unused for longer than the decay is unmapped (and uncounted) by a later
+    /// large operation, without `trim_cache`.
+    #[test]
+    fn cached_mappings_decay() {
+        static C: GlobalCounters = GlobalCounters::new();
+        static OTHER: GlobalCounters = GlobalCounters::new();
+        let p = alloc(5 << 20, 8, false, Owner::Slab, &C);
+        assert!(!p.is_null());
+        // SAFETY: p is live; freed once.
+        unsafe { dealloc(p, 5 << 20, &C) };
+        std::thread::sleep(std::time::Duration::from_millis(CACHE_DECAY_MS + 200));
+        // A large operation of another size (another test may take the cached mapping first,
+        // which uncounts it too).
+        let q = alloc(40 << 20, 8, false, Owner::Slab, &OTHER);
+        assert!(!q.is_null());
+        assert_eq!(C.snapshot().mapped_bytes, 0);
+        // SAFETY: q is live; freed once.
+        unsafe { dealloc(q, 40 << 20, &OTHER) };
     }
 }

@@ -78,6 +78,32 @@ pub fn coarse_millis() -> u64 {
         .wrapping_add(ts.tv_nsec as u64 / 1_000_000)
 }
 
+/// Whether the `len` bytes at `addr` (at most 64) can be read without a fault, asked of the
+/// kernel (`process_vm_readv` on this process, which fails with `EFAULT` where a load would
+/// fault: an unmapped or `PROT_NONE` page). For checks on addresses that may be wild, off the
+/// fast paths (a system call each). If the kernel cannot answer (the call is refused or missing),
+/// says `true`, as a plain load would assume.
+pub fn readable(addr: usize, len: usize) -> bool {
+    let mut buf = [0u8; 64];
+    let len = len.min(buf.len());
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: the kernel writes at most `len` bytes into `buf` and reads `addr` on our behalf,
+    // reporting a fault as EFAULT instead of raising it; neither call allocates.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    if n >= 0 {
+        return n as usize == len;
+    }
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() != libc::EFAULT }
+}
+
 /// Rounds `n` up to a multiple of `align` (a power of two); `None` on overflow.
 #[inline]
 pub const fn align_up(n: usize, align: usize) -> Option<usize> {
@@ -255,6 +281,22 @@ mod tests {
         assert!(map(usize::MAX).is_null());
         assert!(map_aligned(usize::MAX - 10, 1 << 20).is_null());
         assert!(map(1 << 62).is_null());
+    }
+
+    #[test]
+    fn readable_tells_mapped_from_protected_pages() {
+        let page = page_size();
+        let p = map(2 * page);
+        assert!(!p.is_null());
+        // SAFETY: p is two fresh pages that we own; the second is protected, then unmapped.
+        unsafe {
+            assert!(readable(p as usize, 16));
+            libc::mprotect(p.add(page).cast(), page, libc::PROT_NONE);
+            assert!(!readable(p as usize + page, 16));
+            assert!(readable(p as usize + page - 8, 8));
+            unmap(p, 2 * page);
+        }
+        assert!(!readable(0, 8));
     }
 
     #[test]

@@ -106,7 +106,8 @@ fn expectation(bug: Bug) -> (&'static str, i32) {
             ("heap overflow detected", libc::SIGABRT)
         }
         Bug::InteriorFree | Bug::ForeignFree => ("invalid free", libc::SIGABRT),
-        // Once a large block is unmapped its address is foreign: reported as an invalid free.
+        // A large block freed twice: its mapping is cached (its header dead) or unmapped (its
+        // address foreign); either way reported as an invalid free, in the allocator's name.
         Bug::LargeDoubleFree => ("invalid free", libc::SIGABRT),
         Bug::SmallOverflow => ("heap overflow detected", libc::SIGABRT),
         Bug::LargeOverflow => ("", libc::SIGSEGV),
@@ -427,4 +428,73 @@ fn handed_out_blocks_do_not_reveal_the_key() {
         "key material handed out:\n{}",
         found.join("\n")
     );
+}
+
+/// Allocates a large block with `a` and returns it with the address of the page just past its
+/// guard page (a wild pointer into the block's mapping whose "header" would be the guard page).
+fn block_and_pointer_past_its_guard<A: GlobalAlloc + Introspect>(a: &A) -> (*mut u8, *mut u8) {
+    let big = Layout::from_size_align(8 << 20, 8).unwrap();
+    // SAFETY: a valid layout; usable_size of the live block just allocated.
+    unsafe {
+        let p = a.alloc(big);
+        assert!(!p.is_null());
+        let usable = a.usable_size(p).unwrap();
+        (p, p.add(usable + allocators::os::page_size()))
+    }
+}
+
+/// Frees a pointer just past a large block's guard page with `a` (the child of
+/// [`a_pointer_past_a_large_blocks_guard_page_is_reported`]).
+fn free_past_guard<A: GlobalAlloc + Introspect>(a: &A) {
+    let (_, wild) = block_and_pointer_past_its_guard(a);
+    // SAFETY: deliberately not: a wild free the allocator must report.
+    unsafe { a.dealloc(wild, Layout::from_size_align(8 << 20, 8).unwrap()) };
+}
+
+/// Issue 23 item 7: a wild pointer just past a large block's guard page is not a block:
+/// `usable_size` says so, and freeing it is reported as an invalid free (SIGABRT), where reading
+/// its would-be header (the guard page) used to end the program with SIGSEGV.
+#[test]
+fn a_pointer_past_a_large_blocks_guard_page_is_reported() {
+    if let Ok(name) = std::env::var("HARDENED_WILD") {
+        match name.as_str() {
+            "bump" => free_past_guard(&allocators::Bump::new()),
+            "buddy" => free_past_guard(&allocators::Buddy::new()),
+            "slab" => free_past_guard(&allocators::Slab::new()),
+            _ => free_past_guard(&allocators::SizeClass::new()),
+        }
+        std::process::exit(0);
+    }
+    fn in_process<A: GlobalAlloc + Introspect>(a: &A) {
+        let (p, wild) = block_and_pointer_past_its_guard(a);
+        // SAFETY: `wild` lies in the live block's mapping; p is live and freed once.
+        unsafe {
+            assert_eq!(a.usable_size(wild), None, "{}", A::NAME);
+            a.dealloc(p, Layout::from_size_align(8 << 20, 8).unwrap());
+        }
+    }
+    in_process(&allocators::Bump::new());
+    in_process(&allocators::Buddy::new());
+    in_process(&allocators::Slab::new());
+    in_process(&allocators::SizeClass::new());
+    let exe = std::env::current_exe().unwrap();
+    for name in ["bump", "buddy", "slab", "sizeclass"] {
+        let out = Command::new(&exe)
+            .args([
+                "--exact",
+                "a_pointer_past_a_large_blocks_guard_page_is_reported",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("HARDENED_WILD", name)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.signal() == Some(libc::SIGABRT) && stderr.contains("invalid free"),
+            "{name}: status {:?}, stderr: {}",
+            out.status,
+            stderr.trim()
+        );
+    }
 }

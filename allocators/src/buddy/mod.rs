@@ -494,7 +494,7 @@ fn unsized_block_size(order: u32) -> usize {
 fn alloc_block(layout: Layout) -> *mut u8 {
     let order = order_for(layout.size(), layout.align());
     if order > MAX_ORDER {
-        return alloc_large(layout);
+        return alloc_large(layout, false);
     }
     let size = layout.size();
     let p = with_cache(|c| c.alloc(order, size), || alloc_shared(order, size)).0;
@@ -505,9 +505,16 @@ fn alloc_block(layout: Layout) -> *mut u8 {
     p
 }
 
+/// A large block, zeroed if asked (a reused mapping is dirty).
 #[cold]
-fn alloc_large(layout: Layout) -> *mut u8 {
-    large::alloc(layout.size(), layout.align(), Owner::Buddy, &COUNTERS)
+fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
+    large::alloc(
+        layout.size(),
+        layout.align(),
+        zeroed,
+        Owner::Buddy,
+        &COUNTERS,
+    )
 }
 
 // SAFETY: every block handed out is a distinct buddy block (tagged used, off every free list and
@@ -523,8 +530,7 @@ unsafe impl GlobalAlloc for Buddy {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let order = order_for(layout.size(), layout.align());
         if order > MAX_ORDER {
-            // Large blocks are fresh kernel pages, zero already.
-            return alloc_large(layout);
+            return alloc_large(layout, true);
         }
         let size = layout.size();
         let (p, clean) = with_cache(|c| c.alloc(order, size), || alloc_shared(order, size));

@@ -414,7 +414,7 @@ unsafe impl GlobalAlloc for Bump {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if is_large(&layout) {
-            return alloc_large(layout);
+            return alloc_large(layout, false);
         }
         with_arena(|a| a.alloc(layout, false))
     }
@@ -422,7 +422,7 @@ unsafe impl GlobalAlloc for Bump {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if is_large(&layout) {
-            return alloc_large(layout);
+            return alloc_large(layout, true);
         }
         with_arena(|a| a.alloc(layout, true))
     }
@@ -486,9 +486,16 @@ unsafe impl GlobalAlloc for Bump {
     }
 }
 
+/// A large block, zeroed if asked (a reused mapping is dirty).
 #[cold]
-fn alloc_large(layout: Layout) -> *mut u8 {
-    large::alloc(layout.size(), layout.align(), Owner::Bump, &COUNTERS)
+fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
+    large::alloc(
+        layout.size(),
+        layout.align(),
+        zeroed,
+        Owner::Bump,
+        &COUNTERS,
+    )
 }
 
 impl Introspect for Bump {

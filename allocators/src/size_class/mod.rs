@@ -402,9 +402,16 @@ fn count_remote_free(mut heap: *mut Heap, size: usize) {
     unsafe { (*heap).counters.on_free(size, &COUNTERS) };
 }
 
+/// A large block, zeroed if asked (a reused mapping is dirty).
 #[cold]
-fn alloc_large(layout: Layout) -> *mut u8 {
-    large::alloc(layout.size(), layout.align(), Owner::SizeClass, &COUNTERS)
+fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
+    large::alloc(
+        layout.size(),
+        layout.align(),
+        zeroed,
+        Owner::SizeClass,
+        &COUNTERS,
+    )
 }
 
 /// Zeroes a freshly allocated small block unless its page guarantees zeros.
@@ -431,7 +438,7 @@ unsafe impl GlobalAlloc for SizeClass {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if is_large(layout.size(), layout.align()) {
-            return alloc_large(layout);
+            return alloc_large(layout, false);
         }
         // SAFETY: a small layout.
         unsafe { alloc_small(layout) }
@@ -440,7 +447,7 @@ unsafe impl GlobalAlloc for SizeClass {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if is_large(layout.size(), layout.align()) {
-            return alloc_large(layout); // fresh pages are zero
+            return alloc_large(layout, true);
         }
         // Hardened: in a block with room for the canary after the zeroed bytes. The C API pads
         // `calloc`'s request by `UNSIZED_PAD` and `free` checks the canary at the block's end:

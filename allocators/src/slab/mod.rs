@@ -750,13 +750,19 @@ unsafe fn dealloc_other(ptr: *mut u8, layout: Layout) {
 }
 
 /// A request too big for the slabs: a cached large block if one fits ([`large_cache`]; zeroed
-/// here if asked), else a fresh mapping (zero already).
+/// here if asked), else a block from [`large`] (zeroed there if asked).
 #[cold]
 fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
     sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
     let p = large_cache::take(layout.size(), layout.align());
     if p.is_null() {
-        return large::alloc(layout.size(), layout.align(), Owner::Slab, &COUNTERS);
+        return large::alloc(
+            layout.size(),
+            layout.align(),
+            zeroed,
+            Owner::Slab,
+            &COUNTERS,
+        );
     }
     if zeroed {
         // SAFETY: a cached block handed to us, with at least layout.size() usable bytes.

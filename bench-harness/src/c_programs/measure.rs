@@ -9,6 +9,11 @@
 //! in the meter kills a run that outlives its timeout; the exit is observed with
 //! `waitid(WNOWAIT)` first, so the child is reaped only after the watchdog stood down and the
 //! watchdog can never kill a recycled process id.
+//!
+//! A program that [measures itself](Prepared::measures_itself) (the redis driver: the time
+//! that counts is the benchmark's, the memory the server's) gets the library in
+//! [`PRELOAD_VAR`] rather than `LD_PRELOAD`, and writes a [`SelfMeasured`] as JSON to the file
+//! named in [`MEASURE_VAR`], which replaces the meter's wall time and peak RSS.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,6 +24,22 @@ use serde::{Deserialize, Serialize};
 
 use super::libraries::PreloadAllocator;
 use super::programs::Prepared;
+
+/// The environment variable holding the library a self-measuring program must preload into
+/// what it measures (empty: none, system malloc).
+pub const PRELOAD_VAR: &str = "BENCH_HARNESS_PRELOAD";
+/// The environment variable naming the file a self-measuring program writes its
+/// [`SelfMeasured`] to.
+pub const MEASURE_VAR: &str = "BENCH_HARNESS_MEASURE";
+
+/// What a self-measuring program reports of what it measured.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelfMeasured {
+    /// The measured part's wall time, ms.
+    pub wall_ms: f64,
+    /// The measured process's peak RSS, bytes.
+    pub peak_rss_bytes: u64,
+}
 
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +244,17 @@ pub fn run(
     work_dir: &Path,
     timeout: Duration,
 ) -> Result<Measured, String> {
+    let measure_file = work_dir.join(format!("{}.measure.json", prog.name));
+    let _ = std::fs::remove_file(&measure_file);
+    let mut env = prog.env.clone();
+    let mut preload = alloc.library.clone();
+    if prog.measures_itself {
+        let lib = preload
+            .take()
+            .map_or(String::new(), |l| l.display().to_string());
+        env.push((PRELOAD_VAR.into(), lib));
+        env.push((MEASURE_VAR.into(), measure_file.display().to_string()));
+    }
     let spec = MeterSpec {
         exe: prog.exe.clone(),
         args: prog
@@ -230,8 +262,8 @@ pub fn run(
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
-        env: prog.env.clone(),
-        preload: alloc.library.clone(),
+        env,
+        preload,
         stdin: prog.stdin.clone(),
         stdout: work_dir.join(format!("{}.stdout", prog.name)),
         stderr: work_dir.join(format!("{}.stderr", prog.name)),
@@ -261,9 +293,31 @@ pub fn run(
         String::from_utf8_lossy(&std::fs::read(&spec.stderr).unwrap_or_default()).into_owned();
     let _ = std::fs::remove_file(&spec.stdout);
     let _ = std::fs::remove_file(&spec.stderr);
+    let (mut wall_ms, mut peak_rss_bytes) = (result.wall_ms, result.peak_rss_bytes);
+    if prog.measures_itself {
+        let clean = result.exit == Exit::Code(0) && !result.timed_out;
+        match std::fs::read_to_string(&measure_file) {
+            Ok(text) => {
+                let m: SelfMeasured = serde_json::from_str(&text).map_err(|e| {
+                    format!("{}: bad measurement {text:?}: {e}", measure_file.display())
+                })?;
+                (wall_ms, peak_rss_bytes) = (m.wall_ms, m.peak_rss_bytes);
+            }
+            // A failed run is judged on its exit; a clean one must have measured itself.
+            Err(_) if !clean => {}
+            Err(e) => {
+                return Err(format!(
+                    "{} did not report its measurement ({}: {e})",
+                    prog.name,
+                    measure_file.display()
+                ))
+            }
+        }
+        let _ = std::fs::remove_file(&measure_file);
+    }
     Ok(Measured {
-        wall_ms: result.wall_ms,
-        peak_rss_bytes: result.peak_rss_bytes,
+        wall_ms,
+        peak_rss_bytes,
         exit: result.exit,
         timed_out: result.timed_out,
         stdout,

@@ -338,11 +338,13 @@ pub fn run(opts: &COptions, allocators: &[PreloadAllocator]) -> CProgramsFile {
                         &a.name,
                         rep,
                         Status::Failed,
-                        "not repeated: an earlier repetition timed out",
+                        "not repeated: an earlier repetition timed out or passed the memory limit",
                     )
                 } else {
                     let r = measure_one(prog, a, rep, opts, &mut references[pi]);
-                    if r.reason.starts_with(verdict::TIMED_OUT) {
+                    if r.reason.starts_with(verdict::TIMED_OUT)
+                        || r.reason.starts_with(verdict::OVER_MEMORY)
+                    {
                         given_up.push(key);
                     }
                     r

@@ -494,7 +494,7 @@ pub fn drive(args: &DriverArgs) -> Result<String, String> {
         peak_rss_bytes,
     };
     let json = serde_json::to_string(&m).map_err(|e| e.to_string())?;
-    std::fs::write(&measure, json).map_err(|e| format!("{}: {e}", measure.display()))?;
+    std::fs::write(measure, json).map_err(|e| format!("{}: {e}", measure.display()))?;
     Ok(lines.join("\n") + "\n")
 }
 

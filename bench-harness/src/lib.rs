@@ -24,7 +24,7 @@
 //! | [`selection`] | parsing of `--allocators`, `--workloads`, `--threads` |
 //! | [`report`] | `REPORT.md` |
 //! | [`charts`] | the SVG charts |
-//! | [`c_programs`] | C programs (sort, python3, sqlite3, C benchmarks) under each allocator via `LD_PRELOAD` |
+//! | [`c_programs`] | C programs (C benchmarks, redis, lua, sort, python3, sqlite3) under each allocator via `LD_PRELOAD` |
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -58,13 +58,20 @@ impl Shared {
         self.reps.unwrap_or(if self.quick { 1 } else { 5 })
     }
 
-    /// The C table's options for `allocators` (ours, system, mimalloc, jemalloc if `None`).
-    fn c_options(&self, allocators: Option<&str>, exe: &Path) -> Result<COptions, String> {
+    /// The C table's options for `allocators` (ours, system, mimalloc, jemalloc if `None`),
+    /// its C benchmarks at `threads` threads.
+    fn c_options(
+        &self,
+        allocators: Option<&str>,
+        threads: usize,
+        exe: &Path,
+    ) -> Result<COptions, String> {
         c_programs::options(
             allocators,
             self.programs.as_deref(),
             self.reps(),
             self.quick,
+            threads,
             !self.no_progress,
             exe,
         )
@@ -95,12 +102,18 @@ enum Cmd {
         /// Skip the C programs under LD_PRELOAD.
         #[arg(long)]
         no_c_programs: bool,
+        /// Threads of the C benchmarks of the C-program table.
+        #[arg(long, default_value_t = c_programs::DEFAULT_THREADS)]
+        c_threads: usize,
     },
     /// Runs only the C programs under each allocator via LD_PRELOAD and writes c_programs.csv,
     /// c_programs.json and REPORT.md's section "C programs under LD_PRELOAD".
     CPrograms {
         #[command(flatten)]
         shared: Shared,
+        /// Threads of the C benchmarks (recorded in c_programs.json and the report).
+        #[arg(long, default_value_t = c_programs::DEFAULT_THREADS)]
+        threads: usize,
     },
     /// Lists the allocators, workloads and C programs.
     List,
@@ -131,6 +144,22 @@ enum Cmd {
         /// The cell, as JSON.
         #[arg(long)]
         spec: String,
+    },
+    /// Measures redis-server under redis-benchmark (the `redis` C program; used by `c-programs`).
+    #[command(hide = true)]
+    RedisDriver {
+        /// The redis-server executable.
+        #[arg(long)]
+        server: PathBuf,
+        /// The redis-benchmark executable.
+        #[arg(long)]
+        benchmark: PathBuf,
+        /// Requests per benchmark test.
+        #[arg(long)]
+        requests: u64,
+        /// The whole drive's time budget, seconds.
+        #[arg(long, default_value_t = 100)]
+        timeout_secs: u64,
     },
 }
 
@@ -222,6 +251,27 @@ fn main() -> ExitCode {
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
             ExitCode::SUCCESS
         }
+        Cmd::RedisDriver {
+            server,
+            benchmark,
+            requests,
+            timeout_secs,
+        } => {
+            let timeout = std::time::Duration::from_secs(timeout_secs);
+            let args =
+                match c_programs::redis::DriverArgs::from_env(server, benchmark, requests, timeout)
+                {
+                    Ok(a) => a,
+                    Err(e) => return usage_error(&e),
+                };
+            match c_programs::redis::drive(&args) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failure(&format!("redis: {e}")),
+            }
+        }
         Cmd::Compare { first, second } => {
             let read = |dir: &Path| results_io::read_csv(&dir.join("results.csv"));
             let (a, b) = match (read(&first), read(&second)) {
@@ -249,15 +299,16 @@ fn main() -> ExitCode {
             seed,
             hardened_exe,
             no_c_programs,
+            c_threads,
         } => run_cmd(
             &shared,
             workloads.as_deref(),
             &threads,
             seed,
             hardened_exe,
-            no_c_programs,
+            (!no_c_programs).then_some(c_threads),
         ),
-        Cmd::CPrograms { shared } => c_programs_cmd(&shared),
+        Cmd::CPrograms { shared, threads } => c_programs_cmd(&shared, threads),
     }
 }
 
@@ -267,14 +318,15 @@ fn failure(e: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// `run`: the Rust workloads in every selected cell, then (unless left out) the C table.
+/// `run`: the Rust workloads in every selected cell, then (unless left out: `c_threads` is
+/// `None`) the C table with its C benchmarks at `c_threads` threads.
 fn run_cmd(
     shared: &Shared,
     workloads: Option<&str>,
     threads: &str,
     seed: u64,
     hardened_exe: Option<PathBuf>,
-    no_c_programs: bool,
+    c_threads: Option<usize>,
 ) -> ExitCode {
     let names: Vec<&str> = ALLOCATORS.iter().map(|a| a.name).collect();
     let mut allocators =
@@ -309,11 +361,9 @@ fn run_cmd(
         Err(e) => return failure(&e),
     };
     // The C table's settings and libraries first, so a problem shows before the long part.
-    let c_setup = if no_c_programs {
-        None
-    } else {
+    let c_setup = if let Some(c_threads) = c_threads {
         let chosen = c_programs::allocators_of_run(&allocators, &exe);
-        let opts = match shared.c_options(chosen.as_deref(), &exe) {
+        let opts = match shared.c_options(chosen.as_deref(), c_threads, &exe) {
             Ok(o) => o,
             Err(e) => return usage_error(&e),
         };
@@ -321,6 +371,8 @@ fn run_cmd(
             Ok(a) => Some((opts, a)),
             Err(e) => return failure(&format!("{e}\n(or pass --no-c-programs)")),
         }
+    } else {
+        None
     };
     let opts = RunOptions {
         allocators,
@@ -360,13 +412,14 @@ fn run_cmd(
     ExitCode::SUCCESS
 }
 
-/// `c-programs`: only the C table, then the report regenerated from what is saved in `out`.
-fn c_programs_cmd(shared: &Shared) -> ExitCode {
+/// `c-programs`: only the C table (its C benchmarks at `threads` threads), then the report
+/// regenerated from what is saved in `out`.
+fn c_programs_cmd(shared: &Shared, threads: usize) -> ExitCode {
     let exe = match this_exe() {
         Ok(p) => p,
         Err(e) => return failure(&e),
     };
-    let opts = match shared.c_options(shared.allocators.as_deref(), &exe) {
+    let opts = match shared.c_options(shared.allocators.as_deref(), threads, &exe) {
         Ok(o) => o,
         Err(e) => return usage_error(&e),
     };

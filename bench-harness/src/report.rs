@@ -183,13 +183,23 @@ pub fn render(
     // Headline.
     let _ = writeln!(
         o,
-        "## Headline: throughput relative to {}\n\nEach cell is the allocator's median operations per second divided by {}'s in the same \
-         workload and thread count (above 1: faster). The last row is the geometric mean over the workloads the allocator ran \
-         (the count in brackets).\n",
-        v.reference, v.reference
+        "## Headline: relative to {}\n\nThe Rust workloads (the allocator as a `#[global_allocator]`): each cell is the allocator's \
+         median operations per second divided by {}'s in the same workload and thread count (above 1: faster). The last row is \
+         the geometric mean over the workloads the allocator ran (the count in brackets).{}\n",
+        v.reference,
+        v.reference,
+        if c_programs.is_some() {
+            " Then the C programs under `LD_PRELOAD` (the allocator behind `malloc`/`free`): time and memory, below 1 better."
+        } else {
+            ""
+        }
     );
     for &t in v.threads() {
-        let _ = writeln!(o, "### {t} thread{}\n", if t == 1 { "" } else { "s" });
+        let _ = writeln!(
+            o,
+            "### Rust workloads, {t} thread{}: throughput\n",
+            if t == 1 { "" } else { "s" }
+        );
         workload_table(&v, t, &mut o, |r| {
             v.ratio(&r.allocator, &r.workload, t)
                 .map_or("-".into(), fmt_ratio)
@@ -206,6 +216,10 @@ pub fn render(
     }
     for (title, file) in charts.iter().filter(|(_, f)| f.starts_with("ratio")) {
         let _ = writeln!(o, "![{title}]({file})\n");
+    }
+    // Beside the Rust workloads, what a C program gets (the table's own section follows later).
+    if let Some(h) = c_programs.and_then(c_programs::report::render_headline) {
+        o.push_str(&h);
     }
     hardened_cost(&v, &mut o);
 

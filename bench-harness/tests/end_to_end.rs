@@ -112,14 +112,16 @@ fn a_tiny_c_program_table_and_its_report() {
             "--allocators",
             "system,mimalloc",
             "--programs",
-            "producer-consumer,sort,sqlite3",
+            "producer-consumer,xmalloc,sort,sqlite3",
+            "--threads",
+            "3",
             "--no-progress",
             "--out",
         ],
         dir.path(),
     );
     let rows = read_c_rows(dir.path());
-    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.len(), 8);
     for r in &rows {
         match r.status {
             Status::Ok => assert!(
@@ -135,6 +137,15 @@ fn a_tiny_c_program_table_and_its_report() {
         .find(|r| r.program == "producer-consumer" && r.allocator == "system")
         .unwrap();
     assert_eq!(system_pc.status, Status::Ok, "{system_pc:?}");
+    // The thread count is recorded and reaches the C benchmarks' command lines.
+    let saved =
+        bench_harness::c_programs::io::read_json(&dir.path().join("c_programs.json")).unwrap();
+    assert_eq!(saved.config.threads, 3);
+    let xmalloc = saved.config.programs.iter().find(|p| p.name == "xmalloc");
+    assert!(
+        xmalloc.unwrap().command.starts_with("xmalloc 3 "),
+        "{xmalloc:?}"
+    );
     // `report` regenerates the section from c_programs.json alone.
     let report = dir.path().join("REPORT.md");
     std::fs::remove_file(&report).unwrap();
@@ -142,6 +153,17 @@ fn a_tiny_c_program_table_and_its_report() {
     let text = std::fs::read_to_string(&report).unwrap();
     assert!(text.contains("## C programs under LD_PRELOAD"), "{text}");
     assert!(text.contains("| producer-consumer |"), "{text}");
+    // The headline's C table: geometric means relative to mimalloc.
+    assert!(
+        text.contains("### C programs under LD_PRELOAD: time and memory relative to mimalloc"),
+        "{text}"
+    );
+    assert!(text.contains("| **wall time** |"), "{text}");
+}
+
+#[test]
+fn a_c_thread_count_out_of_range_is_a_usage_error() {
+    expect_usage_error(&["c-programs", "--threads", "0"], &["thread count"]);
 }
 
 /// Runs the harness with `args`, expects the usage-error exit code 2 and every one of `needles`

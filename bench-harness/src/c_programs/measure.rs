@@ -8,7 +8,15 @@
 //! time from spawn to exit and the program's peak RSS from `wait4`'s `ru_maxrss`. A watchdog
 //! in the meter kills a run that outlives its timeout; the exit is observed with
 //! `waitid(WNOWAIT)` first, so the child is reaped only after the watchdog stood down and the
-//! watchdog can never kill a recycled process id.
+//! watchdog can never kill a recycled process id. The watchdog also kills a run whose resident
+//! set (the program's and its descendants', such as redis-server under its driver) passes
+//! [`rss_limit`]: an allocator that never reuses memory (Bump) would otherwise take the
+//! machine's memory at full scale.
+//!
+//! A program that [measures itself](Prepared::measures_itself) (the redis driver: the time
+//! that counts is the benchmark's, the memory the server's) gets the library in
+//! [`PRELOAD_VAR`] rather than `LD_PRELOAD`, and writes a [`SelfMeasured`] as JSON to the file
+//! named in [`MEASURE_VAR`], which replaces the meter's wall time and peak RSS.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,6 +27,22 @@ use serde::{Deserialize, Serialize};
 
 use super::libraries::PreloadAllocator;
 use super::programs::Prepared;
+
+/// The environment variable holding the library a self-measuring program must preload into
+/// what it measures (empty: none, system malloc).
+pub const PRELOAD_VAR: &str = "BENCH_HARNESS_PRELOAD";
+/// The environment variable naming the file a self-measuring program writes its
+/// [`SelfMeasured`] to.
+pub const MEASURE_VAR: &str = "BENCH_HARNESS_MEASURE";
+
+/// What a self-measuring program reports of what it measured.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelfMeasured {
+    /// The measured part's wall time, ms.
+    pub wall_ms: f64,
+    /// The measured process's peak RSS, bytes.
+    pub peak_rss_bytes: u64,
+}
 
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +74,10 @@ pub struct MeterSpec {
     pub dir: PathBuf,
     /// Kill the program after this long, ms.
     pub timeout_ms: u64,
+    /// Kill the program when its resident set (with its descendants') passes this many bytes
+    /// (0: no limit).
+    #[serde(default)]
+    pub rss_limit_bytes: u64,
 }
 
 /// What the meter reports.
@@ -63,6 +91,9 @@ pub struct MeterResult {
     pub exit: Exit,
     /// Whether the watchdog killed it.
     pub timed_out: bool,
+    /// Whether the watchdog killed it for passing the resident-set limit.
+    #[serde(default)]
+    pub over_memory: bool,
 }
 
 /// What one run produced.
@@ -74,8 +105,10 @@ pub struct Measured {
     pub peak_rss_bytes: u64,
     /// How it ended.
     pub exit: Exit,
-    /// Whether the watchdog killed it.
+    /// Whether the watchdog killed it at the timeout.
     pub timed_out: bool,
+    /// Whether the watchdog killed it for passing the resident-set limit.
+    pub over_memory: bool,
     /// Its standard output.
     pub stdout: Vec<u8>,
     /// The end of its standard error.
@@ -89,6 +122,43 @@ fn tail(s: &str, max: usize) -> &str {
         start += 1;
     }
     &s[start..]
+}
+
+/// The resident-set limit of a run: half the machine's memory, at most 4 GiB (0 if unknown).
+pub fn rss_limit() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024);
+    (total / 2).min(4 << 30)
+}
+
+/// The resident set of process `pid` and its descendants, bytes (what can be read of it).
+fn tree_rss(pid: u32, depth: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let own = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024);
+    if depth == 0 {
+        return own;
+    }
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return own;
+    };
+    let mut sum = own;
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            sum += tree_rss(child, depth - 1);
+        }
+    }
+    sum
 }
 
 /// Blocks until the child `pid` has exited, without reaping it.
@@ -164,8 +234,10 @@ pub fn meter(spec: &MeterSpec) -> Result<MeterResult, String> {
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", spec.exe.display()))?;
     let pid = child.id() as libc::pid_t;
-    // The watchdog: kills the child at the deadline unless told it has exited.
+    // The watchdog: kills the child at the deadline, or when its resident set passes the
+    // limit (checked every 50 ms), unless told it has exited. It answers why it killed.
     let exited = Arc::new((Mutex::new(false), Condvar::new()));
+    let limit = spec.rss_limit_bytes;
     let watchdog = {
         let exited = Arc::clone(&exited);
         std::thread::spawn(move || {
@@ -174,18 +246,20 @@ pub fn meter(spec: &MeterSpec) -> Result<MeterResult, String> {
             let deadline = start + timeout;
             while !*done {
                 let now = Instant::now();
-                if now >= deadline {
+                let over = limit > 0 && tree_rss(pid as u32, 4) > limit;
+                if now >= deadline || over {
                     // SAFETY: the child is not reaped while `done` is false (the main thread
                     // reaps only after setting it under this lock), so `pid` is still ours.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
-                    return true;
+                    return Some(over);
                 }
+                let wait = (deadline - now).min(Duration::from_millis(50));
                 done = cv
-                    .wait_timeout(done, deadline - now)
+                    .wait_timeout(done, wait)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
-            false
+            None
         })
     };
     let waited = wait_exited(pid);
@@ -195,7 +269,8 @@ pub fn meter(spec: &MeterSpec) -> Result<MeterResult, String> {
         *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
         cv.notify_all();
     }
-    let timed_out = watchdog.join().unwrap_or(false);
+    let killed = watchdog.join().unwrap_or(None);
+    let (timed_out, over_memory) = (killed == Some(false), killed == Some(true));
     waited?;
     let (status, usage) = reap(pid)?;
     drop(child);
@@ -211,6 +286,7 @@ pub fn meter(spec: &MeterSpec) -> Result<MeterResult, String> {
         peak_rss_bytes: (usage.ru_maxrss.max(0) as u64) * 1024,
         exit,
         timed_out,
+        over_memory,
     })
 }
 
@@ -223,6 +299,17 @@ pub fn run(
     work_dir: &Path,
     timeout: Duration,
 ) -> Result<Measured, String> {
+    let measure_file = work_dir.join(format!("{}.measure.json", prog.name));
+    let _ = std::fs::remove_file(&measure_file);
+    let mut env = prog.env.clone();
+    let mut preload = alloc.library.clone();
+    if prog.measures_itself {
+        let lib = preload
+            .take()
+            .map_or(String::new(), |l| l.display().to_string());
+        env.push((PRELOAD_VAR.into(), lib));
+        env.push((MEASURE_VAR.into(), measure_file.display().to_string()));
+    }
     let spec = MeterSpec {
         exe: prog.exe.clone(),
         args: prog
@@ -230,13 +317,14 @@ pub fn run(
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
-        env: prog.env.clone(),
-        preload: alloc.library.clone(),
+        env,
+        preload,
         stdin: prog.stdin.clone(),
         stdout: work_dir.join(format!("{}.stdout", prog.name)),
         stderr: work_dir.join(format!("{}.stderr", prog.name)),
         dir: work_dir.to_path_buf(),
         timeout_ms: timeout.as_millis() as u64,
+        rss_limit_bytes: rss_limit(),
     };
     let json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
     let out = Command::new(harness)
@@ -261,11 +349,34 @@ pub fn run(
         String::from_utf8_lossy(&std::fs::read(&spec.stderr).unwrap_or_default()).into_owned();
     let _ = std::fs::remove_file(&spec.stdout);
     let _ = std::fs::remove_file(&spec.stderr);
+    let (mut wall_ms, mut peak_rss_bytes) = (result.wall_ms, result.peak_rss_bytes);
+    if prog.measures_itself {
+        let clean = result.exit == Exit::Code(0) && !result.timed_out && !result.over_memory;
+        match std::fs::read_to_string(&measure_file) {
+            Ok(text) => {
+                let m: SelfMeasured = serde_json::from_str(&text).map_err(|e| {
+                    format!("{}: bad measurement {text:?}: {e}", measure_file.display())
+                })?;
+                (wall_ms, peak_rss_bytes) = (m.wall_ms, m.peak_rss_bytes);
+            }
+            // A failed run is judged on its exit; a clean one must have measured itself.
+            Err(_) if !clean => {}
+            Err(e) => {
+                return Err(format!(
+                    "{} did not report its measurement ({}: {e})",
+                    prog.name,
+                    measure_file.display()
+                ))
+            }
+        }
+        let _ = std::fs::remove_file(&measure_file);
+    }
     Ok(Measured {
-        wall_ms: result.wall_ms,
-        peak_rss_bytes: result.peak_rss_bytes,
+        wall_ms,
+        peak_rss_bytes,
         exit: result.exit,
         timed_out: result.timed_out,
+        over_memory: result.over_memory,
         stdout,
         stderr_tail: tail(&stderr, 600).to_string(),
     })
@@ -285,6 +396,7 @@ mod tests {
             stderr: dir.join("err"),
             dir: dir.to_path_buf(),
             timeout_ms,
+            rss_limit_bytes: 0,
         }
     }
 
@@ -306,6 +418,22 @@ mod tests {
         assert!(m.timed_out);
         assert_eq!(m.exit, Exit::Signal(libc::SIGKILL));
         assert!(m.wall_ms < 20_000.0);
+    }
+
+    #[test]
+    fn the_watchdog_kills_a_run_past_its_memory_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        // A shell whose child holds 64 MiB (python3 is there wherever the preload tests run).
+        let mut spec = shell(
+            "python3 -c 'import time; b = bytearray(64 << 20); time.sleep(30)'",
+            dir.path(),
+            20_000,
+        );
+        spec.rss_limit_bytes = 32 << 20;
+        let m = meter(&spec).unwrap();
+        assert!(m.over_memory && !m.timed_out, "{m:?}");
+        assert!(m.wall_ms < 20_000.0);
+        assert!(rss_limit() > 0);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The C-program table: real programs (and two C benchmarks) run under every allocator through
+//! The C-program table: C benchmarks modelled on the well-known allocator benchmarks and real
+//! programs from Debian packages, run under every allocator through
 //! `LD_PRELOAD` — system malloc (no preload), Debian's mimalloc and jemalloc, and each
 //! `lib<name>_preload.so` of this suite — with the wall time and peak RSS of each run, the
 //! repetitions interleaved round robin across allocators, and every run's output checked
@@ -7,6 +8,7 @@
 //! | file | what |
 //! |---|---|
 //! | [`programs`] | the programs: what they run, their inputs, compiling the C benchmarks |
+//! | [`redis`] | the redis driver: redis-server preloaded, redis-benchmark as its client |
 //! | [`libraries`] | the allocators: finding (and building) the preload libraries |
 //! | [`measure`] | one run of a program: `LD_PRELOAD`, wall time, `wait4`'s peak RSS, timeout |
 //! | [`verdict`] | whether a run counts: exit status, library loaded, output equal to system's |
@@ -17,6 +19,7 @@ pub mod io;
 pub mod libraries;
 pub mod measure;
 pub mod programs;
+pub mod redis;
 pub mod report;
 pub mod verdict;
 
@@ -33,6 +36,11 @@ use crate::summary::spread;
 use libraries::PreloadAllocator;
 use programs::{Prepared, Scale};
 
+/// The C benchmarks' thread count unless told otherwise.
+pub const DEFAULT_THREADS: usize = 2;
+/// The most threads the C benchmarks take (malloc-large shares out 20 live blocks).
+pub const MAX_THREADS: usize = 20;
+
 /// The allocator whose output every other run must reproduce.
 pub const SYSTEM: &str = "system";
 
@@ -47,6 +55,8 @@ pub struct COptions {
     pub reps: usize,
     /// Tiny inputs (a smoke run).
     pub quick: bool,
+    /// Threads of the C benchmarks (default [`DEFAULT_THREADS`]).
+    pub threads: usize,
     /// Show a progress bar.
     pub progress: bool,
     /// Where compiled programs, inputs and outputs go (`<target>/release/c-programs/run-<pid>`,
@@ -66,13 +76,15 @@ impl COptions {
 }
 
 /// The table's settings from the command line's selections: `allocators` and `programs` are
-/// comma-separated names (`None`: all); `exe` is the harness binary (the preload libraries and
-/// the work directory are under its target directory). `Err` names the valid choices.
+/// comma-separated names (`None`: all); `threads` is the C benchmarks' thread count; `exe` is
+/// the harness binary (the preload libraries and the work directory are under its target
+/// directory). `Err` names the valid choices.
 pub fn options(
     allocators: Option<&str>,
     programs: Option<&str>,
     reps: usize,
     quick: bool,
+    threads: usize,
     progress: bool,
     exe: &Path,
 ) -> Result<COptions, String> {
@@ -85,11 +97,17 @@ pub fn options(
     if reps == 0 {
         return Err("--reps must be at least 1".into());
     }
+    if !(1..=MAX_THREADS).contains(&threads) {
+        return Err(format!(
+            "the C programs' thread count must be 1 to {MAX_THREADS}, not {threads}"
+        ));
+    }
     Ok(COptions {
         allocators,
         programs,
         reps,
         quick,
+        threads,
         progress,
         work_dir: lib_dir
             .join("c-programs")
@@ -224,6 +242,9 @@ pub struct CConfig {
     pub reps: usize,
     /// Whether the inputs were the `--quick` tiny ones.
     pub quick: bool,
+    /// Threads of the C benchmarks (0 in files written before it was a parameter: 2 then).
+    #[serde(default)]
+    pub threads: usize,
     /// Wall time of the whole table, seconds.
     pub total_seconds: f64,
     /// The peak RSS the meter reports for `/bin/true`: no run can report less (the meter's own
@@ -254,7 +275,10 @@ type Ready = Result<Prepared, (Status, String)>;
 pub fn run(opts: &COptions, allocators: &[PreloadAllocator]) -> CProgramsFile {
     let machine = Machine::detect();
     let started = Instant::now();
-    let scale = Scale { quick: opts.quick };
+    let scale = Scale {
+        quick: opts.quick,
+        threads: opts.threads,
+    };
     let _ = std::fs::create_dir_all(&opts.work_dir);
     let prepared: Vec<(String, Ready)> = opts
         .programs
@@ -314,11 +338,13 @@ pub fn run(opts: &COptions, allocators: &[PreloadAllocator]) -> CProgramsFile {
                         &a.name,
                         rep,
                         Status::Failed,
-                        "not repeated: an earlier repetition timed out",
+                        "not repeated: an earlier repetition timed out or passed the memory limit",
                     )
                 } else {
                     let r = measure_one(prog, a, rep, opts, &mut references[pi]);
-                    if r.reason.starts_with(verdict::TIMED_OUT) {
+                    if r.reason.starts_with(verdict::TIMED_OUT)
+                        || r.reason.starts_with(verdict::OVER_MEMORY)
+                    {
                         given_up.push(key);
                     }
                     r
@@ -356,6 +382,7 @@ pub fn run(opts: &COptions, allocators: &[PreloadAllocator]) -> CProgramsFile {
             .collect(),
         reps: opts.reps,
         quick: opts.quick,
+        threads: opts.threads,
         total_seconds: started.elapsed().as_secs_f64(),
         rss_floor_bytes,
     };
@@ -379,6 +406,7 @@ fn rss_floor(opts: &COptions) -> u64 {
         env: Vec::new(),
         stdin: None,
         display: String::new(),
+        measures_itself: false,
     };
     let system = PreloadAllocator::system();
     measure::run(

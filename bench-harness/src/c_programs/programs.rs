@@ -1,8 +1,13 @@
-//! The programs of the C-program table and how each is made ready: the two C benchmarks of
-//! `preload/bench/` (compiled with `cc -O2 -pthread`), GNU `sort` of a generated file, `python3`
-//! running an allocation-heavy script with `PYTHONMALLOC=malloc`, and `sqlite3` doing inserts,
-//! updates and queries. The sources, script and SQL are compiled into the harness, so the binary
-//! needs no checkout; a program missing on the machine is skipped with the reason.
+//! The programs of the C-program table and how each is made ready: nine C benchmarks of
+//! `preload/bench/` modelled on the published shapes of the well-known allocator benchmarks
+//! (compiled with `cc -O2 -pthread`, their thread count a parameter), and real programs from
+//! Debian packages: `redis-server` driven by `redis-benchmark` (see [`super::redis`]), `lua5.4`
+//! running a table- and string-heavy script, GNU `sort` of a generated file, `python3` running
+//! an allocation-heavy script with `PYTHONMALLOC=malloc`, and `sqlite3` doing inserts, updates
+//! and queries. At full scale each runs for seconds on a 2-core machine (so the allocator, not
+//! process start, is measured); `--quick` shrinks every input to a fraction of a second. The
+//! sources, scripts and SQL are compiled into the harness, so the binary needs no checkout; a
+//! program missing on the machine is skipped with the reason.
 
 use std::ffi::OsString;
 use std::fs;
@@ -17,6 +22,8 @@ use crate::cell::Status;
 pub struct Scale {
     /// Tiny inputs for a smoke run.
     pub quick: bool,
+    /// Threads of the C benchmarks (their first argument).
+    pub threads: usize,
 }
 
 impl Scale {
@@ -44,6 +51,11 @@ pub struct Prepared {
     pub stdin: Option<PathBuf>,
     /// The command line as shown in the report.
     pub display: String,
+    /// The program measures itself (a driver such as [`super::redis`]'s, whose wall time and
+    /// peak RSS are a server's, not the driver process's): the library goes to it in
+    /// [`super::measure::PRELOAD_VAR`] instead of `LD_PRELOAD`, and it writes its measurement
+    /// to the file named in [`super::measure::MEASURE_VAR`].
+    pub measures_itself: bool,
 }
 
 /// Why a program cannot run: skipped (not installed) or failed (it would not build).
@@ -63,14 +75,59 @@ pub struct ProgramEntry {
 /// Every program, in the table's order.
 pub const PROGRAMS: &[ProgramEntry] = &[
     ProgramEntry {
+        name: "larson",
+        description: "C, larson's shape: each thread owns 4,000 slots and replaces a random block (8-1000 B) per step; after each round of 2,000 steps the slots go to a NEW thread and the old one exits, so most blocks die on another thread",
+        prepare: larson,
+    },
+    ProgramEntry {
+        name: "malloc-simple",
+        description: "C, glibc bench-malloc-simple's shape, one thread: batches of 25-1,600 blocks of one size (16-256 B) allocated, touched and freed, over and over",
+        prepare: malloc_simple,
+    },
+    ProgramEntry {
+        name: "malloc-thread",
+        description: "C, glibc bench-malloc-thread's shape: each thread replaces a random block of a 4,096-block working set per step (8-512 B, one in 16 up to 4 KiB)",
+        prepare: malloc_thread,
+    },
+    ProgramEntry {
+        name: "cache-thrash",
+        description: "C, cache-thrash's shape: each thread allocates an 8 B object, writes it 1,000 times, frees it, over and over (false sharing if neighbouring bytes go to different threads)",
+        prepare: cache_thrash,
+    },
+    ProgramEntry {
+        name: "rptest",
+        description: "C, rptest's shape: per thread a working set of 2,000 blocks of 16 B-16 KiB (small far more often), every 64 steps 16 live blocks handed to the next thread to free",
+        prepare: rptest,
+    },
+    ProgramEntry {
+        name: "xmalloc",
+        description: "C, xmalloc-test's shape: half the threads allocate 64 B objects in batches of 128 and queue them, the other half read and free them",
+        prepare: xmalloc,
+    },
+    ProgramEntry {
+        name: "malloc-large",
+        description: "C, malloc-large's shape: blocks of 5-25 MiB, 20 live across the threads, each memset in full after malloc, a random one replaced per step",
+        prepare: malloc_large,
+    },
+    ProgramEntry {
         name: "malloc-churn",
-        description: "C, 2 threads: each keeps 10,000 blocks of 16 B-1 KiB (some to 64 KiB) and replaces a random one per step",
+        description: "C: each thread keeps 10,000 blocks of 16 B-1 KiB (some to 64 KiB) and replaces a random one per step",
         prepare: malloc_churn,
     },
     ProgramEntry {
         name: "producer-consumer",
-        description: "C, 2 producer/consumer pairs: batches of 256 blocks made on one thread, checked and freed (half parked for later) on another",
+        description: "C, producer/consumer pairs (threads / 2): batches of 256 blocks made on one thread, checked and freed (half parked for later) on another",
         prepare: producer_consumer,
+    },
+    ProgramEntry {
+        name: "redis",
+        description: "redis-server (preloaded; 127.0.0.1, no persistence) under redis-benchmark (not preloaded): pipelined SET, GET, LPUSH, LRANGE_100 with random keys, then 20,000 keys written and read back; time is the benchmark's, peak RSS the server's VmHWM",
+        prepare: redis,
+    },
+    ProgramEntry {
+        name: "lua",
+        description: "lua5.4 running a table- and string-heavy script: nested record tables, inserts and removes, concatenation, gsub, sorting",
+        prepare: lua,
     },
     ProgramEntry {
         name: "sort",
@@ -102,8 +159,16 @@ pub fn prepare(name: &str, scale: Scale, work_dir: &Path) -> Result<Prepared, No
     }
 }
 
+const LARSON_C: &str = include_str!("../../../preload/bench/larson.c");
+const MALLOC_SIMPLE_C: &str = include_str!("../../../preload/bench/malloc_simple.c");
+const MALLOC_THREAD_C: &str = include_str!("../../../preload/bench/malloc_thread.c");
+const CACHE_THRASH_C: &str = include_str!("../../../preload/bench/cache_thrash.c");
+const RPTEST_C: &str = include_str!("../../../preload/bench/rptest.c");
+const XMALLOC_C: &str = include_str!("../../../preload/bench/xmalloc.c");
+const MALLOC_LARGE_C: &str = include_str!("../../../preload/bench/malloc_large.c");
 const MALLOC_CHURN_C: &str = include_str!("../../../preload/bench/malloc_churn.c");
 const PRODUCER_CONSUMER_C: &str = include_str!("../../../preload/bench/producer_consumer.c");
+const TABLES_STRINGS_LUA: &str = include_str!("../../../preload/bench/tables_strings.lua");
 const ALLOC_HEAVY_PY: &str = include_str!("../../../preload/tests/programs/alloc_heavy.py");
 const WORKLOAD_SQL: &str = include_str!("../../../preload/tests/programs/workload.sql");
 /// The row count of `workload.sql`, replaced by the scale's.
@@ -179,14 +244,19 @@ fn display(exe: &Path, args: &[OsString], env: &[(String, String)], stdin: &str)
     s.join(" ")
 }
 
+/// Compiles a C benchmark and runs it as `<exe> <threads> <args...>`.
 fn c_benchmark(
     name: &str,
     source: &str,
-    args: [String; 2],
+    scale: Scale,
+    args: &[u64],
     dir: &Path,
 ) -> Result<Prepared, NotReady> {
     let exe = compile_c(name, source, dir)?;
-    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    let args: Vec<OsString> = std::iter::once(scale.threads as u64)
+        .chain(args.iter().copied())
+        .map(|a| OsString::from(a.to_string()))
+        .collect();
     Ok(Prepared {
         name: name.into(),
         display: display(&exe, &args, &[], ""),
@@ -194,27 +264,132 @@ fn c_benchmark(
         args,
         env: Vec::new(),
         stdin: None,
+        measures_itself: false,
     })
 }
 
-fn malloc_churn(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
-    let steps = scale.pick(1_000_000, 50_000);
+// The full scales below last about 2-3 s each with glibc at 2 threads on the reference 2-core
+// machine (the C benchmarks' work grows with the thread count, except malloc-simple's, which
+// is single-threaded, and malloc-large's, whose 20 live blocks are shared out); the quick ones
+// a few tens of milliseconds.
+
+fn larson(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
+    let rounds = scale.pick(3_000, 40);
+    c_benchmark("larson", LARSON_C, scale, &[rounds, 2_000], dir)
+}
+
+fn malloc_simple(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
+    let reps = scale.pick(6_000, 60);
+    c_benchmark("malloc-simple", MALLOC_SIMPLE_C, scale, &[reps], dir)
+}
+
+fn malloc_thread(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
+    let steps = scale.pick(25_000_000, 300_000);
+    c_benchmark("malloc-thread", MALLOC_THREAD_C, scale, &[steps], dir)
+}
+
+fn cache_thrash(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
+    let objects = scale.pick(2_000_000, 10_000);
     c_benchmark(
-        "malloc-churn",
-        MALLOC_CHURN_C,
-        ["2".into(), steps.to_string()],
+        "cache-thrash",
+        CACHE_THRASH_C,
+        scale,
+        &[objects, 1_000],
         dir,
     )
 }
 
+fn rptest(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
+    let steps = scale.pick(15_000_000, 150_000);
+    c_benchmark("rptest", RPTEST_C, scale, &[steps], dir)
+}
+
+fn xmalloc(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
+    let batches = scale.pick(300_000, 3_000);
+    c_benchmark("xmalloc", XMALLOC_C, scale, &[batches], dir)
+}
+
+fn malloc_large(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
+    let steps = scale.pick(300, 8);
+    c_benchmark("malloc-large", MALLOC_LARGE_C, scale, &[steps], dir)
+}
+
+fn malloc_churn(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
+    let steps = scale.pick(30_000_000, 300_000);
+    c_benchmark("malloc-churn", MALLOC_CHURN_C, scale, &[steps], dir)
+}
+
 fn producer_consumer(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
-    let batches = scale.pick(5_000, 200);
+    let batches = scale.pick(50_000, 500);
+    // Its first argument counts producer/consumer pairs: threads / 2 of them (at least one).
+    let pairs = Scale {
+        threads: (scale.threads / 2).max(1),
+        ..scale
+    };
     c_benchmark(
         "producer-consumer",
         PRODUCER_CONSUMER_C,
-        ["2".into(), batches.to_string()],
+        pairs,
+        &[batches],
         dir,
     )
+}
+
+fn redis(scale: Scale, _dir: &Path) -> Result<Prepared, NotReady> {
+    let server = require("redis-server", "redis-server")?;
+    let benchmark = require("redis-benchmark", "redis-tools")?;
+    let harness = std::env::current_exe()
+        .map_err(|e| failed(format!("cannot find the harness binary: {e}")))?;
+    let requests = scale.pick(150_000, 3_000);
+    let args: Vec<OsString> = vec![
+        "redis-driver".into(),
+        "--server".into(),
+        server.into_os_string(),
+        "--benchmark".into(),
+        benchmark.into_os_string(),
+        "--requests".into(),
+        requests.to_string().into(),
+        "--timeout-secs".into(),
+        scale.pick(100, 25).to_string().into(),
+    ];
+    Ok(Prepared {
+        name: "redis".into(),
+        display: format!(
+            "redis-server, driven by redis-benchmark -q -t {} -P {} -r {} -d {} -c {} -n {requests}",
+            super::redis::TESTS,
+            super::redis::PIPELINE,
+            super::redis::KEYSPACE,
+            super::redis::VALUE_SIZE,
+            super::redis::CLIENTS
+        ),
+        exe: harness,
+        args,
+        env: Vec::new(),
+        stdin: None,
+        measures_itself: true,
+    })
+}
+
+fn lua(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
+    let exe = require("lua5.4", "lua5.4")?;
+    let script = dir.join("tables_strings.lua");
+    fs::write(&script, TABLES_STRINGS_LUA)
+        .map_err(|e| failed(format!("{}: {e}", script.display())))?;
+    let (rounds, records) = scale.pick((10, 20_000), (1, 2_000));
+    let args = vec![
+        script.into_os_string(),
+        rounds.to_string().into(),
+        records.to_string().into(),
+    ];
+    Ok(Prepared {
+        name: "lua".into(),
+        display: display(&exe, &args, &[], ""),
+        exe,
+        args,
+        env: Vec::new(),
+        stdin: None,
+        measures_itself: false,
+    })
 }
 
 /// Writes at least `bytes` of pseudo-random lines (8 to 120 letters and digits, fixed seed).
@@ -243,7 +418,7 @@ pub fn write_random_lines(path: &Path, bytes: usize) -> std::io::Result<()> {
 
 fn sort(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
     let exe = require("sort", "coreutils")?;
-    let mb = scale.pick(50, 1);
+    let mb = scale.pick(200, 1);
     let input = dir.join(format!("sort-input-{mb}MB.txt"));
     write_random_lines(&input, mb * 1_000_000)
         .map_err(|e| failed(format!("{}: {e}", input.display())))?;
@@ -256,6 +431,7 @@ fn sort(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
         args,
         env,
         stdin: None,
+        measures_itself: false,
     })
 }
 
@@ -269,7 +445,7 @@ fn python(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
     };
     let script = dir.join("alloc_heavy.py");
     fs::write(&script, ALLOC_HEAVY_PY).map_err(|e| failed(format!("{}: {e}", script.display())))?;
-    let rounds = scale.pick(3, 1);
+    let rounds = scale.pick(8, 1);
     let args = vec![script.into_os_string(), rounds.to_string().into()];
     let env = vec![("PYTHONMALLOC".to_string(), "malloc".to_string())];
     Ok(Prepared {
@@ -279,6 +455,7 @@ fn python(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
         args,
         env,
         stdin: None,
+        measures_itself: false,
     })
 }
 
@@ -294,7 +471,7 @@ pub fn sqlite_script(rows: usize) -> Result<String, String> {
 
 fn sqlite(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
     let exe = require("sqlite3", "sqlite3")?;
-    let rows = scale.pick(30_000, 2_000);
+    let rows = scale.pick(150_000, 2_000);
     let script = dir.join(format!("workload-{rows}.sql"));
     let text = sqlite_script(rows).map_err(failed)?;
     fs::write(&script, text).map_err(|e| failed(format!("{}: {e}", script.display())))?;
@@ -306,6 +483,7 @@ fn sqlite(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
         args,
         env: Vec::new(),
         stdin: Some(script),
+        measures_itself: false,
     })
 }
 

@@ -74,42 +74,116 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The ratio of `a`'s value to `reference`'s for program `p`, if both ran.
+    fn ratio_of(
+        &self,
+        p: &str,
+        a: &str,
+        reference: &str,
+        get: &impl Fn(&CRow) -> f64,
+    ) -> Option<f64> {
+        let base = get(self.ok(p, reference)?);
+        ratio(get(self.ok(p, a)?), base)
+    }
+
+    /// Per allocator, the ratios to `reference`'s value over the programs both ran.
+    fn all_ratios(&self, reference: &str, get: &impl Fn(&CRow) -> f64) -> Vec<Vec<f64>> {
+        self.allocators
+            .iter()
+            .map(|a| {
+                self.programs
+                    .iter()
+                    .filter_map(|p| self.ratio_of(p, a, reference, get))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// A table of ratios to `reference`'s value, with a geometric-mean row.
     fn ratios(&self, o: &mut String, reference: &str, get: impl Fn(&CRow) -> f64) {
         self.header(o);
-        let mut per: Vec<Vec<f64>> = vec![Vec::new(); self.allocators.len()];
         for p in &self.programs {
-            let base = self.ok(p, reference).map(&get);
             let cells: Vec<String> = self
                 .allocators
                 .iter()
-                .enumerate()
-                .map(|(i, a)| match self.ok(p, a) {
+                .map(|a| match self.ok(p, a) {
                     None => self.mark(p, a),
-                    Some(r) => match base.and_then(|b| ratio(get(r), b)) {
-                        Some(x) => {
-                            per[i].push(x);
-                            format!("{x:.2}")
-                        }
-                        None => "-".into(),
-                    },
+                    Some(_) => self
+                        .ratio_of(p, a, reference, &get)
+                        .map_or("-".into(), |x| format!("{x:.2}")),
                 })
                 .collect();
             let _ = writeln!(o, "| {p} | {} |", cells.join(" | "));
         }
-        let gm: Vec<String> = per
-            .iter()
-            .map(|v| match geomean(v) {
-                Some(g) => format!("**{g:.2}** ({})", v.len()),
-                None => "-".into(),
-            })
-            .collect();
-        let _ = writeln!(o, "| **geometric mean** | {} |", gm.join(" | "));
+        let _ = writeln!(
+            o,
+            "| **geometric mean** | {} |",
+            geomean_cells(&self.all_ratios(reference, &get)).join(" | ")
+        );
     }
 
     fn has(&self, a: &str) -> bool {
         self.allocators.contains(&a)
     }
+}
+
+/// `**g** (n)` per allocator: the geometric mean of its ratios and how many there were.
+fn geomean_cells(per: &[Vec<f64>]) -> Vec<String> {
+    per.iter()
+        .map(|v| match geomean(v) {
+            Some(g) => format!("**{g:.2}** ({})", v.len()),
+            None => "-".into(),
+        })
+        .collect()
+}
+
+/// The C benchmarks' thread count of a run (files from before it was recorded ran 2).
+fn threads_of(f: &CProgramsFile) -> usize {
+    if f.config.threads == 0 {
+        super::DEFAULT_THREADS
+    } else {
+        f.config.threads
+    }
+}
+
+/// The headline's C-program table (a `###` subsection): per allocator, the geometric means
+/// over the programs of its wall time and of its peak RSS relative to mimalloc's; `None` if
+/// mimalloc was not measured.
+pub fn render_headline(f: &CProgramsFile) -> Option<String> {
+    let v = View::new(f);
+    if !v.has(REFERENCE) {
+        return None;
+    }
+    let wall = |r: &CRow| r.wall_ms;
+    let rss = |r: &CRow| r.peak_rss_bytes as f64;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "### C programs under LD_PRELOAD: time and memory relative to {REFERENCE}
+
+\
+         What a C program gets through `malloc`/`free`: each allocator's median wall time and median peak RSS divided by \
+         {REFERENCE}'s for the same program, geometric mean over the {} programs of the C-program table (below 1: faster, \
+         less memory; the count in brackets; C benchmarks at {} thread(s); per program in section \
+         \"{TITLE}\").{}\n",
+        v.programs.len(),
+        threads_of(f),
+        if f.config.quick {
+            " A `--quick` smoke run: tiny inputs, do not quote."
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(o, "| | {} |", v.allocators.join(" | "));
+    let _ = writeln!(o, "|---|{}", "---:|".repeat(v.allocators.len()));
+    for (what, per) in [
+        ("wall time", v.all_ratios(REFERENCE, &wall)),
+        ("peak RSS", v.all_ratios(REFERENCE, &rss)),
+    ] {
+        let _ = writeln!(o, "| **{what}** | {} |", geomean_cells(&per).join(" | "));
+    }
+    let _ = writeln!(o);
+    Some(o)
 }
 
 /// The section (starting with its `##` heading).
@@ -123,11 +197,13 @@ pub fn render_section(f: &CProgramsFile) -> String {
         "Each program runs as its own process with the allocator preloaded (`LD_PRELOAD`): system is glibc's malloc \
          (nothing preloaded), mimalloc and jemalloc are Debian's packages (`libmimalloc2.0`, `libjemalloc2`), the others \
          are this suite's `lib<name>_preload.so`. Wall time is from start to exit; peak RSS is the child's `ru_maxrss` from \
-         `wait4`. Median over {} repetition(s) [min-max], the repetitions interleaved round robin across allocators. Every \
+         `wait4` (for redis, the server's `VmHWM`; its time is redis-benchmark's). The C benchmarks ran {} thread(s). \
+         Median over {} repetition(s) [min-max], the repetitions interleaved round robin across allocators. Every \
          run's standard output must equal system malloc's byte for byte: a run that crashes, exits with an error, times out \
          or prints something else is **failed** and listed below with the reason. Measured {} at commit {} on {} ({} \
          logical cores), {:.0} s in all; `bench-harness c-programs --out DIR` measures it again (`bench-harness run` \
          does too, after the Rust workloads).\n",
+        threads_of(f),
         c.reps,
         f.machine.started_utc,
         f.machine.git_commit,
@@ -231,7 +307,8 @@ pub fn render_standalone(f: &CProgramsFile) -> String {
     format!(
         "# Allocator comparison\n\nGenerated by `bench-harness` from `c_programs.json` (regenerate with \
          `bench-harness report --out DIR`). This directory holds only the C-program table; \
-         `bench-harness run` adds the Rust workloads.\n\n{}",
+         `bench-harness run` adds the Rust workloads.\n\n## Headline\n\n{}{}",
+        render_headline(f).unwrap_or_default(),
         render_section(f)
     )
 }
@@ -307,5 +384,22 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("`LC_ALL=C sort in.txt`"));
+    }
+
+    #[test]
+    fn headline_has_geomeans_against_mimalloc() {
+        let md = render_headline(&file()).unwrap();
+        assert!(md.contains("| | bump | system | mimalloc |"), "{md}");
+        assert!(
+            md.contains("| **wall time** | - | **1.50** (1) | **1.00** (1) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| **peak RSS** | - | **0.50** (1) | **1.00** (1) |"),
+            "{md}"
+        );
+        let mut f = file();
+        f.config.allocators.retain(|a| a.name != "mimalloc");
+        assert!(render_headline(&f).is_none());
     }
 }

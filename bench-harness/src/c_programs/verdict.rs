@@ -10,6 +10,9 @@ pub const TIMED_OUT: &str = "timed out";
 /// The note on a run with no system-malloc output to compare with.
 pub const NOT_CHECKED: &str = "output not checked (system malloc's run failed)";
 
+/// How the reason of a run killed for its memory starts (such a run is not repeated either).
+pub const OVER_MEMORY: &str = "resident set above";
+
 /// The common name of a few signals.
 fn signal_name(sig: i32) -> &'static str {
     match sig {
@@ -66,6 +69,15 @@ pub fn first_difference(want: &[u8], got: &[u8]) -> Option<String> {
 /// The status of a run and why, given system malloc's output (`None` if there is none yet, as
 /// for system's own first run, or none at all).
 pub fn judge(m: &Measured, reference: Option<&[u8]>) -> (Status, String) {
+    if m.over_memory {
+        return (
+            Status::Failed,
+            format!(
+                "{OVER_MEMORY} the limit of {} MiB (killed; memory never reused?)",
+                super::measure::rss_limit() >> 20
+            ),
+        );
+    }
     if m.timed_out {
         return (
             Status::Failed,
@@ -118,6 +130,7 @@ mod tests {
             peak_rss_bytes: 1 << 20,
             exit,
             timed_out: false,
+            over_memory: false,
             stdout: stdout.to_vec(),
             stderr_tail: stderr.into(),
         }
@@ -157,6 +170,11 @@ mod tests {
         let (s, why) = judge(&t, Some(b""));
         assert_eq!(s, Status::Failed);
         assert!(why.starts_with(TIMED_OUT));
+        let mut big = measured(Exit::Signal(libc::SIGKILL), b"", "");
+        big.over_memory = true;
+        let (s, why) = judge(&big, Some(b""));
+        assert_eq!(s, Status::Failed);
+        assert!(why.starts_with(OVER_MEMORY), "{why}");
         let ld = "ERROR: ld.so: object 'x.so' from LD_PRELOAD cannot be preloaded: ignored.";
         let (s, why) = judge(&measured(Exit::Code(0), b"", ld), Some(b""));
         assert_eq!(s, Status::Failed);

@@ -33,7 +33,7 @@
 //! across a system call.
 
 use core::ptr;
-use core::sync::atomic::AtomicBool;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::hardened;
 use crate::os::{self, page_size};
@@ -234,6 +234,9 @@ static CACHE: Lock<Cache> = Lock::new(Cache {
     bytes: 0,
 });
 
+/// A copy of the cache's `bytes`, readable without its lock (see [`expire_cache`]).
+static CACHED_BYTES: AtomicUsize = AtomicUsize::new(0);
+
 static ATFORK: AtomicBool = AtomicBool::new(false);
 
 /// `pthread_atfork` prepare handler: takes the cache's lock so no other thread holds it across
@@ -259,6 +262,7 @@ impl Cache {
     fn remove(&mut self, i: usize) -> Cached {
         let e = core::mem::replace(&mut self.entries[i], EMPTY);
         self.bytes -= e.resident;
+        CACHED_BYTES.store(self.bytes, Ordering::Relaxed);
         // SAFETY: a cached entry's counters are 'static (invariant of Cache).
         unsafe { (*e.counters).sub_mapped(e.resident) };
         e
@@ -448,6 +452,7 @@ unsafe fn put_cached(
                     freed_at: now,
                 };
                 cache.bytes += resident;
+                CACHED_BYTES.store(cache.bytes, Ordering::Relaxed);
                 true
             }
             _ => false,
@@ -460,6 +465,22 @@ unsafe fn put_cached(
         // SAFETY: the caller's contract: a whole dead mapping of ours; windows released first.
         unsafe { os::unmap(base as *mut u8, map_len) };
     }
+}
+
+/// Unmaps the cached mappings older than [`CACHE_DECAY_MS`]; nothing (one relaxed load) when the
+/// cache is empty. The allocators call it from their own slow paths too (page decay, reaping),
+/// so a program that stops making large requests still gets that memory back.
+pub fn expire_cache() {
+    if CACHED_BYTES.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let Some(mut cache) = CACHE.try_lock() else {
+        return; // someone else is using it (and expires it on the way)
+    };
+    let mut dead = Dead::new();
+    cache.expire(os::coarse_millis(), &mut dead);
+    drop(cache);
+    dead.unmap_all();
 }
 
 /// Unmaps every cached mapping now (instead of after [`CACHE_DECAY_MS`]): for a program that

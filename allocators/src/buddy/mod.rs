@@ -269,6 +269,8 @@ impl ThreadCache {
     /// Takes half a cache's worth of blocks of `order` from the arena; returns one of them.
     #[cold]
     fn refill(&mut self, order: u32) -> *mut u8 {
+        // The large-block cache decays on this path too (one load while it is empty).
+        crate::large::expire_cache();
         let index = self.arena();
         let batch = bin_limit(order) / 2;
         let mut arena = lock_arena(index);

@@ -235,6 +235,8 @@ unsafe fn drain_rescued(heap: *mut Heap) {
 #[cold]
 #[inline(never)]
 pub unsafe fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
+    // The large-block cache decays on this path too (one load while it is empty).
+    crate::large::expire_cache();
     // SAFETY: the caller owns the heap and all its pages.
     unsafe {
         if !(*heap).rescued.load(Ordering::Relaxed).is_null() {

@@ -457,6 +457,7 @@ fn reap_all_if_due() {
 
 #[cold]
 fn reap_all() {
+    crate::large::expire_cache();
     for (index, padded) in CACHES.iter().enumerate() {
         let limit = if index < NUM_CLASSES {
             depot_limit(index)

@@ -274,17 +274,17 @@ fn c_benchmark(
 // a few tens of milliseconds.
 
 fn larson(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
-    let rounds = scale.pick(3_000, 40);
+    let rounds = scale.pick(9_000, 40);
     c_benchmark("larson", LARSON_C, scale, &[rounds, 2_000], dir)
 }
 
 fn malloc_simple(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
-    let reps = scale.pick(6_000, 60);
+    let reps = scale.pick(18_000, 60);
     c_benchmark("malloc-simple", MALLOC_SIMPLE_C, scale, &[reps], dir)
 }
 
 fn malloc_thread(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
-    let steps = scale.pick(25_000_000, 300_000);
+    let steps = scale.pick(75_000_000, 300_000);
     c_benchmark("malloc-thread", MALLOC_THREAD_C, scale, &[steps], dir)
 }
 
@@ -300,27 +300,27 @@ fn cache_thrash(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
 }
 
 fn rptest(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
-    let steps = scale.pick(15_000_000, 150_000);
+    let steps = scale.pick(30_000_000, 150_000);
     c_benchmark("rptest", RPTEST_C, scale, &[steps], dir)
 }
 
 fn xmalloc(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
-    let batches = scale.pick(300_000, 3_000);
+    let batches = scale.pick(1_200_000, 3_000);
     c_benchmark("xmalloc", XMALLOC_C, scale, &[batches], dir)
 }
 
 fn malloc_large(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
-    let steps = scale.pick(300, 8);
+    let steps = scale.pick(600, 8);
     c_benchmark("malloc-large", MALLOC_LARGE_C, scale, &[steps], dir)
 }
 
 fn malloc_churn(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
-    let steps = scale.pick(30_000_000, 300_000);
+    let steps = scale.pick(60_000_000, 300_000);
     c_benchmark("malloc-churn", MALLOC_CHURN_C, scale, &[steps], dir)
 }
 
 fn producer_consumer(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
-    let batches = scale.pick(50_000, 500);
+    let batches = scale.pick(100_000, 500);
     // Its first argument counts producer/consumer pairs: threads / 2 of them (at least one).
     let pairs = Scale {
         threads: (scale.threads / 2).max(1),

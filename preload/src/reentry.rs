@@ -1,5 +1,8 @@
 //! Detects a call into the C allocation interface made from inside another one on the same
-//! thread, and sends it to [`crate::bootstrap`] instead of the allocator.
+//! thread, and sends it to [`crate::bootstrap`] instead of the allocator. Used only for an
+//! allocator that does not serve such calls itself (`Introspect::SERVES_REENTRY` is false: Bump
+//! today); SizeClass, Slab and Buddy mark the thread's own state while they set it up and serve
+//! a nested call from a shared path, which spares every call this flag's thread-local access.
 //!
 //! Why this happens: the allocators keep per-thread state in a `thread_local!` with a destructor.
 //! The first touch of it on a thread registers the destructor with glibc's

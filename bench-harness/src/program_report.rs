@@ -27,6 +27,12 @@ const MAX_LINES: usize = 8;
 
 const MIB: f64 = (1u64 << 20) as f64;
 
+/// One line of a panel: (colour index, allocator, the cell whose series it draws).
+type Line<'r> = (usize, &'r str, &'r CellResult);
+
+/// One panel: a thread count and its lines.
+type PanelLines<'r> = (usize, Vec<Line<'r>>);
+
 /// The run's program-scale workloads, in run order.
 fn program_workloads(results: &ResultsFile) -> Vec<&str> {
     results
@@ -71,7 +77,7 @@ pub fn draw_charts(out: &Path, results: &ResultsFile) -> Result<Vec<(String, Str
     for w in program_workloads(results) {
         let allocs = charted_allocators(results);
         // (threads, [(colour index, allocator, cell)]) for the thread counts with data.
-        let panels: Vec<(usize, Vec<(usize, &str, &CellResult)>)> = results
+        let panels: Vec<PanelLines<'_>> = results
             .config
             .threads
             .iter()
@@ -101,7 +107,7 @@ fn draw_one(
     path: &Path,
     title: &str,
     allocs: &[&str],
-    panels: &[(usize, Vec<(usize, &str, &CellResult)>)],
+    panels: &[PanelLines<'_>],
 ) -> Result<(), String> {
     let (w, panel_h, legend_w) = (1000u32, 330u32, 190u32);
     let root = SVGBackend::new(path, (w, panel_h * panels.len() as u32 + 40)).into_drawing_area();
@@ -152,7 +158,7 @@ fn draw_one(
                 .map(|p| (p.t_ms / 1e3, p.live_bytes as f64 / MIB))
                 .collect();
             chart
-                .draw_series(DashedLineSeries::new(live, 6, 4, c.stroke_width(1).into()))
+                .draw_series(DashedLineSeries::new(live, 6, 4, c.stroke_width(1)))
                 .map_err(err)?;
         }
     }

@@ -205,7 +205,7 @@ pub unsafe fn touch(p: *mut u8, size: usize, value: u8) {
 /// `p` must point to at least `size >= 16` writable bytes, aligned to 8.
 #[inline]
 pub unsafe fn write_value(p: *mut u8, size: usize, fill: u8) {
-    debug_assert!(size >= 16 && p as usize % 8 == 0);
+    debug_assert!(size >= 16 && (p as usize).is_multiple_of(8));
     // SAFETY: the caller guarantees `p..p+size` is writable, size >= 16 and 8-byte alignment.
     unsafe {
         std::ptr::write_bytes(p, fill, size);

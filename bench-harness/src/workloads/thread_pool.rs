@@ -33,6 +33,9 @@ const BATCHES: usize = 16;
 /// Blocks per chunk handed from a producer to a consumer.
 const CHUNK: usize = 256;
 
+/// A chunk of blocks (addresses; each block's size is in its first word).
+type Chunk = Vec<usize>;
+
 /// The idle tail after everything is freed, at full scale (shorter at smaller scales).
 const FULL_IDLE: Duration = Duration::from_millis(600);
 
@@ -50,7 +53,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
     let scale = live as f64 / FULL_LIVE_BYTES as f64;
     let idle = FULL_IDLE.mul_f64(scale.clamp(0.1, 1.0));
 
-    let (txs, rxs): (Vec<Sender<Vec<usize>>>, Vec<Receiver<Vec<usize>>>) =
+    let (txs, rxs): (Vec<Sender<Chunk>>, Vec<Receiver<Chunk>>) =
         (0..consumers.len()).map(|_| bounded(8)).unzip();
     std::thread::scope(|s| {
         let consumer_threads: Vec<_> = consumers
@@ -92,7 +95,7 @@ fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
 /// One producer's batch: `bytes` of blocks, in chunks to the consumers in turn.
 fn produce<A: GlobalAlloc>(
     w: &mut Worker<'_, A>,
-    txs: &[Sender<Vec<usize>>],
+    txs: &[Sender<Chunk>],
     p: &Params,
     lane: usize,
     batch: usize,
@@ -126,7 +129,7 @@ fn produce<A: GlobalAlloc>(
 /// the producers are done, frees everything and idles for `idle`.
 fn consume<A: GlobalAlloc>(
     w: &mut Worker<'_, A>,
-    rx: Receiver<Vec<usize>>,
+    rx: Receiver<Chunk>,
     limit: usize,
     idle: Duration,
 ) {

@@ -195,13 +195,13 @@ pub fn section(results: &ResultsFile, charts: &[(String, String)]) -> String {
     let allocs = &results.config.allocators;
     let _ = writeln!(
         o,
-        "## Memory at a real program's scale\n\n{} run with hundreds of MiB live at full scale (this run's live-set \
-         scale: {}), so idle RSS no longer hides what an allocator keeps. Each cell: fragmentation = peak RSS / peak live \
+        "## Memory at a real program's scale\n\n{} run with hundreds of MiB live at full scale (in this run, live \
+         sets scaled by {}), so idle RSS no longer hides what an allocator keeps. Each cell: fragmentation = peak RSS / peak live \
          requested bytes (1.00 would be perfect; idle RSS included), with peak RSS / peak live in MiB, medians over \
          repetitions. Values in italics have a peak live set under {} MiB, where the harness's idle footprint weighs in: \
          do not read them as fragmentation.\n",
         ws.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(" and "),
-        results.config.size_factor,
+        results.config.size_factor.clamp(0.0, 1.0).powi(3),
         MEANINGFUL_LIVE_BYTES >> 20
     );
     let _ = writeln!(o, "| workload | threads | {} |", allocs.join(" | "));

@@ -1,6 +1,7 @@
 //! The report's SVG charts, drawn with plotters' SVG backend (text is written as SVG `<text>`,
 //! so no font files are needed): grouped bar charts (throughput, ratio to mimalloc, latency
 //! percentiles), line panels (thread scaling) and the fragmentation workload's RSS over time.
+//! (The program-scale workloads' charts are drawn by [`crate::program_report`].)
 
 use std::path::Path;
 
@@ -14,7 +15,8 @@ fn err<E: std::fmt::Debug>(e: E) -> String {
     format!("chart: {e:?}")
 }
 
-fn color(i: usize) -> RGBColor {
+/// The colour of series `i` (the same allocator index gets the same colour in every chart).
+pub fn color(i: usize) -> RGBColor {
     // A qualitative palette that stays readable for up to ten series.
     const C: [(u8, u8, u8); 10] = [
         (31, 119, 180),

@@ -10,7 +10,7 @@
 //! |---|---|
 //! | [`registry`] | the ONE table of allocators under test (adding one is one line) |
 //! | [`baselines`] | fixed-region baselines set up over a large reserved mapping |
-//! | [`workloads`] | the twelve workloads, generic over `A: GlobalAlloc` |
+//! | [`workloads`] | the fourteen workloads, generic over `A: GlobalAlloc` |
 //! | [`worker`] | what a workload thread calls: timed, counted alloc/free/realloc |
 //! | [`timer`] | the cycle counter used to time sampled operations |
 //! | [`proc_mem`] | RSS readings from `/proc/self` |
@@ -24,6 +24,7 @@
 //! | [`selection`] | parsing of `--allocators`, `--workloads`, `--threads` |
 //! | [`report`] | `REPORT.md` |
 //! | [`charts`] | the SVG charts |
+//! | [`program_report`] | the report's section on the program-scale workloads: RSS and live bytes over time, peak RSS / peak live |
 //! | [`c_programs`] | C programs (C benchmarks, redis, lua, sort, python3, sqlite3) under each allocator via `LD_PRELOAD` |
 
 #![warn(missing_docs)]
@@ -37,6 +38,7 @@ pub mod compare;
 pub mod machine;
 pub mod micro;
 pub mod proc_mem;
+pub mod program_report;
 pub mod registry;
 pub mod report;
 pub mod results_io;

@@ -319,6 +319,7 @@ pub fn render(
     {
         let _ = writeln!(o, "![{title}]({file})\n");
     }
+    o.push_str(&crate::program_report::section(results, charts));
 
     if let Some(c) = c_programs {
         o.push_str(&c_programs::report::render_section(c));
@@ -673,6 +674,7 @@ fn draw_charts(out: &Path, results: &ResultsFile) -> Result<Vec<(String, String)
         charts::line_panels(&out.join(&file), &title, "ms", "RSS MiB", &panels, 2)?;
         made.push((title, file));
     }
+    made.extend(crate::program_report::draw_charts(out, results)?);
     Ok(made)
 }
 

@@ -1,4 +1,4 @@
-//! The twelve workloads, written here from the published descriptions of well-known allocator
+//! The fourteen workloads, written here from the published descriptions of well-known allocator
 //! benchmarks (mimalloc-bench, the rpmalloc benchmark, Bonwick's papers), never copied.
 //!
 //! Every workload is generic over `A: GlobalAlloc` and calls the allocator under test only through
@@ -6,6 +6,10 @@
 //! cell's duration is the same for a fast and a slow allocator, and is seeded, so every allocator
 //! sees the same sequence of requests. `threads` is the number of worker threads (for `xmalloc`:
 //! producer/consumer pairs).
+//!
+//! Two workloads run at a real program's scale instead (`server`, `thread-pool`: hundreds of MiB
+//! live at full scale, see [`Params::program_bytes`]): they follow a fixed schedule rather than
+//! the deadline, so every allocator goes through the same phases, and take a few seconds.
 
 use std::alloc::{GlobalAlloc, Layout};
 
@@ -24,7 +28,9 @@ mod phase;
 mod power_of_two;
 mod realloc_growth;
 mod rptest;
+mod server;
 mod thread_churn;
+mod thread_pool;
 mod xmalloc;
 
 /// A workload's entry in the table.
@@ -43,6 +49,9 @@ pub struct WorkloadInfo {
     pub samples_over_time: bool,
     /// Threads used per requested thread (2 for producer/consumer pairs).
     pub lanes_per_thread: usize,
+    /// Whether it runs at a real program's scale (hundreds of MiB live at full scale): the report
+    /// charts its RSS and live bytes over time and tables peak RSS / peak live bytes.
+    pub program_scale: bool,
 }
 
 /// Every workload, in report order.
@@ -62,6 +71,8 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         ..info("fragmentation", "fill with small objects, free 90% at random, then allocate other sizes; RSS sampled over time", "memory returned, reuse", false, 1)
     },
     info("thread-churn", "thousands of short-lived threads allocating", "cache hand-back on exit", false, 1),
+    program("server", "key-value cache, 512 MiB live at full scale, one shard per thread: random keys replaced by values of 16 B-64 KiB whose size mix moves from small to large and back", "fragmentation of a long-running server", 1),
+    program("thread-pool", "producer threads spawned per batch (then exit) hand blocks of 16 B-4 KiB to long-lived consumers, which keep 384 MiB live at full scale and free the oldest (threads = consumer/producer pairs); then an idle tail", "memory of exited threads freed by others", 2),
 ];
 
 const fn info(
@@ -78,6 +89,21 @@ const fn info(
         bounded_total,
         samples_over_time: false,
         lanes_per_thread,
+        program_scale: false,
+    }
+}
+
+/// A workload at a real program's scale: RSS and live bytes sampled over time.
+const fn program(
+    name: &'static str,
+    pattern: &'static str,
+    stresses: &'static str,
+    lanes_per_thread: usize,
+) -> WorkloadInfo {
+    WorkloadInfo {
+        samples_over_time: true,
+        program_scale: true,
+        ..info(name, pattern, stresses, false, lanes_per_thread)
     }
 }
 
@@ -109,6 +135,12 @@ impl Params {
     pub fn scaled(&self, n: usize, min: usize) -> usize {
         ((n as f64 * self.size_factor) as usize).max(min)
     }
+
+    /// The live set of a program-scale workload: `full` bytes at full scale, scaled by the cube
+    /// of the size factor (1/64 for `--quick`'s 0.25, so 512 MiB becomes 8 MiB), at least 1 MiB.
+    pub fn program_bytes(&self, full: usize) -> usize {
+        ((full as f64 * self.size_factor.clamp(0.0, 1.0).powi(3)) as usize).max(1 << 20)
+    }
 }
 
 /// Runs workload `name` on `heap` with one recorder per lane; returns the recorders filled.
@@ -137,6 +169,8 @@ pub fn run<A: GlobalAlloc + Sync>(
         "realloc-growth" => realloc_growth::run(workers, params),
         "fragmentation" => fragmentation::run(workers, params),
         "thread-churn" => thread_churn::run(workers, params),
+        "server" => server::run(workers, params),
+        "thread-pool" => thread_pool::run(workers, params),
         _ => workers,
     };
     done.into_iter().map(Worker::finish).collect()
@@ -162,6 +196,31 @@ pub unsafe fn touch(p: *mut u8, size: usize, value: u8) {
         p.write_volatile(value);
         p.add(size - 1).write_volatile(value);
     }
+}
+
+/// Writes a value of `size >= 16` bytes as a program filling it would (every byte), with its
+/// size in its first word, so an index needs to keep only its address (see [`value_size`]).
+///
+/// # Safety
+/// `p` must point to at least `size >= 16` writable bytes, aligned to 8.
+#[inline]
+pub unsafe fn write_value(p: *mut u8, size: usize, fill: u8) {
+    debug_assert!(size >= 16 && (p as usize).is_multiple_of(8));
+    // SAFETY: the caller guarantees `p..p+size` is writable, size >= 16 and 8-byte alignment.
+    unsafe {
+        std::ptr::write_bytes(p, fill, size);
+        (p as *mut usize).write(size);
+    }
+}
+
+/// The size of a value written by [`write_value`].
+///
+/// # Safety
+/// `addr` must be a live value written by [`write_value`].
+#[inline]
+pub unsafe fn value_size(addr: usize) -> usize {
+    // SAFETY: the caller guarantees a live value whose first word holds its size.
+    unsafe { (addr as *const usize).read() }
 }
 
 /// Runs `body` for each worker on its own scoped thread and returns the workers in order.
@@ -201,7 +260,7 @@ mod tests {
             assert!(WORKLOADS[i + 1..].iter().all(|o| o.name != w.name));
             assert_eq!(find(w.name).map(|f| f.name), Some(w.name));
         }
-        assert_eq!(WORKLOADS.len(), 12);
+        assert_eq!(WORKLOADS.len(), 14);
     }
 
     #[test]

@@ -115,11 +115,12 @@ fn expectation(bug: Bug) -> (&'static str, i32) {
     }
 }
 
-/// The small overflow's request: 24 bytes, or for SizeClass, whose canary needs 8 bytes of slack
-/// in the block, 100 (in a 112-byte block).
+/// The small overflow's request: 24 bytes, or for SizeClass 48, one of its class sizes (before
+/// every hardened request was padded for its canary, a request filling its class kept none, and
+/// this overflow went unnoticed).
 fn overflow_size(name: &str) -> usize {
     if name == "sizeclass" {
-        100
+        48
     } else {
         24
     }
@@ -204,10 +205,11 @@ fn commit<A: GlobalAlloc + Introspect>(a: &A, name: &str, bug: Bug) {
                         a.dealloc(p, l(size));
                     }
                 }
-                // Classes whose block also serves `size - 8`, with slack: a block freed by an
-                // exact-fit user serves a request with slack next; a block goes from slack to
-                // exact fit and back by in-place reallocs.
-                for size in [16, 112, 1024, 4096] {
+                // Sizes whose block also serves `size - 8` (every request is padded by the
+                // canary's 8 bytes: 120 and 112 both take the 128-byte class): a block freed by
+                // one user serves the other next; a block goes from one to the other and back
+                // by in-place reallocs.
+                for size in [120, 1016, 4088] {
                     let p = a.alloc(l(size));
                     std::ptr::write_bytes(p, 0x41, size);
                     a.dealloc(p, l(size));
@@ -251,21 +253,23 @@ fn commit<A: GlobalAlloc + Introspect>(a: &A, name: &str, bug: Bug) {
                 a.dealloc(keep, l(16));
             }
             Bug::OverflowAfterExactFit => {
-                let p = a.alloc(l(112));
-                std::ptr::write_bytes(p, 0x41, 112);
-                a.dealloc(p, l(112));
-                let q = a.alloc(l(100));
+                // 120 and 112 bytes share the 128-byte class (requests padded by 8); the canary
+                // lies at 120..128.
+                let p = a.alloc(l(120));
+                std::ptr::write_bytes(p, 0x41, 120);
+                a.dealloc(p, l(120));
+                let q = a.alloc(l(112));
                 assert_eq!(q, p, "the freed block is reused first");
-                std::ptr::write_bytes(q, 0x41, 112 - 8 + 1);
-                a.dealloc(q, l(100));
+                std::ptr::write_bytes(q, 0x41, 120 + 1);
+                a.dealloc(q, l(112));
             }
             Bug::OverflowAfterRealloc => {
-                let p = a.alloc(l(112));
-                std::ptr::write_bytes(p, 0x41, 112);
-                let q = a.realloc(p, l(112), 100);
+                let p = a.alloc(l(120));
+                std::ptr::write_bytes(p, 0x41, 120);
+                let q = a.realloc(p, l(120), 112);
                 assert_eq!(q, p, "a realloc within the class stays in place");
-                std::ptr::write_bytes(q, 0x41, 112 - 8 + 1);
-                a.dealloc(q, l(100));
+                std::ptr::write_bytes(q, 0x41, 120 + 1);
+                a.dealloc(q, l(112));
             }
         }
     }

@@ -39,11 +39,12 @@
 //! it; `alloc_zeroed` skips the memset on pages fresh from the kernel (or discarded since).
 //!
 //! With the `hardened` feature ([`crate::hardened`]; the checks live in `checks`, each behind an
-//! `if hardened::ENABLED` that compiles away otherwise), the request picks its class by its own
-//! size (blocks are at least 16 bytes), every free block carries a canary in its last word,
-//! checked on free when the request left at least 8 bytes of slack in its block and re-written
-//! otherwise (`usable_size` is the class size minus 8, and `Introspect::UNSIZED_PAD` is 8, so
-//! every block the C API hands out has that slack), and keeps a state word in its second word
+//! `if hardened::ENABLED` that compiles away otherwise), every request is padded by 8 bytes
+//! for its class (blocks are at least 16 bytes), so every block carries a canary in its last
+//! word after its request, checked on free (`checks` still handles a request that fills its
+//! block, which only a caller passing a smaller layout than it allocated with could make;
+//! `usable_size` is the class size minus 8, and `Introspect::UNSIZED_PAD` is 8 for the C API's
+//! requests, whose size `free` does not know), and keeps a state word in its second word
 //! while free (see `checks` for the layout), and:
 //! - every free-list link (the owner's `free` list, extended runs, and the atomic `thread_free`
 //!   list, encoded before the CAS push) is stored encoded with the per-process key and the slot's
@@ -218,11 +219,13 @@ unsafe fn pop_counted(heap: *mut Heap, page: *mut Page, size: usize) -> *mut u8 
     }
 }
 
-/// The fast allocation path.
+/// The fast allocation path. Hardened builds pad every request by the canary's bytes, so every
+/// block keeps a canary after its request and a small overflow is caught whatever the request's
+/// size (a request filling its class exactly, 48 bytes say, used to keep none).
 #[inline(always)]
 unsafe fn alloc_small(layout: Layout) -> *mut u8 {
     // SAFETY: forwarded contract.
-    unsafe { alloc_small_padded(layout, 0) }
+    unsafe { alloc_small_padded(layout, hardened::CANARY_BYTES) }
 }
 
 /// [`alloc_small`] in a block with `pad` bytes more than `layout` asks for (counted as
@@ -491,7 +494,9 @@ unsafe impl GlobalAlloc for SizeClass {
         if small && !is_large(new_size, layout.align()) {
             // SAFETY: a live small block: its page descriptor is valid.
             let bsize = unsafe { (*page_of(ptr as usize)).block_size };
-            if new_size <= bsize && (new_size >= bsize / 2 || bsize <= 64) {
+            // Hardened: stays in place only with room for the canary after `new_size` bytes.
+            let fits = new_size + hardened::CANARY_BYTES <= bsize;
+            if fits && (new_size >= bsize / 2 || bsize <= 64) {
                 if hardened::ENABLED {
                     // SAFETY: a live block of ours of `bsize` bytes, checked above.
                     unsafe { checks::resized(ptr, bsize, new_size, canary) };

@@ -702,3 +702,25 @@ fn double_and_invalid_frees_abort_in_checked_builds() {
         assert_eq!(libc::WTERMSIG(status), libc::SIGABRT);
     }
 }
+
+/// A plain build drops a double free of the block its thread cache received last, instead of
+/// caching it twice and handing it out twice (checked builds abort on it instead).
+#[test]
+#[cfg(not(any(debug_assertions, feature = "hardened")))]
+fn a_repeated_free_of_the_last_cached_block_is_dropped() {
+    let a = Buddy::new();
+    let layout = Layout::from_size_align(48, 8).unwrap();
+    // SAFETY: deliberately freeing `p` twice, which the plain build must survive; every other
+    // block is allocated and freed once.
+    unsafe {
+        let p = a.alloc(layout);
+        assert!(!p.is_null());
+        a.dealloc(p, layout);
+        a.dealloc(p, layout);
+        let q = a.alloc(layout);
+        let r = a.alloc(layout);
+        assert_ne!(q, r, "one block handed out twice");
+        a.dealloc(q, layout);
+        a.dealloc(r, layout);
+    }
+}

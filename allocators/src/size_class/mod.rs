@@ -422,11 +422,17 @@ fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
 /// # Safety
 /// `p` is a block just allocated from a segment, with at least `size` bytes.
 unsafe fn zero_small(p: *mut u8, size: usize) {
-    // SAFETY: p is live in a segment; its page descriptor is valid and owned by this thread's
-    // heap (or the orphan heap), whose is_zero cannot change for this block any more.
+    // SAFETY: p is live in a segment, so its segment header and page descriptor are valid. The
+    // page's `is_zero` is read only when the page belongs to this thread's own heap (the owner
+    // field is atomic): a block from the orphan heap, which other threads use under its lock
+    // (released by now), is cleared in full without reading it.
     unsafe {
         let page = page_of(p as usize);
-        if (*page).is_zero {
+        let own = (*segment_of(p as usize))
+            .heap
+            .load(core::sync::atomic::Ordering::Relaxed)
+            == current_heap();
+        if own && (*page).is_zero {
             p.cast::<usize>().write(0);
         } else {
             ptr::write_bytes(p, 0, size);

@@ -33,7 +33,7 @@
 //! across a system call.
 
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::hardened;
 use crate::os::{self, page_size};
@@ -236,6 +236,10 @@ static CACHE: Lock<Cache> = Lock::new(Cache {
 
 /// A copy of the cache's `bytes`, readable without its lock (see [`expire_cache`]).
 static CACHED_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// When [`expire_cache`] may look at the cache next (`os::coarse_millis`).
+static NEXT_EXPIRE_MS: AtomicU64 = AtomicU64::new(0);
+/// Milliseconds between two looks of [`expire_cache`].
+const EXPIRE_EVERY_MS: u64 = 100;
 
 static ATFORK: AtomicBool = AtomicBool::new(false);
 
@@ -414,7 +418,9 @@ unsafe fn put_cached(
     counters: &'static GlobalCounters,
 ) {
     let mut dead = Dead::new();
-    let kept = resident <= CACHE_MAX_BYTES && {
+    // Hardened builds keep nothing: an unmapped block faults on a use after free, a cached one
+    // would take the write silently.
+    let kept = !hardened::ENABLED && resident <= CACHE_MAX_BYTES && {
         let now = os::coarse_millis();
         let mut cache = CACHE.lock();
         cache.expire(now, &mut dead);
@@ -472,6 +478,22 @@ unsafe fn put_cached(
 /// so a program that stops making large requests still gets that memory back.
 pub fn expire_cache() {
     if CACHED_BYTES.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    // At most ten tries a second: the allocators call this on frequent slow paths, and the
+    // cache's lock is shared by every thread.
+    let now = os::coarse_millis();
+    let next = NEXT_EXPIRE_MS.load(Ordering::Relaxed);
+    if now < next
+        || NEXT_EXPIRE_MS
+            .compare_exchange(
+                next,
+                now + EXPIRE_EVERY_MS,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_err()
+    {
         return;
     }
     let Some(mut cache) = CACHE.try_lock() else {
@@ -991,6 +1013,7 @@ mod tests {
     /// fitting size, and comes back zeroed when asked. Other tests share the cache and may take
     /// the mapping first, so reuse is required in some, not all, of several rounds.
     #[test]
+    #[cfg(not(feature = "hardened"))] // hardened builds cache nothing (see `put_cached`)
     fn freed_mappings_are_reused_and_zeroed_on_request() {
         static C: GlobalCounters = GlobalCounters::new();
         let size = (9 << 20) + 12345;

@@ -48,7 +48,9 @@ impl Owner {
         if v > Owner::SizeClass as u8 {
             return Owner::Foreign;
         }
-        // SAFETY: `Owner` is `repr(u8)` with the discriminants 0..=5, and `v` is one of them.
+        const _: () = assert!(Owner::Foreign as u8 == 0 && Owner::SizeClass as u8 == 5);
+        // SAFETY: `Owner` is `repr(u8)` with the discriminants 0..=5 (contiguous, checked above
+        // at its ends, declared in order), and `v` is one of them.
         // (A match on each value cost free's fast path three more compares.)
         unsafe { core::mem::transmute::<u8, Owner>(v) }
     }

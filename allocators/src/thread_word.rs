@@ -9,8 +9,10 @@
 //! which stable Rust lacks. So on x86-64 Linux the word is declared in assembly (`.tdata`, with
 //! its initial value) and read and written with the initial-exec sequence in inline assembly;
 //! mimalloc's preloaded library reaches its heap the same way. The cost: the library gets the
-//! `STATIC_TLS` flag (its 8 bytes live in the static TLS block, which always has room for a
-//! library loaded at start-up such as a preloaded one, and glibc keeps a surplus for `dlopen`).
+//! `STATIC_TLS` flag: its words and blocks (8 bytes for SizeClass, about 1.6 KB for Slab and
+//! 6.8 KB for Buddy) live in the static TLS block, which always has room for a library loaded at
+//! start-up such as a preloaded one; a library `dlopen`ed later may not find that much room in
+//! glibc's surplus, so these libraries are for `LD_PRELOAD` (or linking), not `dlopen`.
 //! Elsewhere the word is a `const` `thread_local!` `Cell`.
 //!
 //! The word has no destructor, so touching it never registers anything and never allocates.
@@ -131,14 +133,15 @@ macro_rules! thread_block {
                 let a: usize;
                 // SAFETY: initial-exec access to the TLS block declared above (64-aligned, the
                 // type's size): the GOT entry holds its offset from the thread pointer, and
-                // `fs:[0]` holds the thread pointer itself (the x86-64 TLS ABI), which never
-                // changes for a thread: `pure` lets the compiler reuse the address.
+                // `fs:[0]` holds the thread pointer itself (the x86-64 TLS ABI). Both reads are
+                // of values that never change for a thread, so `pure, readonly` lets the
+                // compiler reuse the address.
                 unsafe {
                     core::arch::asm!(
                         concat!("mov {a}, qword ptr [rip + ", $sym, "@GOTTPOFF]"),
                         "add {a}, qword ptr fs:[0]",
                         a = out(reg) a,
-                        options(nostack, pure, nomem),
+                        options(nostack, pure, readonly),
                     );
                 }
                 a as *mut $ty

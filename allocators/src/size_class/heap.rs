@@ -449,6 +449,9 @@ static PARKED_FREED: AtomicUsize = AtomicUsize::new(0);
 /// thread, even if that thread then never allocates again; at most this much waits for the next
 /// reclaim (or for a new thread to adopt the heap).
 const PARKED_RECLAIM_BYTES: usize = 8 << 20;
+/// Parked heaps tidied by one reclaim at most (the pool's round robin takes the next ones
+/// at the next reclaim), so that no single free stalls for thousands of heaps.
+const RECLAIM_AT_ONCE: usize = 16;
 
 /// Counts `bytes` remote-freed into a page of a parked heap (`free_remote`'s cold path), and
 /// tidies every parked heap once [`PARKED_RECLAIM_BYTES`] have been freed into them: their
@@ -466,7 +469,7 @@ pub fn note_parked_free(bytes: usize) {
 #[inline(never)]
 fn reclaim_parked() {
     PARKED_FREED.store(0, Ordering::Relaxed);
-    let n = POOL.lock().parked;
+    let n = POOL.lock().parked.min(RECLAIM_AT_ONCE);
     for _ in 0..n {
         reclaim_one_abandoned();
     }
@@ -522,6 +525,8 @@ pub fn reclaim_one_abandoned() {
 
 /// Runs `f` with the orphan heap (locked), for allocations made after the thread's heap is gone.
 pub fn with_orphan<R>(f: impl FnOnce(*mut Heap) -> R, fail: R) -> R {
+    // Before the lock: registering may allocate, and that call may come back here.
+    sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
     let mut orphan = ORPHAN.lock();
     if *orphan == 0 {
         let h = acquire();

@@ -43,8 +43,8 @@
 //! for its class (blocks are at least 16 bytes), so every block carries a canary in its last
 //! word after its request, checked on free (`checks` still handles a request that fills its
 //! block, which only a caller passing a smaller layout than it allocated with could make;
-//! `usable_size` is the class size minus 8, and `Introspect::UNSIZED_PAD` is 8 for the C API's
-//! requests, whose size `free` does not know), and keeps a state word in its second word
+//! `usable_size` is the class size minus 8, so a C block, freed by `free_unsized` as that many
+//! bytes, has its canary checked too), and keeps a state word in its second word
 //! while free (see `checks` for the layout), and:
 //! - every free-list link (the owner's `free` list, extended runs, and the atomic `thread_free`
 //!   list, encoded before the CAS push) is stored encoded with the per-process key and the slot's
@@ -150,12 +150,15 @@ fn owns(heap: *mut Heap) -> bool {
 #[inline(never)]
 fn init_heap() -> *mut Heap {
     heap_word::set(detached_heap() as usize);
-    let mut h = heap::acquire();
+    let h = heap::acquire();
     // SAFETY: a heap of this thread's, valid until the hook parks it at thread exit.
     if !h.is_null() && !unsafe { EXIT_HOOK.arm(h.cast()) } {
         // SAFETY: the heap was never used; parking it hands it to the next thread.
         unsafe { heap::abandon(h) };
-        h = ptr::null_mut();
+        // No hook (the process ran out of pthread keys, or of memory for glibc's key table):
+        // the thread stays on the orphan heap rather than retrying this on every call.
+        heap_word::set(detached_heap() as usize);
+        return ptr::null_mut();
     }
     heap_word::set(if h.is_null() { empty_heap() } else { h } as usize);
     h
@@ -458,9 +461,7 @@ unsafe impl GlobalAlloc for SizeClass {
         if is_large(layout.size(), layout.align()) {
             return alloc_large(layout, true);
         }
-        // Hardened: in a block with room for the canary after the zeroed bytes. The C API pads
-        // `calloc`'s request by `UNSIZED_PAD` and `free` checks the canary at the block's end:
-        // a block that fitted the padded size tightly would have its canary zeroed here.
+        // Hardened: in a block with room for the canary after the zeroed bytes (as `alloc`).
         // SAFETY: a small layout; the block has at least layout.size() bytes.
         unsafe {
             let p = alloc_small_padded(layout, hardened::CANARY_BYTES);
@@ -525,9 +526,8 @@ unsafe impl GlobalAlloc for SizeClass {
 
 impl SizeClass {
     /// Hardened builds: `realloc_by_moving` for a small block shrinking into a small one, in a
-    /// block with room for the canary after the `new_size` bytes copied (as `alloc_zeroed`, and
-    /// for the same reason: the C API's `realloc` pads the new size by `UNSIZED_PAD`, and a block
-    /// fitting the padded size tightly would get bytes of the old block over its canary).
+    /// block with room for the canary after the `new_size` bytes copied (as every hardened
+    /// allocation: see `alloc_small`)).
     /// A move that grows copies only the old size, below any new block's last word.
     ///
     /// # Safety
@@ -582,10 +582,6 @@ impl Introspect for SizeClass {
     /// A nested call finds the busy heap and is served from the orphan heap (see `init_heap`).
     const SERVES_REENTRY: bool = true;
 
-    /// Hardened builds keep a canary only where a request leaves 8 bytes of slack in its block:
-    /// a block `free_unsized` releases must have been requested with that slack.
-    const UNSIZED_PAD: usize = hardened::CANARY_BYTES;
-
     fn stats(&self) -> Stats {
         let heap = current_heap();
         if owns(heap) {
@@ -595,10 +591,8 @@ impl Introspect for SizeClass {
         COUNTERS.snapshot()
     }
 
-    /// Hardened builds answer the block size minus the canary's 8 bytes: what a block requested
-    /// with [`Introspect::UNSIZED_PAD`] (every C block) may use. A request without that padding
-    /// that fills its block to within 8 bytes owns more than this answer (its last word holds no
-    /// canary while it is live; see `checks`).
+    /// Hardened builds answer the block size minus the canary's 8 bytes: what any request
+    /// (padded for its canary, see `alloc_small`) may use.
     unsafe fn usable_size(&self, ptr: *const u8) -> Option<usize> {
         match region_map::owner_of(ptr) {
             Owner::SizeClass => {
@@ -624,8 +618,7 @@ impl Introspect for SizeClass {
     }
 
     /// One lookup: the block's page descriptor, found from the address, gives its size. Freed
-    /// as `usable_size` bytes, so hardened builds always check the canary (the block was
-    /// requested with [`Introspect::UNSIZED_PAD`]).
+    /// as `usable_size` bytes, so hardened builds always check the canary.
     #[inline(always)]
     unsafe fn free_unsized(&self, ptr: *mut u8) {
         match region_map::owner_of(ptr) {

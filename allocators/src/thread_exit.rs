@@ -11,6 +11,24 @@
 //! 32): the caller must be ready to serve such a nested call without the hook.
 
 use core::ffi::c_void;
+
+/// Where a thread stands with its allocator's exit hook (Slab and Buddy keep one in their
+/// zero-initialised thread block). Until `Attached`, and after `Exited`, the thread's cache is not
+/// used and its operations take the allocator's shared path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Attach {
+    /// The thread has not reached a slow path yet (0: made by the zeroed thread block).
+    #[allow(dead_code)]
+    Fresh = 0,
+    /// Arming the hook and registering the fork handlers (either may allocate: such a nested
+    /// call takes the shared path).
+    Attaching,
+    /// The hook is armed: the thread's cache is in use.
+    Attached,
+    /// The hook ran (or could not be armed): no cache any more.
+    Exited,
+}
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// One hook: the key (plus one; 0 until created) whose destructor runs it.

@@ -52,7 +52,7 @@ use crate::large;
 use crate::region_map::{self, Owner};
 use crate::stats::{GlobalCounters, LocalCounters, Stats};
 use crate::sync::{self, Lock, LockGuard};
-use crate::thread_exit::ExitHook;
+use crate::thread_exit::{Attach, ExitHook};
 use crate::Introspect;
 
 /// The number of arenas (each with its own lock and regions).
@@ -357,23 +357,6 @@ unsafe fn free_to_arena(addr: usize, order: u32) {
     let index = unsafe { arena_of(addr) };
     // SAFETY: forwarded contract (the arena rewrites the block's tag).
     unsafe { lock_arena(index).free_block(addr, order, &COUNTERS) };
-}
-
-/// Where a thread stands with its exit hook. Until `Attached` (and after `Exited`) the thread's
-/// cache is not used, and its operations go straight to the arenas.
-#[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Attach {
-    /// The thread has not allocated yet (0: made by the zeroed thread block).
-    #[allow(dead_code)]
-    Fresh = 0,
-    /// Registering the hook's destructor and the fork handlers (either may allocate: such a
-    /// nested call goes to the arenas).
-    Attaching,
-    /// The hook is registered: the cache is in use.
-    Attached,
-    /// The hook's destructor ran (or could not be registered): no cache any more.
-    Exited,
 }
 
 crate::thread_word::thread_block!(

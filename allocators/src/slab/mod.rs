@@ -78,7 +78,7 @@ use crate::os;
 use crate::region_map::{self, Owner};
 use crate::stats::{GlobalCounters, Stats};
 use crate::sync::{self, Lock};
-use crate::thread_exit::ExitHook;
+use crate::thread_exit::{Attach, ExitHook};
 use crate::Introspect;
 
 static COUNTERS: GlobalCounters = GlobalCounters::new();
@@ -473,23 +473,6 @@ fn reap_all() {
         }
     }
     large_cache::reap();
-}
-
-/// Where a thread stands with its [`ExitHook`]. While not `Attached`, the thread's magazine pairs
-/// are all empty, so its fast paths always miss and the slow paths serve it from the slab layer
-/// (thread exit, or an allocation made while the hook registers its destructor).
-#[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Attach {
-    /// The thread has not reached a slow path yet (0: made by the zeroed thread block).
-    #[allow(dead_code)]
-    Fresh = 0,
-    /// Registering the hook's destructor (which may allocate, e.g. glibc's list node).
-    Attaching,
-    /// The hook is registered: the thread may hold magazines.
-    Attached,
-    /// The hook's destructor ran (or could not be registered): no magazines any more.
-    Exited,
 }
 
 /// Hands the thread's magazines back when the thread exits (armed once per thread, from a slow

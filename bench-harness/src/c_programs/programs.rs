@@ -268,10 +268,10 @@ fn c_benchmark(
     })
 }
 
-// The full scales below last about 2-3 s each with glibc at 2 threads on the reference 2-core
-// machine (the C benchmarks' work grows with the thread count, except malloc-simple's, which
-// is single-threaded, and malloc-large's, whose 20 live blocks are shared out); the quick ones
-// a few tens of milliseconds.
+// The full scales below last 1-11 s with glibc at 2 threads on the reference 2-core machine,
+// and 0.6-1.5 s with the fastest allocator of each (results/c_programs.csv); the C benchmarks'
+// work grows with the thread count, except malloc-simple's, which is single-threaded, and
+// malloc-large's, whose 20 live blocks are shared out. The quick ones last tens of ms.
 
 fn larson(scale: Scale, dir: &Path) -> Result<Prepared, NotReady> {
     let rounds = scale.pick(9_000, 40);

@@ -131,11 +131,10 @@ macro_rules! thread_block {
             pub(super) fn get() -> *mut $ty {
                 const _: () = assert!(core::mem::align_of::<$ty>() <= 64);
                 let a: usize;
-                // SAFETY: initial-exec access to the TLS block declared above (64-aligned, the
-                // type's size): the GOT entry holds its offset from the thread pointer, and
-                // `fs:[0]` holds the thread pointer itself (the x86-64 TLS ABI). Both reads are
-                // of values that never change for a thread, so `pure, readonly` lets the
-                // compiler reuse the address.
+                // The GOT entry holds the block's offset from the thread pointer, and `fs:[0]`
+                // holds the thread pointer itself (the x86-64 TLS ABI); neither changes for a
+                // thread, so `pure, readonly` lets the compiler reuse the address.
+                // SAFETY: initial-exec access to the 64-aligned TLS block declared above.
                 unsafe {
                     core::arch::asm!(
                         concat!("mov {a}, qword ptr [rip + ", $sym, "@GOTTPOFF]"),

@@ -164,17 +164,24 @@ fn init_heap() -> *mut Heap {
     h
 }
 
+/// For a sentinel `heap`: the thread's new heap if it has none yet ([`init_heap`]), or null if
+/// it must not get one now (nested in `init_heap`, or after its exit hook ran, or no memory).
+#[inline(always)]
+fn heap_or_init(heap: *mut Heap) -> *mut Heap {
+    if heap == empty_heap() {
+        init_heap()
+    } else {
+        ptr::null_mut()
+    }
+}
+
 /// The generic slow path for class `class`: sets up the thread's heap when needed, falls back to
 /// the locked orphan heap after thread exit, and counts the allocation of `size` bytes.
 #[cold]
 #[inline(never)]
 unsafe fn alloc_slow(mut heap: *mut Heap, class: usize, size: usize) -> *mut u8 {
     if !owns(heap) {
-        heap = if heap == empty_heap() {
-            init_heap()
-        } else {
-            ptr::null_mut() // nested in init_heap, or after the exit hook
-        };
+        heap = heap_or_init(heap);
         if heap.is_null() {
             let p = heap::with_orphan(
                 // SAFETY: the orphan heap is owned by whoever holds its lock, which we do.
@@ -222,25 +229,16 @@ unsafe fn pop_counted(heap: *mut Heap, page: *mut Page, size: usize) -> *mut u8 
     }
 }
 
-/// The fast allocation path. Hardened builds pad every request by the canary's bytes, so every
-/// block keeps a canary after its request and a small overflow is caught whatever the request's
-/// size (a request filling its class exactly, 48 bytes say, used to keep none).
+/// The fast allocation path. Hardened builds pad every request by the canary's bytes
+/// ([`hardened::CANARY_BYTES`], 0 in plain builds), so every block keeps a canary after its
+/// request and a small overflow is caught whatever the request's size (a request filling its
+/// class exactly, 48 bytes say, used to keep none). Counted as `layout.size()` bytes.
 #[inline(always)]
 unsafe fn alloc_small(layout: Layout) -> *mut u8 {
-    // SAFETY: forwarded contract.
-    unsafe { alloc_small_padded(layout, hardened::CANARY_BYTES) }
-}
-
-/// [`alloc_small`] in a block with `pad` bytes more than `layout` asks for (counted as
-/// `layout.size()` bytes). Hardened builds pass [`hardened::CANARY_BYTES`] where the block must
-/// keep its canary although the operation writes every byte of the layout (see
-/// `GlobalAlloc::alloc_zeroed` and `realloc` below); `pad` is 0 otherwise.
-#[inline(always)]
-unsafe fn alloc_small_padded(layout: Layout, pad: usize) -> *mut u8 {
     let size = layout.size();
     // Hardened blocks are at least 16 bytes (a free block needs its link word and its state
     // word; see `checks`): the class tables map smaller sizes to 16 (`classes::MIN_CLASS`).
-    let need = size + pad;
+    let need = size + hardened::CANARY_BYTES;
     let heap = current_heap();
     if need <= DIRECT_MAX && layout.align() <= DIRECT_ALIGN {
         // Rounding up to the alignment makes the slot's class a multiple of it (see
@@ -287,7 +285,7 @@ unsafe fn alloc_by_class(heap: *mut Heap, need: usize, align: usize, size: usize
 
 /// Whether a request goes to [`crate::large`] (hardened: also the last 8 bytes below the largest
 /// class, so that a block with room for the canary after the request always exists: see
-/// [`alloc_small_padded`]).
+/// [`alloc_small`]).
 #[inline(always)]
 fn is_large(size: usize, align: usize) -> bool {
     size > MAX_SMALL_SIZE - hardened::CANARY_BYTES || align > MAX_SMALL_ALIGN
@@ -394,11 +392,7 @@ unsafe fn free_remote(heap: *mut Heap, page: *mut Page, block: *mut Block, size:
 #[inline(always)]
 fn count_remote_free(mut heap: *mut Heap, size: usize) {
     if !owns(heap) {
-        heap = if heap == empty_heap() {
-            init_heap()
-        } else {
-            ptr::null_mut() // nested in init_heap, or after the exit hook
-        };
+        heap = heap_or_init(heap);
         if heap.is_null() {
             COUNTERS.record_free(size);
             return;
@@ -425,10 +419,10 @@ fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
 /// # Safety
 /// `p` is a block just allocated from a segment, with at least `size` bytes.
 unsafe fn zero_small(p: *mut u8, size: usize) {
-    // SAFETY: p is live in a segment, so its segment header and page descriptor are valid. The
-    // page's `is_zero` is read only when the page belongs to this thread's own heap (the owner
-    // field is atomic): a block from the orphan heap, which other threads use under its lock
-    // (released by now), is cleared in full without reading it.
+    // The page's `is_zero` is read only when the page belongs to this thread's own heap (the
+    // owner field is atomic): a block from the orphan heap, which other threads use under its
+    // lock (released by now), is cleared in full without reading it.
+    // SAFETY: p is live in a segment, so its segment header and page descriptor are valid.
     unsafe {
         let page = page_of(p as usize);
         let own = (*segment_of(p as usize))
@@ -461,10 +455,9 @@ unsafe impl GlobalAlloc for SizeClass {
         if is_large(layout.size(), layout.align()) {
             return alloc_large(layout, true);
         }
-        // Hardened: in a block with room for the canary after the zeroed bytes (as `alloc`).
         // SAFETY: a small layout; the block has at least layout.size() bytes.
         unsafe {
-            let p = alloc_small_padded(layout, hardened::CANARY_BYTES);
+            let p = alloc_small(layout);
             if !p.is_null() {
                 zero_small(p, layout.size());
             }
@@ -511,41 +504,12 @@ unsafe impl GlobalAlloc for SizeClass {
                 count_realloc(old, new_size);
                 return ptr;
             }
-            if hardened::ENABLED && new_size < old {
-                // SAFETY: the caller's guarantees, forwarded.
-                return unsafe { self.shrink_by_moving(ptr, layout, new_size) };
-            }
         } else if !small && is_large(new_size, layout.align()) {
             // SAFETY: a live large block of ours.
             return unsafe { large::realloc_counted(ptr, old, new_size, &COUNTERS) };
         }
         // SAFETY: the caller's guarantees, forwarded.
         unsafe { crate::realloc_by_moving(self, ptr, layout, new_size) }
-    }
-}
-
-impl SizeClass {
-    /// Hardened builds: `realloc_by_moving` for a small block shrinking into a small one, in a
-    /// block with room for the canary after the `new_size` bytes copied (as every hardened
-    /// allocation: see `alloc_small`)).
-    /// A move that grows copies only the old size, below any new block's last word.
-    ///
-    /// # Safety
-    /// As for `GlobalAlloc::realloc`, with `layout` and `new_size` both small.
-    #[cold]
-    #[inline(never)]
-    unsafe fn shrink_by_moving(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: a valid layout (smaller than the caller's); the old block is freed only once
-        // the copy is done.
-        unsafe {
-            let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
-            let q = alloc_small_padded(new_layout, hardened::CANARY_BYTES);
-            if !q.is_null() {
-                ptr::copy_nonoverlapping(ptr, q, new_size);
-                self.dealloc(ptr, layout);
-            }
-            q
-        }
     }
 }
 

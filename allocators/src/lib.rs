@@ -104,6 +104,18 @@ pub trait Introspect: GlobalAlloc + Sync {
         size.checked_add(Self::UNSIZED_PAD)
     }
 
+    /// C's `malloc`: a block of at least `size` bytes (0 included) aligned to [`HINT_ALIGN`], to
+    /// be freed with [`Introspect::free_unsized`]; null if memory runs out or `size` is too
+    /// large. The default requests [`Introspect::unsized_request`]`(size.max(1))` bytes through
+    /// `alloc`; an allocator may override it with a shorter path for small sizes.
+    #[inline]
+    fn alloc_unsized(&self, size: usize) -> *mut u8
+    where
+        Self: Sized,
+    {
+        alloc_unsized_by_layout(self, size)
+    }
+
     /// Frees the block at `ptr` without its `Layout`, as C's `free` must: the allocator finds the
     /// block from the address alone. Memory this allocator never mapped (say, a block the dynamic
     /// loader handed out before the allocator was loaded) is left alone: not freed and not
@@ -127,6 +139,21 @@ pub trait Introspect: GlobalAlloc + Sync {
                 self.dealloc(ptr, layout);
             }
         }
+    }
+}
+
+/// [`Introspect::alloc_unsized`]'s default: `alloc` with a layout of
+/// [`Introspect::unsized_request`]`(size.max(1))` bytes at [`HINT_ALIGN`]; null if that
+/// overflows.
+#[inline]
+pub fn alloc_unsized_by_layout<A: Introspect>(a: &A, size: usize) -> *mut u8 {
+    let Some(request) = A::unsized_request(size.max(1)) else {
+        return core::ptr::null_mut();
+    };
+    match Layout::from_size_align(request, HINT_ALIGN) {
+        // SAFETY: the layout has a non-zero size.
+        Ok(layout) => unsafe { a.alloc(layout) },
+        Err(_) => core::ptr::null_mut(),
     }
 }
 

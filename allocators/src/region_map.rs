@@ -8,13 +8,14 @@
 //! touching it.
 //!
 //! The table covers the 47-bit user address space of x86-64 and AArch64 Linux (2^25 windows, one
-//! byte each: 32 MiB of address space reserved lazily with `MAP_NORESERVE`; only the pages
-//! covering windows in use are ever touched, typically one or two).
+//! byte each: a 32 MiB zero-initialised static, so address space only: the kernel backs a page of
+//! it on the first write, reads of untouched pages see the shared zero page, and only the pages
+//! covering windows in use are ever written, typically one or two). A static rather than a table
+//! mapped on first use: C's `free` then reads the byte at a fixed address, without loading and
+//! null-testing a pointer first (7 instructions fewer per `free` in callgrind).
 
-use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
-
-use crate::os;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 /// log2 of [`REGION_SIZE`].
 pub const REGION_SHIFT: u32 = 22;
@@ -56,23 +57,21 @@ impl Owner {
     }
 }
 
-static TABLE: AtomicPtr<AtomicU8> = AtomicPtr::new(ptr::null_mut());
+/// The table: one owner byte per window, all [`Owner::Foreign`] (0) at start.
+struct Table(UnsafeCell<[u8; ENTRIES]>);
+// SAFETY: every byte is only ever accessed through `AtomicU8` (see `entry`).
+unsafe impl Sync for Table {}
+static TABLE: Table = Table(UnsafeCell::new([0; ENTRIES]));
 
-/// The table, mapping it on first use; null if the kernel refused.
-#[cold]
-fn table_slow() -> *mut AtomicU8 {
-    let fresh = os::map(ENTRIES).cast::<AtomicU8>();
-    if fresh.is_null() {
-        return fresh;
-    }
-    match TABLE.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => fresh,
-        Err(winner) => {
-            // SAFETY: `fresh` was mapped just above and never published.
-            unsafe { os::unmap(fresh.cast(), ENTRIES) };
-            winner
-        }
-    }
+/// The entry of window `i`.
+///
+/// # Safety
+/// `i < ENTRIES`.
+#[inline(always)]
+unsafe fn entry(i: usize) -> &'static AtomicU8 {
+    // SAFETY: i < ENTRIES (caller), so the byte lies in the static table, which lives for the
+    // whole process; every access to it is atomic.
+    unsafe { AtomicU8::from_ptr(TABLE.0.get().cast::<u8>().add(i)) }
 }
 
 #[inline]
@@ -82,55 +81,54 @@ fn index(addr: usize) -> Option<usize> {
 }
 
 /// Marks the windows of `addr..addr + len` (aligned to [`REGION_SIZE`]) as owned by `owner`.
-/// Returns `false` (and marks nothing) if the table cannot be mapped or the range is outside it.
+/// Returns `false` (and marks nothing) if the range is outside the table.
 #[must_use]
 pub fn claim(addr: usize, len: usize, owner: Owner) -> bool {
     debug_assert_eq!(addr % REGION_SIZE, 0);
     debug_assert_eq!(len % REGION_SIZE, 0);
-    let mut table = TABLE.load(Ordering::Acquire);
-    if table.is_null() {
-        table = table_slow();
-        if table.is_null() {
-            return false;
-        }
-    }
     let (Some(first), Some(last)) = (index(addr), index(addr + len - 1)) else {
         return false;
     };
     for i in first..=last {
-        // SAFETY: i < ENTRIES, and the table maps ENTRIES bytes for the life of the process.
-        unsafe { (*table.add(i)).store(owner as u8, Ordering::Release) };
+        // SAFETY: i <= last < ENTRIES.
+        unsafe { entry(i) }.store(owner as u8, Ordering::Release);
     }
     true
 }
 
 /// Marks the windows of `addr..addr + len` as foreign again, before they are unmapped.
 pub fn release(addr: usize, len: usize) {
-    let table = TABLE.load(Ordering::Acquire);
-    if table.is_null() || len == 0 {
+    if len == 0 {
         return;
     }
     let (Some(first), Some(last)) = (index(addr), index(addr + len - 1)) else {
         return;
     };
     for i in first..=last {
-        // SAFETY: as in `claim`.
-        unsafe { (*table.add(i)).store(Owner::Foreign as u8, Ordering::Release) };
+        // SAFETY: i <= last < ENTRIES.
+        unsafe { entry(i) }.store(Owner::Foreign as u8, Ordering::Release);
     }
 }
 
 /// The owner of the window holding `ptr`; [`Owner::Foreign`] for anything not mapped here.
 #[inline]
 pub fn owner_of(ptr: *const u8) -> Owner {
-    let table = TABLE.load(Ordering::Acquire);
     let Some(i) = index(ptr as usize) else {
         return Owner::Foreign;
     };
-    if table.is_null() {
-        return Owner::Foreign;
+    // SAFETY: i < ENTRIES.
+    Owner::from_u8(unsafe { entry(i) }.load(Ordering::Acquire))
+}
+
+/// Whether the window holding `ptr` is `owner`'s: [`owner_of`] as one byte compare, for the
+/// fast path of C's `free`.
+#[inline(always)]
+pub fn is_owned_by(ptr: *const u8, owner: Owner) -> bool {
+    match index(ptr as usize) {
+        // SAFETY: i < ENTRIES.
+        Some(i) => unsafe { entry(i) }.load(Ordering::Acquire) == owner as u8,
+        None => false,
     }
-    // SAFETY: i < ENTRIES and the table is never unmapped once published.
-    Owner::from_u8(unsafe { (*table.add(i)).load(Ordering::Acquire) })
 }
 
 /// The start of the [`REGION_SIZE`] window holding `ptr`.
@@ -142,6 +140,8 @@ pub fn window_base(ptr: *const u8) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::os;
+    use core::ptr;
 
     #[test]
     fn claim_then_release() {

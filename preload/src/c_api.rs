@@ -110,11 +110,9 @@ pub unsafe fn block_layout<A: Introspect>(a: &A, ptr: *const c_void) -> Option<L
 /// [`MALLOC_ALIGN`]; null with `errno = ENOMEM` on failure.
 #[inline(always)]
 pub fn malloc<A: Introspect>(a: &A, size: usize) -> *mut c_void {
-    // The common case in line: an allocator that needs no guard and no padding, and a size whose
-    // layout at MALLOC_ALIGN is valid (any size below isize::MAX / 2 is).
-    if A::SERVES_REENTRY && A::UNSIZED_PAD == 0 && size < isize::MAX as usize / 2 {
-        // SAFETY: a non-zero size that rounded up to MALLOC_ALIGN (a power of two) fits isize.
-        let p = unsafe { a.alloc(Layout::from_size_align_unchecked(size.max(1), MALLOC_ALIGN)) };
+    // The common case in line: an allocator that needs no guard, through its own C entry.
+    if A::SERVES_REENTRY {
+        let p = a.alloc_unsized(size);
         if p.is_null() {
             set_errno(libc::ENOMEM);
         }

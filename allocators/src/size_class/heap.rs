@@ -15,6 +15,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use super::classes::{class_size, first_slot, DIRECT_SLOTS, LAST_DIRECT_CLASS, NUM_CLASSES};
 use super::counters::HeapCounters;
 use super::page::{self, Page};
+use super::remote::{self, Pending};
 use super::segment::{self, Segment};
 use crate::os;
 use crate::stats::GlobalCounters;
@@ -69,6 +70,8 @@ pub struct Heap {
     /// Set while the heap is parked (no thread owns it): remote frees into its pages then count
     /// towards [`note_parked_free`]'s reclaim.
     pub parked: AtomicBool,
+    /// This thread's chain of frees into another heap's page, not yet pushed (see `remote`).
+    pub pending: Pending,
 }
 
 /// The page every empty slot points at: it never has a free block.
@@ -93,6 +96,7 @@ impl Heap {
             counters: HeapCounters::new(),
             next_abandoned: ptr::null_mut(),
             parked: AtomicBool::new(false),
+            pending: Pending::new(),
         }
     }
 }
@@ -239,6 +243,7 @@ pub unsafe fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
     crate::large::expire_cache();
     // SAFETY: the caller owns the heap and all its pages.
     unsafe {
+        remote::flush(heap);
         if !(*heap).rescued.load(Ordering::Relaxed).is_null() {
             drain_rescued(heap);
         }
@@ -322,6 +327,7 @@ pub unsafe fn free_local_slow(heap: *mut Heap, page: *mut Page) {
 pub unsafe fn tidy(heap: *mut Heap, purge: bool) {
     // SAFETY: exclusive ownership of the heap and its pages.
     unsafe {
+        remote::flush(heap);
         drain_rescued(heap);
         for class in 0..NUM_CLASSES {
             let q = &raw mut (*heap).queues[class];

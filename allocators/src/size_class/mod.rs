@@ -68,6 +68,7 @@ mod classes;
 mod counters;
 mod heap;
 mod page;
+mod remote;
 mod segment;
 #[cfg(test)]
 mod tests;
@@ -250,17 +251,30 @@ unsafe fn alloc_small(layout: Layout) -> *mut u8 {
         // every align <= DIRECT_ALIGN), so slot <= DIRECT_MAX / 8 < DIRECT_SLOTS; the heap is the
         // thread's own (or the never-written empty heap, whose pages have no free block, so it
         // is never popped or counted into).
-        // SAFETY: slot < DIRECT_SLOTS, the heap and its slot pages are live (see above).
-        unsafe {
-            let page = *(*heap).pages_direct.get_unchecked(slot);
-            if !(*page).free.is_null() {
-                return pop_counted(heap, page, size);
-            }
-            alloc_slow(heap, *DIRECT_CLASS.get_unchecked(slot) as usize, size)
-        }
+        // SAFETY: slot < DIRECT_SLOTS (see above).
+        unsafe { alloc_direct(heap, slot, size) }
     } else {
         // SAFETY: as above.
         unsafe { alloc_by_class(heap, need, layout.align(), size) }
+    }
+}
+
+/// Allocates from direct slot `slot` (the block size rounded up to the alignment, in words),
+/// counted as `size` bytes.
+///
+/// # Safety
+/// `slot < DIRECT_SLOTS`; `heap` is the thread's heap or a sentinel (both have a live page, or
+/// the empty page, in every slot).
+#[inline(always)]
+unsafe fn alloc_direct(heap: *mut Heap, slot: usize, size: usize) -> *mut u8 {
+    // SAFETY: the caller's contract; a sentinel's slot pages have no free block, so they are
+    // never popped or counted into.
+    unsafe {
+        let page = *(*heap).pages_direct.get_unchecked(slot);
+        if !(*page).free.is_null() {
+            return pop_counted(heap, page, size);
+        }
+        alloc_slow(heap, *DIRECT_CLASS.get_unchecked(slot) as usize, size)
     }
 }
 
@@ -349,57 +363,42 @@ unsafe fn free_local_slow_counted(heap: *mut Heap, page: *mut Page, size: usize)
     }
 }
 
-/// A free from a thread that does not own the block's page (or has no heap).
+/// A free from a thread that does not own the block's page (or has no heap): chained in the
+/// thread's heap and pushed in batches (see [`remote`]), straight to the page without one.
 #[cold]
 #[inline(never)]
-unsafe fn free_remote(heap: *mut Heap, page: *mut Page, block: *mut Block, size: usize) {
-    // SAFETY: `block` is live in `page` (caller); the segment header outlives the block.
-    unsafe {
-        let owner = (*segment_of(page as usize))
-            .heap
-            .load(core::sync::atomic::Ordering::Acquire);
-        let bsize = (*page).block_size;
-        if page::push_thread_free(page, block) {
-            // We cleared FULL: hand the page to its owner, which will not free it until drained.
-            let rescued = &(*owner).rescued;
-            let mut head = rescued.load(core::sync::atomic::Ordering::Relaxed);
-            loop {
-                (*page).rescue_next = head;
-                match rescued.compare_exchange_weak(
-                    head,
-                    page,
-                    core::sync::atomic::Ordering::Release,
-                    core::sync::atomic::Ordering::Relaxed,
-                ) {
-                    Ok(_) => break,
-                    Err(now) => head = now,
-                }
-            }
-        }
-        // The page is not touched again: its owner may give it back once our block is collected.
-        // A parked owner collects nothing until a thread adopts it: memory freed after its
-        // thread is gone comes back through `note_parked_free` (heaps are never unmapped, so
-        // the flag may be read whatever became of the page).
-        if (*owner).parked.load(core::sync::atomic::Ordering::Relaxed) {
-            heap::note_parked_free(bsize);
-        }
-        count_remote_free(heap, size);
-    }
-}
-
-/// Counts a remote free in the thread's heap, giving the thread a heap if it has none yet (a
-/// thread that only frees would otherwise hit the shared atomic counters on every free).
-#[inline(always)]
-fn count_remote_free(mut heap: *mut Heap, size: usize) {
+unsafe fn free_remote(mut heap: *mut Heap, page: *mut Page, block: *mut Block, size: usize) {
     if !owns(heap) {
+        // A thread that only frees gets a heap too: it would otherwise hit the shared atomic
+        // counters, and push every block with a CAS of its own.
         heap = heap_or_init(heap);
         if heap.is_null() {
+            // SAFETY: `block` is live in `page` (caller), owned by another heap.
+            unsafe { remote::free_direct(page, block) };
             COUNTERS.record_free(size);
             return;
         }
     }
-    // SAFETY: the thread's own heap; its counters are only touched by this thread.
-    unsafe { (*heap).counters.on_free(size, &COUNTERS) };
+    // SAFETY: the thread's own heap; `block` is live in `page` (caller). (A heap adopted just now
+    // may own the page: its chain then ends on its own `thread_free`, collected as any other.)
+    // Its counters are only touched by this thread.
+    unsafe {
+        remote::free(heap, page, block);
+        (*heap).counters.on_free(size, &COUNTERS);
+    }
+}
+
+/// C's `free` of a pointer outside our segments: a large block of ours, or not ours (ignored).
+///
+/// # Safety
+/// As for `free_unsized`.
+#[cold]
+#[inline(never)]
+unsafe fn free_unsized_other(ptr: *mut u8) {
+    if region_map::owner_of(ptr) == Owner::Large {
+        // SAFETY: the pointer lies in a Large window; a live block of ours is given up.
+        unsafe { large::free_unsized(ptr, Owner::SizeClass, &COUNTERS) }
+    }
 }
 
 /// A large block, zeroed if asked (a reused mapping is dirty).
@@ -581,23 +580,35 @@ impl Introspect for SizeClass {
         }
     }
 
+    /// C's `malloc` of 1 to [`DIRECT_MAX`] bytes in one compare and the direct slot (16-byte
+    /// alignment: the slot of `size` rounded up to 16); anything else as the default does.
+    #[inline(always)]
+    fn alloc_unsized(&self, size: usize) -> *mut u8 {
+        const { assert!(crate::HINT_ALIGN == 16 && DIRECT_ALIGN >= 16) };
+        if !hardened::ENABLED && size.wrapping_sub(1) < DIRECT_MAX {
+            // (size + 15) rounded down to 16 is at most DIRECT_MAX, so its slot (that over 8)
+            // is below DIRECT_SLOTS; the heap is the thread's own or a sentinel.
+            // SAFETY: see above.
+            return unsafe { alloc_direct(current_heap(), ((size + 15) & !15) >> 3, size) };
+        }
+        crate::alloc_unsized_by_layout(self, size)
+    }
+
     /// One lookup: the block's page descriptor, found from the address, gives its size. Freed
     /// as `usable_size` bytes, so hardened builds always check the canary.
     #[inline(always)]
     unsafe fn free_unsized(&self, ptr: *mut u8) {
-        match region_map::owner_of(ptr) {
-            Owner::SizeClass => {
-                // SAFETY: the address lies in one of our live segments, whose page descriptors
-                // are valid; a live block (the caller's contract; checked by free_small in
-                // hardened builds) is freed.
-                unsafe {
-                    let size = (*page_of(ptr as usize)).block_size - hardened::CANARY_BYTES;
-                    free_small(ptr, size);
-                }
+        if region_map::is_owned_by(ptr, Owner::SizeClass) {
+            // SAFETY: the address lies in one of our live segments, whose page descriptors
+            // are valid; a live block (the caller's contract; checked by free_small in
+            // hardened builds) is freed.
+            unsafe {
+                let size = (*page_of(ptr as usize)).block_size - hardened::CANARY_BYTES;
+                free_small(ptr, size);
             }
-            // SAFETY: the pointer lies in a Large window; a live block of ours is given up.
-            Owner::Large => unsafe { large::free_unsized(ptr, Owner::SizeClass, &COUNTERS) },
-            _ => {}
+        } else {
+            // SAFETY: forwarded contract.
+            unsafe { free_unsized_other(ptr) };
         }
     }
 }

@@ -300,6 +300,22 @@ pub unsafe fn extend(page: *mut Page) -> bool {
     true
 }
 
+/// Asks for the line of `block` (the next block `pop` will hand out) with intent to write: a
+/// block freed by another thread sits in that thread's cache, and reading its link word on the
+/// next pop was 79% of `malloc`'s samples in xmalloc's producer (`perf annotate`). A hint only:
+/// it never faults, null included.
+#[inline(always)]
+fn prefetch_for_write(block: *mut Block) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetchw` is a hint: it reads nothing, writes nothing and cannot fault, whatever
+    // the address (CPUs without it run it as a no-op: it is in the `0f 0d` NOP space).
+    unsafe {
+        core::arch::asm!("prefetchw [{}]", in(reg) block, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = block;
+}
+
 /// Pops the first block of the page's `free` list, counting it in `used` (and, hardened, arming
 /// its canary).
 ///
@@ -311,7 +327,9 @@ pub unsafe fn pop(page: *mut Page) -> *mut u8 {
     unsafe {
         let key = checks::page_key(page);
         let b = (*page).free;
-        (*page).free = link_of(page, b, key);
+        let next = link_of(page, b, key);
+        (*page).free = next;
+        prefetch_for_write(next);
         (*page).used += 1;
         if hardened::ENABLED {
             checks::arm(page, b);
@@ -367,25 +385,43 @@ pub unsafe fn try_unmark_full(page: *mut Page) -> bool {
     }
 }
 
-/// Pushes `block` on the page's `thread_free` list (a free from a thread that does not own the
-/// page). Returns `true` if this free cleared [`FULL`]: the caller must then hand the page to the
-/// owner's `rescued` list. Unless it returns `true`, the page may be given back as soon as the
-/// CAS lands, so the caller must not touch it again.
+/// Links `block` of `page` to `next` on a chain of remote frees (see `remote`).
 ///
 /// # Safety
-/// `block` is a live block of `page`, not used afterwards.
+/// `block` is a live block of `page` given up by the caller; `next` is null or a block of the
+/// same chain.
+#[inline(always)]
+pub unsafe fn link_chain(page: *mut Page, block: *mut Block, next: *mut Block) {
+    // SAFETY: caller's contract; the key is read from the live page's descriptor.
+    unsafe { set_link(block, next, checks::page_key(page)) }
+}
+
+/// Pushes the chain `head..=tail` of `count` blocks (linked by [`link_chain`]) on the page's
+/// `thread_free` list with one CAS (frees from threads that do not own the page). Returns `true`
+/// if this push cleared [`FULL`]: the caller must then hand the page to the owner's `rescued`
+/// list. Unless it returns `true`, the page may be given back as soon as the CAS lands, so the
+/// caller must not touch it again.
+///
+/// # Safety
+/// The chain's blocks are live blocks of `page`, not used afterwards; `tail`'s link is null.
 #[inline]
-pub unsafe fn push_thread_free(page: *mut Page, block: *mut Block) -> bool {
-    // SAFETY: the descriptor lives as long as the page holds a live block (this one, until the CAS
-    // succeeds); the block is ours to link.
+pub unsafe fn push_thread_free(
+    page: *mut Page,
+    head: *mut Block,
+    tail: *mut Block,
+    count: u32,
+) -> bool {
+    // SAFETY: the descriptor lives as long as the page holds a live block (these, until the CAS
+    // succeeds); the blocks are ours to link.
     unsafe {
         let tf = &(*page).thread_free;
         let key = checks::page_key(page);
+        let add = COUNT_ONE * count as usize;
         let mut old = tf.load(Ordering::Relaxed);
         loop {
-            set_link(block, (old & HEAD_MASK) as *mut Block, key);
-            // The old count plus ours, our block as the head, FULL cleared.
-            let new = (old & !(COUNT_ONE - 1)) + COUNT_ONE + block as usize;
+            set_link(tail, (old & HEAD_MASK) as *mut Block, key);
+            // The old count plus ours, our chain in front, FULL cleared.
+            let new = (old & !(COUNT_ONE - 1)) + add + head as usize;
             match tf.compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return old & FULL != 0,
                 Err(now) => old = now,

@@ -20,7 +20,7 @@ use super::segment::segment_of;
 
 /// Blocks a chain holds at most before it is pushed (32: one CAS per 32 frees, and an owner
 /// waits for at most 31 blocks of a page per freeing thread).
-const CHAIN_MAX: u32 = 32;
+pub const CHAIN_MAX: u32 = 32;
 
 /// A thread's chain of remote frees into one page (in its heap).
 pub struct Pending {

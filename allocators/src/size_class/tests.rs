@@ -401,3 +401,57 @@ fn remote_frees_into_exited_threads_come_back() {
         "after {after}"
     );
 }
+
+/// Remote frees wait in the freeing thread's chain (see `remote`): a thread that frees 1,000
+/// blocks of another thread's pages and then goes idle holds back fewer than `CHAIN_MAX` of
+/// them, and none once it has exited.
+#[test]
+fn idle_freeing_thread_holds_back_at_most_one_chain() {
+    let _g = serial();
+    let l = Layout::from_size_align(48, 8).unwrap();
+    // SAFETY: non-zero size.
+    let blocks: Vec<usize> = (0..1000).map(|_| unsafe { A.alloc(l) } as usize).collect();
+    let mut pages: Vec<usize> = blocks
+        .iter()
+        // SAFETY: live blocks of our segments.
+        .map(|&b| unsafe { page_of(b) } as usize)
+        .collect();
+    pages.sort_unstable();
+    pages.dedup();
+    // The blocks pushed to their pages' `thread_free` lists (this thread, their owner, does not
+    // allocate from `A` meanwhile, so nothing collects them).
+    let pushed = || -> usize {
+        pages
+            .iter()
+            .map(|&p| {
+                // SAFETY: the pages hold live or remote-freed blocks of ours: still in use.
+                let tf = unsafe {
+                    (*(p as *mut Page))
+                        .thread_free
+                        .load(core::sync::atomic::Ordering::Acquire)
+                };
+                tf >> page::COUNT_SHIFT
+            })
+            .sum()
+    };
+    let (freed_tx, freed_rx) = std::sync::mpsc::channel();
+    let (exit_tx, exit_rx) = std::sync::mpsc::channel::<()>();
+    let freer = std::thread::spawn(move || {
+        for b in blocks {
+            // SAFETY: allocated above with `l`, freed once.
+            unsafe { A.dealloc(b as *mut u8, l) };
+        }
+        freed_tx.send(()).unwrap();
+        exit_rx.recv().unwrap();
+    });
+    freed_rx.recv().unwrap();
+    let while_idle = pushed();
+    assert!(
+        (1000 - (remote::CHAIN_MAX as usize - 1)..=1000).contains(&while_idle),
+        "an idle freeing thread holds back {} blocks",
+        1000 - while_idle
+    );
+    exit_tx.send(()).unwrap();
+    freer.join().unwrap();
+    assert_eq!(pushed(), 1000, "the chain is pushed when its thread exits");
+}

@@ -69,7 +69,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use self::cache::Cache;
 use self::magazine::{free_magazines, new_magazine, Magazine, MAG_KINDS};
 use self::size_classes::{
-    class_for, depot_limit, grown_rounds, magazine_rounds, slab_units, NUM_CLASSES, SIZES,
+    class_for, depot_limit, grown_rounds, magazine_rounds, slab_units, small_class, NUM_CLASSES,
+    SIZES,
 };
 use self::thread_counters::ThreadCounters;
 use crate::hardened;
@@ -869,6 +870,18 @@ impl Introspect for Slab {
 
     fn stats(&self) -> Stats {
         COUNTERS.snapshot()
+    }
+
+    /// C's `malloc` of 1 to 1024 bytes: one compare and the small lookup of the size rounded up
+    /// to 16 (`class_for`'s answer at `malloc`'s alignment); anything else as the default does.
+    #[inline(always)]
+    fn alloc_unsized(&self, size: usize) -> *mut u8 {
+        const { assert!(crate::HINT_ALIGN == 16) };
+        if !hardened::ENABLED && size.wrapping_sub(1) < 1024 {
+            // SAFETY: size <= 1024, so rounded up to 16 it is still at most 1024.
+            return alloc_small(unsafe { small_class((size + 15) & !15) }, size);
+        }
+        crate::alloc_unsized_by_layout(self, size)
     }
 
     unsafe fn usable_size(&self, ptr: *const u8) -> Option<usize> {

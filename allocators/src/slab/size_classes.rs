@@ -62,14 +62,25 @@ const fn build_lookup<const N: usize>(step: usize) -> [u8; N] {
 #[inline(always)]
 pub fn class_of(size: usize) -> Option<usize> {
     if size <= 1024 {
-        // SAFETY: (size + 7) >> 3 <= 128 < SMALL_LOOKUP.len().
-        Some(unsafe { *SMALL_LOOKUP.get_unchecked((size + 7) >> 3) } as usize)
+        // SAFETY: size <= 1024.
+        Some(unsafe { small_class(size) })
     } else if size <= MAX_SMALL {
         // SAFETY: (size + 127) >> 7 <= MAX_SMALL.div_ceil(128) < BIG_LOOKUP.len().
         Some(unsafe { *BIG_LOOKUP.get_unchecked((size + 127) >> 7) } as usize)
     } else {
         None
     }
+}
+
+/// The cache for `size` bytes, `1..=1024` (the first branch of [`class_of`]).
+///
+/// # Safety
+/// `size <= 1024`.
+#[inline(always)]
+pub unsafe fn small_class(size: usize) -> usize {
+    debug_assert!(size <= 1024);
+    // SAFETY: (size + 7) >> 3 <= 128 < SMALL_LOOKUP.len() for size <= 1024 (caller).
+    unsafe { *SMALL_LOOKUP.get_unchecked((size + 7) >> 3) as usize }
 }
 
 /// The cache for `size` bytes aligned to `align` (a power of two): the smallest size that holds

@@ -862,6 +862,25 @@ unsafe impl GlobalAlloc for Slab {
     }
 }
 
+/// C's `free` of a pointer outside Slab's regions: a large block of ours, or not ours (ignored).
+///
+/// # Safety
+/// As for `free_unsized`.
+#[cold]
+#[inline(never)]
+unsafe fn free_unsized_other(ptr: *mut u8) {
+    if region_map::owner_of(ptr) != Owner::Large {
+        return;
+    }
+    // SAFETY: the pointer lies in a Large window.
+    let usable = unsafe { large::usable_size_if_owned(ptr, Owner::Slab) };
+    if let Some(layout) = usable.and_then(|n| Layout::from_size_align(n, 1).ok()) {
+        // SAFETY: a live large block of ours, given up by the caller; dealloc_other keeps it in
+        // the large cache or unmaps it, as `dealloc` does.
+        unsafe { dealloc_other(ptr, layout) };
+    }
+}
+
 impl Introspect for Slab {
     const NAME: &'static str = "slab";
 
@@ -913,33 +932,23 @@ impl Introspect for Slab {
     /// One lookup: the object's slab descriptor, found from the address, names its cache.
     #[inline(always)]
     unsafe fn free_unsized(&self, ptr: *mut u8) {
-        match region_map::owner_of(ptr) {
-            Owner::Slab => {
-                // SAFETY: a pointer in a Slab region: its header is mapped and initialised; for a
-                // live object (the caller's contract) its slab is owned by the object's cache, so
-                // the fields read are fixed.
-                let slab = unsafe { region::slab_of(ptr as usize) };
-                // SAFETY: a non-null head names a descriptor in the same mapped header.
-                let (class, size) = match unsafe { slab.as_ref() } {
-                    Some(s) if s.size != 0 && (s.cache as usize) < NUM_CLASSES => {
-                        (s.cache as usize, s.size as usize)
-                    }
-                    _ => return hardening::on_foreign_free(ptr),
-                };
-                // SAFETY: ptr lies in a Slab region and (the caller's contract) is a live
-                // object, of cache `class` by its slab descriptor.
-                unsafe { free_small_checked(class, ptr, size - hardening::CANARY) };
-            }
-            Owner::Large => {
-                // SAFETY: the pointer lies in a Large window.
-                let usable = unsafe { large::usable_size_if_owned(ptr, Owner::Slab) };
-                if let Some(layout) = usable.and_then(|n| Layout::from_size_align(n, 1).ok()) {
-                    // SAFETY: a live large block of ours, given up by the caller; dealloc_other
-                    // keeps it in the large cache or unmaps it, as `dealloc` does.
-                    unsafe { dealloc_other(ptr, layout) };
-                }
-            }
-            _ => {}
+        if !region_map::is_owned_by(ptr, Owner::Slab) {
+            // SAFETY: forwarded contract.
+            return unsafe { free_unsized_other(ptr) };
         }
+        // SAFETY: a pointer in a Slab region: its header is mapped and initialised; for a live
+        // object (the caller's contract) its slab is owned by the object's cache, so the fields
+        // read are fixed.
+        let slab = unsafe { region::slab_of(ptr as usize) };
+        // SAFETY: a non-null head names a descriptor in the same mapped header.
+        let (class, size) = match unsafe { slab.as_ref() } {
+            Some(s) if s.size != 0 && (s.cache as usize) < NUM_CLASSES => {
+                (s.cache as usize, s.size as usize)
+            }
+            _ => return hardening::on_foreign_free(ptr),
+        };
+        // SAFETY: ptr lies in a Slab region and (the caller's contract) is a live object, of
+        // cache `class` by its slab descriptor.
+        unsafe { free_small_checked(class, ptr, size - hardening::CANARY) };
     }
 }

@@ -149,9 +149,9 @@ fn owns(heap: *mut Heap) -> bool {
 /// here), and a nested free finds no heap of its own and frees remotely.
 #[cold]
 #[inline(never)]
-fn init_heap() -> *mut Heap {
+fn init_heap(adopt: bool) -> *mut Heap {
     heap_word::set(detached_heap() as usize);
-    let h = heap::acquire();
+    let h = heap::acquire(adopt);
     // SAFETY: a heap of this thread's, valid until the hook parks it at thread exit.
     if !h.is_null() && !unsafe { EXIT_HOOK.arm(h.cast()) } {
         // SAFETY: the heap was never used; parking it hands it to the next thread.
@@ -165,12 +165,13 @@ fn init_heap() -> *mut Heap {
     h
 }
 
-/// For a sentinel `heap`: the thread's new heap if it has none yet ([`init_heap`]), or null if
-/// it must not get one now (nested in `init_heap`, or after its exit hook ran, or no memory).
+/// For a sentinel `heap`: the thread's new heap if it has none yet ([`init_heap`]; a parked one
+/// if `adopt`, see `heap::acquire`), or null if it must not get one now (nested in `init_heap`,
+/// or after its exit hook ran, or no memory).
 #[inline(always)]
-fn heap_or_init(heap: *mut Heap) -> *mut Heap {
+fn heap_or_init(heap: *mut Heap, adopt: bool) -> *mut Heap {
     if heap == empty_heap() {
-        init_heap()
+        init_heap(adopt)
     } else {
         ptr::null_mut()
     }
@@ -182,7 +183,7 @@ fn heap_or_init(heap: *mut Heap) -> *mut Heap {
 #[inline(never)]
 unsafe fn alloc_slow(mut heap: *mut Heap, class: usize, size: usize) -> *mut u8 {
     if !owns(heap) {
-        heap = heap_or_init(heap);
+        heap = heap_or_init(heap, true);
         if heap.is_null() {
             let p = heap::with_orphan(
                 // SAFETY: the orphan heap is owned by whoever holds its lock, which we do.
@@ -370,8 +371,8 @@ unsafe fn free_local_slow_counted(heap: *mut Heap, page: *mut Page, size: usize)
 unsafe fn free_remote(mut heap: *mut Heap, page: *mut Page, block: *mut Block, size: usize) {
     if !owns(heap) {
         // A thread that only frees gets a heap too: it would otherwise hit the shared atomic
-        // counters, and push every block with a CAS of its own.
-        heap = heap_or_init(heap);
+        // counters, and push every block with a CAS of its own. A fresh heap: see `heap::acquire`.
+        heap = heap_or_init(heap, false);
         if heap.is_null() {
             // SAFETY: `block` is live in `page` (caller), owned by another heap.
             unsafe { remote::free_direct(page, block) };
@@ -379,8 +380,7 @@ unsafe fn free_remote(mut heap: *mut Heap, page: *mut Page, block: *mut Block, s
             return;
         }
     }
-    // SAFETY: the thread's own heap; `block` is live in `page` (caller). (A heap adopted just now
-    // may own the page: its chain then ends on its own `thread_free`, collected as any other.)
+    // SAFETY: the thread's own heap; `block` is live in `page` (caller), owned by another heap.
     // Its counters are only touched by this thread.
     unsafe {
         remote::free(heap, page, block);

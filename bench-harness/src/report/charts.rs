@@ -2,7 +2,7 @@
 //! reference and absolute, per thread count (plain builds and baselines: at most nine series,
 //! the reference itself being the line at 1); the hardened twins' throughput relative to their
 //! plain builds, on charts of their own; thread scaling; latency percentiles; RSS over time in
-//! the fragmentation workload; and the program-scale workloads' charts ([`super::program`]).
+//! the workloads that sample it (fragmentation); and the program-scale workloads' charts ([`super::program`]).
 
 use std::path::Path;
 
@@ -23,7 +23,7 @@ pub fn draw(out: &Path, results: &ResultsFile) -> Result<Made, String> {
     hardened(out, &v, &mut made)?;
     scaling(out, &v, &mut made)?;
     latency(out, &v, &mut made)?;
-    fragmentation(out, &v, &mut made)?;
+    sampled(out, &v, &mut made)?;
     made.extend(super::program::draw_charts(out, results)?);
     Ok(made)
 }
@@ -193,20 +193,30 @@ fn latency(out: &Path, v: &View<'_>, made: &mut Made) -> Result<(), String> {
     Ok(())
 }
 
-/// The first successful repetition of (allocator, fragmentation, threads) with a time series.
-fn series_of<'r>(v: &View<'r>, a: &str, t: usize) -> Option<&'r crate::cell::CellResult> {
+/// The first successful repetition of (allocator, workload, threads) with a time series.
+fn series_of<'r>(v: &View<'r>, a: &str, w: &str, t: usize) -> Option<&'r crate::cell::CellResult> {
     v.r.cells.iter().find(|c| {
         c.allocator == a
-            && c.workload == "fragmentation"
+            && c.workload == w
             && c.threads == t
             && c.status == Status::Ok
             && !c.series.is_empty()
     })
 }
 
-/// RSS over time in the fragmentation workload (first repetition of each allocator), with the
+/// RSS over time in the workloads that sample it and are not at a program's scale (those have
+/// their own charts): `<workload>_rss.svg`, first repetition of each allocator, with the
 /// reference's live bytes as the floor every line should be compared with.
-fn fragmentation(out: &Path, v: &View<'_>, made: &mut Made) -> Result<(), String> {
+fn sampled(out: &Path, v: &View<'_>, made: &mut Made) -> Result<(), String> {
+    for w in v.workloads().iter().filter(|w| {
+        crate::workloads::find(w).is_some_and(|i| i.samples_over_time && !i.program_scale)
+    }) {
+        rss_over_time(out, v, w, made)?;
+    }
+    Ok(())
+}
+
+fn rss_over_time(out: &Path, v: &View<'_>, w: &str, made: &mut Made) -> Result<(), String> {
     const MIB: f64 = (1u64 << 20) as f64;
     let panels: Vec<Panel> = v
         .threads()
@@ -216,7 +226,7 @@ fn fragmentation(out: &Path, v: &View<'_>, made: &mut Made) -> Result<(), String
                 .plain
                 .iter()
                 .filter_map(|a| {
-                    let c = series_of(v, a, t)?;
+                    let c = series_of(v, a, w, t)?;
                     let pts = c
                         .series
                         .iter()
@@ -225,7 +235,7 @@ fn fragmentation(out: &Path, v: &View<'_>, made: &mut Made) -> Result<(), String
                     Some((a.to_string(), pts))
                 })
                 .collect();
-            if let Some(c) = series_of(v, &v.reference, t) {
+            if let Some(c) = series_of(v, &v.reference, w, t) {
                 let pts = c
                     .series
                     .iter()
@@ -234,16 +244,15 @@ fn fragmentation(out: &Path, v: &View<'_>, made: &mut Made) -> Result<(), String
                 lines.push((format!("live bytes ({} run)", v.reference), pts));
             }
             Panel {
-                title: format!("fragmentation, {}: RSS MiB over ms", threads_label(t)),
+                title: format!("{w}, {}: RSS MiB over ms", threads_label(t)),
                 lines,
             }
         })
         .filter(|p| !p.lines.is_empty())
         .collect();
     if !panels.is_empty() {
-        let file = "fragmentation_rss.svg".to_string();
-        let title =
-            "RSS (and live requested bytes, dashed) over time, fragmentation workload".to_string();
+        let file = format!("{w}_rss.svg");
+        let title = format!("RSS (and live requested bytes, dashed) over time, {w} workload");
         line_panels(&out.join(&file), &title, "ms", "RSS MiB", &panels, 2)?;
         made.push((title, file));
     }

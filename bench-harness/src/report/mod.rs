@@ -45,9 +45,13 @@ fn existing_hand_section(path: &Path) -> Option<String> {
     Some(text[start..end].trim().to_string())
 }
 
-/// Embeds the charts whose file name starts with `prefix`.
+/// Embeds the charts whose file name starts with `prefix` (or, if it starts with `_`, ends
+/// with it followed by `.svg`).
 fn embed(o: &mut String, charts: &[(String, String)], prefix: &str) {
-    for (title, file) in charts.iter().filter(|(_, f)| f.starts_with(prefix)) {
+    let picked = |f: &str| {
+        f.starts_with(prefix) || (prefix.starts_with('_') && f.ends_with(&format!("{prefix}.svg")))
+    };
+    for (title, file) in charts.iter().filter(|(_, f)| picked(f)) {
         let _ = writeln!(o, "![{title}]({file})\n");
     }
 }
@@ -130,7 +134,7 @@ pub fn render(
 
     let _ = writeln!(o, "## Memory\n");
     tables::memory(&v, &mut o);
-    embed(&mut o, charts, "fragmentation");
+    embed(&mut o, charts, "_rss");
     o.push_str(&program::section(results, charts));
 
     if let Some(c) = c_programs {

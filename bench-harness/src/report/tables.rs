@@ -481,10 +481,13 @@ pub fn skipped(v: &View<'_>, o: &mut String) {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let label = match status {
+            Status::Ok => "NOTE".to_string(),
+            s => s.as_str().to_uppercase(),
+        };
         let _ = writeln!(
             o,
-            "- **{}** {} on {places}: {}.",
-            status.as_str().to_uppercase(),
+            "- **{label}** {} on {places}: {}.",
             list(allocs),
             reason.trim_end_matches('.')
         );

@@ -59,8 +59,9 @@ impl Status {
     }
 }
 
-/// One point of the RSS / live-bytes time series.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+/// One point of the RSS / live-bytes time series, written as `[t_ms, rss_bytes, live_bytes]`
+/// (files from before that wrote an object with those keys; both are read).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SeriesPoint {
     /// Milliseconds since the workload started.
     pub t_ms: f64,
@@ -70,8 +71,49 @@ pub struct SeriesPoint {
     pub live_bytes: u64,
 }
 
-/// The measurements of one cell run.
+impl Serialize for SeriesPoint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Whole milliseconds (as `results.json` rounds them) are written without a fraction.
+        if self.t_ms.fract() == 0.0 && self.t_ms.abs() < 1e15 {
+            (self.t_ms as i64, self.rss_bytes, self.live_bytes).serialize(s)
+        } else {
+            (self.t_ms, self.rss_bytes, self.live_bytes).serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SeriesPoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// The two spellings: the compact triple, and the object of older files.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Triple(f64, u64, u64),
+            Object {
+                t_ms: f64,
+                rss_bytes: u64,
+                live_bytes: u64,
+            },
+        }
+        Ok(match Either::deserialize(d)? {
+            Either::Triple(t_ms, rss_bytes, live_bytes)
+            | Either::Object {
+                t_ms,
+                rss_bytes,
+                live_bytes,
+            } => SeriesPoint {
+                t_ms,
+                rss_bytes,
+                live_bytes,
+            },
+        })
+    }
+}
+
+/// The measurements of one cell run. Empty fields (a skipped cell's zeros, an empty reason or
+/// series) are left out of the JSON and read back as their defaults.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct CellResult {
     /// Allocator name.
     pub allocator: String,
@@ -84,38 +126,61 @@ pub struct CellResult {
     /// How the cell ended.
     pub status: Status,
     /// Why it was skipped or failed (empty when ok).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub reason: String,
     /// Allocator operations (alloc, free, realloc) performed.
+    #[serde(skip_serializing_if = "is_zero_u64")]
     pub ops: u64,
     /// Wall time of the workload, seconds.
+    #[serde(skip_serializing_if = "is_zero_f64")]
     pub elapsed_s: f64,
     /// `ops / elapsed_s`.
+    #[serde(skip_serializing_if = "is_zero_f64")]
     pub ops_per_sec: f64,
     /// Median latency of a sampled single operation, ns.
+    #[serde(skip_serializing_if = "is_zero_f64")]
     pub p50_ns: f64,
     /// 99th percentile latency, ns.
+    #[serde(skip_serializing_if = "is_zero_f64")]
     pub p99_ns: f64,
     /// 99.9th percentile latency, ns.
+    #[serde(skip_serializing_if = "is_zero_f64")]
     pub p999_ns: f64,
     /// Latency samples behind the percentiles.
+    #[serde(skip_serializing_if = "is_zero_u64")]
     pub latency_samples: u64,
     /// The timer's effective resolution, ns (latencies below it are not resolved).
-    #[serde(default)]
+    #[serde(skip_serializing_if = "is_zero_f64")]
     pub timer_resolution_ns: f64,
     /// RSS before the workload started (harness bookkeeping already resident).
+    #[serde(skip_serializing_if = "is_zero_u64")]
     pub idle_rss_bytes: u64,
     /// Peak RSS of the process (`VmHWM`).
+    #[serde(skip_serializing_if = "is_zero_u64")]
     pub peak_rss_bytes: u64,
     /// Peak live requested bytes, tracked by the workload.
+    #[serde(skip_serializing_if = "is_zero_u64")]
     pub peak_live_bytes: u64,
     /// (peak RSS - idle RSS) / peak live bytes.
+    #[serde(skip_serializing_if = "is_zero_f64")]
     pub fragmentation: f64,
     /// RSS after every block was freed (`VmRSS`).
+    #[serde(skip_serializing_if = "is_zero_u64")]
     pub rss_after_free_bytes: u64,
     /// Whether the never-reusing allocator's byte budget ended the work early.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub budget_hit: bool,
     /// RSS and live bytes over time (workloads that sample them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub series: Vec<SeriesPoint>,
+}
+
+fn is_zero_u64(x: &u64) -> bool {
+    *x == 0
+}
+
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl CellResult {

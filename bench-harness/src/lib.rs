@@ -22,9 +22,7 @@
 //! | [`machine`] | the machine description recorded with the results |
 //! | [`micro`] | the loops behind the criterion micro-benchmarks |
 //! | [`selection`] | parsing of `--allocators`, `--workloads`, `--threads` |
-//! | [`report`] | `REPORT.md` |
-//! | [`charts`] | the SVG charts |
-//! | [`program_report`] | the report's section on the program-scale workloads: RSS and live bytes over time, peak RSS / peak live |
+//! | [`report`] | `REPORT.md` and its SVG charts: tables, generated reading, charts |
 //! | [`c_programs`] | C programs (C benchmarks, redis, lua, sort, python3, sqlite3) under each allocator via `LD_PRELOAD` |
 
 #![warn(missing_docs)]
@@ -33,12 +31,10 @@
 pub mod baselines;
 pub mod c_programs;
 pub mod cell;
-pub mod charts;
 pub mod compare;
 pub mod machine;
 pub mod micro;
 pub mod proc_mem;
-pub mod program_report;
 pub mod registry;
 pub mod report;
 pub mod results_io;

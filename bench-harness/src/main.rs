@@ -122,6 +122,10 @@ enum Cmd {
         /// Directory holding results.json and/or c_programs.json.
         #[arg(long, default_value = "results")]
         out: PathBuf,
+        /// Also rewrite results.json in the compact form a run writes now (one record per
+        /// line, time series downsampled), e.g. to shrink a file written by an older harness.
+        #[arg(long)]
+        compact: bool,
     },
     /// Runs one program and prints its wall time and peak RSS as JSON (used by `c-programs`).
     #[command(hide = true)]
@@ -207,7 +211,7 @@ fn c_summary(c: &CProgramsFile) -> String {
 fn write_all(out: &Path, results: &results_io::ResultsFile) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     results_io::write_csv(&out.join("results.csv"), &results.rows)?;
-    results_io::write_json(&out.join("results.json"), results)?;
+    results_io::write_results_json(&out.join("results.json"), results)?;
     report::write(out, results)
 }
 
@@ -285,7 +289,7 @@ fn main() -> ExitCode {
             print!("{}", compare::markdown(&compare::agreement(&pairs)));
             ExitCode::SUCCESS
         }
-        Cmd::Report { out } => match report::write_from_saved(&out) {
+        Cmd::Report { out, compact } => match report::write_from_saved(&out, compact) {
             Ok(()) => {
                 println!("wrote {}", out.join("REPORT.md").display());
                 ExitCode::SUCCESS
@@ -428,7 +432,8 @@ fn c_programs_cmd(shared: &Shared, threads: usize) -> ExitCode {
         Err(e) => return failure(&e),
     };
     let out = &shared.out;
-    let written = c_programs::io::write_all(out, &c).and_then(|()| report::write_from_saved(out));
+    let written =
+        c_programs::io::write_all(out, &c).and_then(|()| report::write_from_saved(out, false));
     if let Err(e) = written {
         return failure(&e);
     }

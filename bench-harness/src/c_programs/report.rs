@@ -1,11 +1,11 @@
 //! The "C programs under LD_PRELOAD" section of `REPORT.md`: the programs and their command
 //! lines, wall-time and peak-RSS tables (median [min-max]), each followed by its ratios to
-//! mimalloc and to system malloc (with geometric means), and the failed or skipped runs with
-//! their reasons. Rendered from `c_programs.json` alone, so `bench-harness report` can redo it.
+//! mimalloc (with geometric means; ratios to system malloc follow from the first table), and
+//! the failed or skipped runs, one line per allocator and reason. Rendered from `c_programs.json` alone, so `bench-harness report` can redo it.
 
 use std::fmt::Write as _;
 
-use super::{CProgramsFile, CRow, SYSTEM};
+use super::{CProgramsFile, CRow};
 use crate::cell::Status;
 use crate::registry::REFERENCE;
 use crate::summary::{geomean, ratio};
@@ -146,6 +146,58 @@ fn threads_of(f: &CProgramsFile) -> usize {
     }
 }
 
+/// One allocator's geometric means over the C programs, relative to mimalloc: (value, count).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Geomeans {
+    /// The allocator.
+    pub allocator: String,
+    /// Wall time / mimalloc's.
+    pub wall: (Option<f64>, usize),
+    /// Peak RSS / mimalloc's.
+    pub rss: (Option<f64>, usize),
+}
+
+/// Per allocator, the geometric means of its wall time and peak RSS relative to mimalloc's
+/// over the programs both ran (for the report's headline); `None` if mimalloc was not measured.
+pub fn geomeans(f: &CProgramsFile) -> Option<Vec<Geomeans>> {
+    let v = View::new(f);
+    if !v.has(REFERENCE) {
+        return None;
+    }
+    let wall = v.all_ratios(REFERENCE, &|r: &CRow| r.wall_ms);
+    let rss = v.all_ratios(REFERENCE, &|r: &CRow| r.peak_rss_bytes as f64);
+    Some(
+        v.allocators
+            .iter()
+            .zip(wall.iter().zip(&rss))
+            .map(|(a, (w, r))| Geomeans {
+                allocator: a.to_string(),
+                wall: (geomean(w), w.len()),
+                rss: (geomean(r), r.len()),
+            })
+            .collect(),
+    )
+}
+
+/// Allocator `a`'s wall time and peak RSS relative to mimalloc's, per program both ran:
+/// (program, time ratio, RSS ratio).
+pub fn program_ratios(f: &CProgramsFile, a: &str) -> Vec<(String, f64, f64)> {
+    let v = View::new(f);
+    v.programs
+        .iter()
+        .filter_map(|p| {
+            let t = v.ratio_of(p, a, REFERENCE, &|r: &CRow| r.wall_ms)?;
+            let m = v.ratio_of(p, a, REFERENCE, &|r: &CRow| r.peak_rss_bytes as f64)?;
+            Some((p.to_string(), t, m))
+        })
+        .collect()
+}
+
+/// The C programs' threads of a run (for the report's headline note).
+pub fn threads(f: &CProgramsFile) -> usize {
+    threads_of(f)
+}
+
 /// The headline's C-program table (a `###` subsection): per allocator, the geometric means
 /// over the programs of its wall time and of its peak RSS relative to mimalloc's; `None` if
 /// mimalloc was not measured.
@@ -246,11 +298,12 @@ pub fn render_section(f: &CProgramsFile) -> String {
             r.wall_ms, r.wall_ms_min, r.wall_ms_max
         )
     });
-    for (reference, what) in [(REFERENCE, "mimalloc"), (SYSTEM, "system malloc")] {
-        if v.has(reference) {
-            let _ = writeln!(o, "\n### Wall time relative to {what} (below 1: faster)\n");
-            v.ratios(&mut o, reference, wall);
-        }
+    if v.has(REFERENCE) {
+        let _ = writeln!(
+            o,
+            "\n### Wall time relative to {REFERENCE} (below 1: faster)\n"
+        );
+        v.ratios(&mut o, REFERENCE, wall);
     }
     let _ = writeln!(o, "\n### Peak RSS, MiB: median [min-max]\n");
     v.values(&mut o, |r| {
@@ -261,14 +314,12 @@ pub fn render_section(f: &CProgramsFile) -> String {
             mib(r.peak_rss_max_bytes)
         )
     });
-    for (reference, what) in [(REFERENCE, "mimalloc"), (SYSTEM, "system malloc")] {
-        if v.has(reference) {
-            let _ = writeln!(
-                o,
-                "\n### Peak RSS relative to {what} (below 1: less memory)\n"
-            );
-            v.ratios(&mut o, reference, rss);
-        }
+    if v.has(REFERENCE) {
+        let _ = writeln!(
+            o,
+            "\n### Peak RSS relative to {REFERENCE} (below 1: less memory)\n"
+        );
+        v.ratios(&mut o, REFERENCE, rss);
     }
 
     let _ = writeln!(o, "\n### Failed and skipped runs, and notes\n");
@@ -283,18 +334,26 @@ pub fn render_section(f: &CProgramsFile) -> String {
             "None: every run exited normally with system malloc's output."
         );
     } else {
-        let _ = writeln!(
-            o,
-            "| program | allocator | status | reason |\n|---|---|---|---|"
-        );
+        // One line per (allocator, status, reason), naming its programs.
+        type Key<'r> = (&'r str, Status, String);
+        let mut groups: Vec<(Key<'_>, Vec<&str>)> = Vec::new();
         for r in notes {
+            let key = (
+                r.allocator.as_str(),
+                r.status,
+                r.reason.replace('|', "/").replace('\n', " "),
+            );
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, ps)) => ps.push(r.program.as_str()),
+                None => groups.push((key, vec![r.program.as_str()])),
+            }
+        }
+        for ((a, status, reason), ps) in groups {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} |",
-                r.program,
-                r.allocator,
-                r.status.as_str().to_uppercase(),
-                r.reason.replace('|', "/").replace('\n', " ")
+                "- **{}** {a} on {}: {reason}",
+                status.as_str().to_uppercase(),
+                ps.join(", ")
             );
         }
     }
@@ -374,13 +433,13 @@ mod tests {
             md.contains("| sort | failed | 300 [299-301] | 200 [199-201] |"),
             "{md}"
         );
-        // Time relative to mimalloc, then to system.
+        // Time relative to mimalloc.
         assert!(md.contains("| sort | failed | 1.50 | 1.00 |"), "{md}");
-        assert!(md.contains("| sort | failed | 1.00 | 0.67 |"), "{md}");
+        assert!(!md.contains("relative to system"), "{md}");
         // RSS relative to mimalloc.
         assert!(md.contains("| sort | failed | 0.50 | 1.00 |"), "{md}");
         assert!(
-            md.contains("| sort | bump | FAILED | killed by signal 9 |"),
+            md.contains("- **FAILED** bump on sort: killed by signal 9"),
             "{md}"
         );
         assert!(md.contains("`LC_ALL=C sort in.txt`"));
@@ -398,8 +457,16 @@ mod tests {
             md.contains("| **peak RSS** | - | **0.50** (1) | **1.00** (1) |"),
             "{md}"
         );
+        let g = geomeans(&file()).unwrap();
+        assert_eq!(g[1].wall, (Some(1.5), 1));
+        assert_eq!(g[0].wall, (None, 0));
+        assert_eq!(
+            program_ratios(&file(), "system"),
+            [("sort".to_string(), 1.5, 0.5)]
+        );
         let mut f = file();
         f.config.allocators.retain(|a| a.name != "mimalloc");
         assert!(render_headline(&f).is_none());
+        assert!(geomeans(&f).is_none());
     }
 }

@@ -18,21 +18,6 @@ use rand::SeedableRng;
 
 use crate::worker::{Recorder, Shared, Worker};
 
-mod alloc_test;
-mod cache_scratch;
-mod fixed_size;
-mod fragmentation;
-mod larson;
-mod mstress;
-mod phase;
-mod power_of_two;
-mod realloc_growth;
-mod rptest;
-mod server;
-mod thread_churn;
-mod thread_pool;
-mod xmalloc;
-
 /// A workload's entry in the table.
 #[derive(Clone, Copy, Debug)]
 pub struct WorkloadInfo {
@@ -54,26 +39,50 @@ pub struct WorkloadInfo {
     pub program_scale: bool,
 }
 
-/// Every workload, in report order.
-pub const WORKLOADS: &[WorkloadInfo] = &[
-    info("larson", "each thread frees and re-allocates random slots (8-1000 B); slots handed to new threads", "server churn, cross-thread frees", false, 1),
-    info("xmalloc", "producers allocate 64 B objects in batches, consumers free them (threads = pairs)", "remote frees at full speed", false, 2),
-    info("cache-scratch", "objects handed to threads, which then allocate, write, free in a loop", "false sharing", false, 1),
-    info("mstress", "power-of-two sizes, rare huge ones, pointers swapped through a shared array, threads recreated", "mixed lifetimes, thread churn", false, 1),
-    info("rptest", "random sizes 8 B-16 KiB, 1000 live per thread, cross-thread handoff", "general throughput", false, 1),
-    info("alloc-test", "Pareto-distributed sizes up to 1 KiB", "common small sizes", false, 1),
-    info("fixed-size", "one object size (64 B), LIFO and random order", "the slab's case", false, 1),
-    info("power-of-two", "sizes 2^k only (8 B-4 KiB, rarely up to 64 KiB)", "the buddy's case", false, 1),
-    info("phase", "allocate a large set, then free everything", "the bump's case", true, 1),
-    info("realloc-growth", "vectors and strings that grow by doubling", "realloc in place", false, 1),
-    WorkloadInfo {
+/// Every workload, in report order: THE table. Adding a workload is one row here (its module,
+/// `=>`, its entry) and its file `<module>.rs` with
+/// `pub fn run<A: GlobalAlloc + Sync>(workers: Vec<Worker<'_, A>>, params: &Params) -> Vec<Worker<'_, A>>`;
+/// the macro declares the module, lists the entry in [`WORKLOADS`] and dispatches [`run`] to it.
+macro_rules! workloads {
+    ($($module:ident => $info:expr,)*) => {
+        $(mod $module;)*
+
+        /// Every workload, in report order.
+        pub const WORKLOADS: &[WorkloadInfo] = &[$($info),*];
+
+        /// Runs the workload named `name` on the workers (unknown names: nothing).
+        fn dispatch<'a, A: GlobalAlloc + Sync>(
+            name: &str,
+            workers: Vec<Worker<'a, A>>,
+            params: &Params,
+        ) -> Vec<Worker<'a, A>> {
+            $(if name == ($info).name {
+                return $module::run(workers, params);
+            })*
+            workers
+        }
+    };
+}
+
+workloads! {
+    larson => info("larson", "each thread frees and re-allocates random slots (8-1000 B); slots handed to new threads", "server churn, cross-thread frees", false, 1),
+    xmalloc => info("xmalloc", "producers allocate 64 B objects in batches, consumers free them (threads = pairs)", "remote frees at full speed", false, 2),
+    cache_scratch => info("cache-scratch", "objects handed to threads, which then allocate, write, free in a loop", "false sharing", false, 1),
+    mstress => info("mstress", "power-of-two sizes, rare huge ones, pointers swapped through a shared array, threads recreated", "mixed lifetimes, thread churn", false, 1),
+    rptest => info("rptest", "random sizes 8 B-16 KiB, 1000 live per thread, cross-thread handoff", "general throughput", false, 1),
+    alloc_test => info("alloc-test", "Pareto-distributed sizes up to 1 KiB", "common small sizes", false, 1),
+    fixed_size => info("fixed-size", "one object size (64 B), LIFO and random order", "the slab's case", false, 1),
+    power_of_two => info("power-of-two", "sizes 2^k only (8 B-4 KiB, rarely up to 64 KiB)", "the buddy's case", false, 1),
+    phase => info("phase", "allocate a large set, then free everything", "the bump's case", true, 1),
+    realloc_growth => info("realloc-growth", "vectors and strings that grow by doubling", "realloc in place", false, 1),
+    fragmentation => WorkloadInfo {
         samples_over_time: true,
         ..info("fragmentation", "fill with small objects, free 90% at random, then allocate other sizes; RSS sampled over time", "memory returned, reuse", false, 1)
     },
-    info("thread-churn", "thousands of short-lived threads allocating", "cache hand-back on exit", false, 1),
-    program("server", "key-value cache, 512 MiB live at full scale, one shard per thread: random keys replaced by values of 16 B-64 KiB whose size mix moves from small to large and back", "fragmentation of a long-running server", 1),
-    program("thread-pool", "producer threads spawned per batch (then exit) hand blocks of 16 B-4 KiB to long-lived consumers, which keep 384 MiB live at full scale and free the oldest (threads = consumer/producer pairs); then an idle tail", "memory of exited threads freed by others", 2),
-];
+    thread_churn => info("thread-churn", "thousands of short-lived threads allocating", "cache hand-back on exit", false, 1),
+    server => program("server", "key-value cache, 512 MiB live at full scale, one shard per thread: random keys replaced by values of 16 B-64 KiB whose size mix moves from small to large and back", "fragmentation of a long-running server", 1),
+    thread_pool => program("thread-pool", "producer threads spawned per batch (then exit) hand blocks of 16 B-4 KiB to long-lived consumers, which keep 384 MiB live at full scale and free the oldest (threads = consumer/producer pairs); then an idle tail", "memory of exited threads freed by others", 2),
+}
 
 const fn info(
     name: &'static str,
@@ -156,23 +165,7 @@ pub fn run<A: GlobalAlloc + Sync>(
         .into_iter()
         .map(|r| Worker::new(heap, shared, r))
         .collect();
-    let done = match name {
-        "larson" => larson::run(workers, params),
-        "xmalloc" => xmalloc::run(workers, params),
-        "cache-scratch" => cache_scratch::run(workers, params),
-        "mstress" => mstress::run(workers, params),
-        "rptest" => rptest::run(workers, params),
-        "alloc-test" => alloc_test::run(workers, params),
-        "fixed-size" => fixed_size::run(workers, params),
-        "power-of-two" => power_of_two::run(workers, params),
-        "phase" => phase::run(workers, params),
-        "realloc-growth" => realloc_growth::run(workers, params),
-        "fragmentation" => fragmentation::run(workers, params),
-        "thread-churn" => thread_churn::run(workers, params),
-        "server" => server::run(workers, params),
-        "thread-pool" => thread_pool::run(workers, params),
-        _ => workers,
-    };
+    let done = dispatch(name, workers, params);
     done.into_iter().map(Worker::finish).collect()
 }
 

@@ -2,7 +2,7 @@
 //! [`WorkloadInfo::program_scale`](crate::workloads::WorkloadInfo), such as `server` and
 //! `thread-pool`): a chart per workload of RSS and live bytes against time, one colour per
 //! allocator (plain builds and baselines, not the hardened twins), and a table of
-//! fragmentation = peak RSS / peak live bytes. [`crate::report`] calls [`draw_charts`] and
+//! fragmentation = peak RSS / peak live bytes. [`super`] calls [`draw_charts`] and
 //! [`section`]; everything else about these workloads' report lives here.
 
 use std::fmt::Write as _;
@@ -10,8 +10,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use super::plot::allocator_color;
 use crate::cell::{CellResult, Status};
-use crate::charts;
 use crate::registry;
 use crate::results_io::ResultsFile;
 use crate::workloads;
@@ -23,7 +23,7 @@ pub const MEANINGFUL_LIVE_BYTES: u64 = 64 << 20;
 const FILE_PREFIX: &str = "program_";
 
 /// At most this many allocators per chart (one colour each).
-const MAX_LINES: usize = 8;
+const MAX_LINES: usize = 9;
 
 const MIB: f64 = (1u64 << 20) as f64;
 
@@ -44,7 +44,8 @@ fn program_workloads(results: &ResultsFile) -> Vec<&str> {
         .collect()
 }
 
-/// The allocators charted: plain builds and baselines, in the run's order, at most [`MAX_LINES`].
+/// The allocators charted and tabled: plain builds and baselines (the hardened twins' memory is
+/// summed up in the hardened section), in the run's order, at most [`MAX_LINES`].
 fn charted_allocators(results: &ResultsFile) -> Vec<&str> {
     results
         .config
@@ -143,8 +144,8 @@ fn draw_one(
             .y_labels(6)
             .draw()
             .map_err(err)?;
-        for &(i, _, cell) in lines {
-            let c = charts::color(i);
+        for &(_, a, cell) in lines {
+            let c = allocator_color(a);
             let rss = cell
                 .series
                 .iter()
@@ -165,8 +166,8 @@ fn draw_one(
     // The legend, outside the data: one entry per allocator charted (colours as in the panels).
     let font = ("sans-serif", 13);
     let mut y = 50;
-    for (i, a) in allocs.iter().enumerate() {
-        let c = charts::color(i);
+    for a in allocs {
+        let c = allocator_color(a);
         legend
             .draw(&PathElement::new([(10, y), (40, y)], c.stroke_width(3)))
             .map_err(err)?;
@@ -192,10 +193,10 @@ pub fn section(results: &ResultsFile, charts: &[(String, String)]) -> String {
     if ws.is_empty() {
         return o;
     }
-    let allocs = &results.config.allocators;
+    let allocs = charted_allocators(results);
     let _ = writeln!(
         o,
-        "## Memory at a real program's scale\n\n{} run with hundreds of MiB live at full scale (in this run, live \
+        "### Memory at a real program's scale\n\n{} run with hundreds of MiB live at full scale (in this run, live \
          sets scaled by {}), so idle RSS no longer hides what an allocator keeps. Each cell: fragmentation = peak RSS / peak live \
          requested bytes (1.00 would be perfect; idle RSS included), with peak RSS / peak live in MiB, medians over \
          repetitions. Values in italics have a peak live set under {} MiB, where the harness's idle footprint weighs in: \
@@ -214,7 +215,7 @@ pub fn section(results: &ResultsFile, charts: &[(String, String)]) -> String {
                     let row = results
                         .rows
                         .iter()
-                        .find(|r| &r.allocator == a && r.workload == *w && r.threads == t);
+                        .find(|r| r.allocator == *a && r.workload == *w && r.threads == t);
                     match row {
                         Some(r) if r.status == Status::Ok && r.peak_live_bytes > 0 => {
                             let f = r.peak_rss_bytes as f64 / r.peak_live_bytes as f64;

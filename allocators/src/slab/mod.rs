@@ -547,8 +547,13 @@ fn attached() -> bool {
 
 /// The cache serving `size` bytes aligned to `align` (with room for the canary when hardened),
 /// or `None` for a large block.
+///
+/// Hardened, a zero-size request is served as 1 byte: an object must hold its first word (the
+/// loose tag's) apart from the canary (a 0-byte request once got a one-word object, whose
+/// free reported a heap overflow).
 #[inline(always)]
 fn cache_for(size: usize, align: usize) -> Option<usize> {
+    let size = if hardened::ENABLED { size.max(1) } else { size };
     class_for(size + hardening::CANARY, align)
 }
 

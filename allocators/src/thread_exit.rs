@@ -205,7 +205,11 @@ mod tests {
     #[test]
     fn hooks_run_with_every_signal_blocked() {
         std::thread::spawn(|| {
-            assert_eq!(blocked_now(), 0, "the test thread starts with signals blocked");
+            assert_eq!(
+                blocked_now(),
+                0,
+                "the test thread starts with signals blocked"
+            );
             // SAFETY: a non-null value the probe never reads.
             assert!(unsafe { PROBE.arm(core::ptr::NonNull::<u8>::dangling().as_ptr().cast()) });
         })

@@ -25,6 +25,7 @@
 //! | [`report`] | `REPORT.md` |
 //! | [`charts`] | the SVG charts |
 //! | [`program_report`] | the report's section on the program-scale workloads: RSS and live bytes over time, peak RSS / peak live |
+//! | [`misuse`] | the heap-misuse table: each misuse case against each allocator, in a child process |
 //! | [`c_programs`] | C programs (C benchmarks, redis, lua, sort, python3, sqlite3) under each allocator via `LD_PRELOAD` |
 
 #![warn(missing_docs)]
@@ -37,6 +38,7 @@ pub mod charts;
 pub mod compare;
 pub mod machine;
 pub mod micro;
+pub mod misuse;
 pub mod proc_mem;
 pub mod program_report;
 pub mod registry;

@@ -174,7 +174,11 @@ fn run_with_limit(
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    Some(child.wait_with_output().expect("collect the child's output"))
+    Some(
+        child
+            .wait_with_output()
+            .expect("collect the child's output"),
+    )
 }
 
 /// Threads exit while a timer signal, whose handler allocates, keeps arriving. The exit hooks

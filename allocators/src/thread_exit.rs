@@ -17,7 +17,7 @@ use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-/// Where a thread stands with its allocator's exit hook (Slab and Buddy keep one in their
+/// Where a thread stands with its allocator's exit hook (Bump, Slab and Buddy keep one in their
 /// zero-initialised thread block). Until `Attached`, and after `Exited`, the thread's cache is not
 /// used and its operations take the allocator's shared path.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -23,6 +23,7 @@
 //! | [`micro`] | the loops behind the criterion micro-benchmarks |
 //! | [`selection`] | parsing of `--allocators`, `--workloads`, `--threads` |
 //! | [`report`] | `REPORT.md` and its SVG charts: tables, generated reading, charts |
+//! | [`misuse`] | the heap-misuse table: each misuse case against each allocator, in a child process |
 //! | [`c_programs`] | C programs (C benchmarks, redis, lua, sort, python3, sqlite3) under each allocator via `LD_PRELOAD` |
 
 #![warn(missing_docs)]
@@ -34,6 +35,7 @@ pub mod cell;
 pub mod compare;
 pub mod machine;
 pub mod micro;
+pub mod misuse;
 pub mod proc_mem;
 pub mod registry;
 pub mod report;

@@ -1,9 +1,10 @@
 //! `bench-harness`: the command line. `run` measures and writes the report (the Rust workloads,
 //! then the C programs under `LD_PRELOAD`), `c-programs` runs only the C-program table, `list`
 //! names the allocators, workloads and programs, `report` rewrites the report from saved
-//! results, `compare` checks that two runs agree; the hidden `cell` subcommand is what `run`
-//! re-executes for each cell, the hidden `meter` what `c-programs` re-executes to start and
-//! measure each program.
+//! results, `compare` checks that two runs agree, `misuse` prints the heap-misuse table; the
+//! hidden `cell` subcommand is what `run` re-executes for each cell, the hidden `meter` what
+//! `c-programs` re-executes to start and measure each program, the hidden `misuse-case` what
+//! `misuse` re-executes for each case.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -141,6 +142,21 @@ enum Cmd {
         first: PathBuf,
         /// The second run's output directory.
         second: PathBuf,
+    },
+    /// Commits each heap-misuse case (overflows, double and invalid frees, write after free,
+    /// zero-size and huge requests) against each allocator in a child process and prints the
+    /// markdown table of what became of it. Build with `--features hardened` for the hardened
+    /// allocators and mimalloc's secure mode.
+    Misuse,
+    /// Commits one misuse case in this process (used by `misuse`).
+    #[command(hide = true)]
+    MisuseCase {
+        /// The allocator (see `bench_harness::misuse::ALLOCATORS`).
+        #[arg(long)]
+        allocator: String,
+        /// The case (see `bench_harness::misuse::CASES`).
+        #[arg(long)]
+        case: String,
     },
     /// Runs one cell in this process and prints its result as JSON (used by `run`).
     #[command(hide = true)]
@@ -313,6 +329,19 @@ fn main() -> ExitCode {
             (!no_c_programs).then_some(c_threads),
         ),
         Cmd::CPrograms { shared, threads } => c_programs_cmd(&shared, threads),
+        Cmd::Misuse => match this_exe() {
+            Ok(exe) => {
+                print!("{}", bench_harness::misuse::table(&exe));
+                ExitCode::SUCCESS
+            }
+            Err(e) => failure(&e),
+        },
+        Cmd::MisuseCase { allocator, case } => {
+            match bench_harness::misuse::run_case(&allocator, &case) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => usage_error(&e),
+            }
+        }
     }
 }
 

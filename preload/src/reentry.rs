@@ -1,11 +1,12 @@
 //! Detects a call into the C allocation interface made from inside another one on the same
 //! thread, and sends it to [`crate::bootstrap`] instead of the allocator. Used only for an
-//! allocator that does not serve such calls itself (`Introspect::SERVES_REENTRY` is false: Bump
-//! today); SizeClass, Slab and Buddy mark the thread's own state while they set it up and serve
-//! a nested call from a shared path, which spares every call this flag's thread-local access.
+//! allocator that does not serve such calls itself (`Introspect::SERVES_REENTRY` is false, the
+//! trait's default; none of this crate's four today): Bump, SizeClass, Slab and Buddy mark the
+//! thread's own state while they set it up and serve a nested call from a shared path, which
+//! spares every call this flag's thread-local access.
 //!
-//! Why this happens: the allocators keep per-thread state in a `thread_local!` with a destructor.
-//! The first touch of it on a thread registers the destructor with glibc's
+//! Why this happens: an allocator that keeps per-thread state in a `thread_local!` with a
+//! destructor (as all four once did). The first touch of it on a thread registers the destructor with glibc's
 //! `__cxa_thread_atexit_impl`, which `calloc`s a list node; in a preloaded library that `calloc`
 //! is ours, so it comes straight back into the allocator while the allocator is still setting up
 //! that thread's state (std marks the state alive only after registering), and the process

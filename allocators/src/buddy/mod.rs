@@ -52,7 +52,7 @@ use crate::large;
 use crate::region_map::{self, Owner};
 use crate::stats::{GlobalCounters, LocalCounters, Stats};
 use crate::sync::{self, Lock, LockGuard};
-use crate::thread_exit::{Attach, ExitHook};
+use crate::thread_exit::{Attach, ExitHook, OnThreadExit};
 use crate::Introspect;
 
 /// The number of arenas (each with its own lock and regions).
@@ -368,19 +368,20 @@ crate::thread_word::thread_block!(
 );
 
 /// Empties the thread's cache when the thread exits (armed once per thread, in [`attach`]).
-static EXIT_HOOK: ExitHook = ExitHook::new(on_thread_exit);
+static EXIT_HOOK: ExitHook<BuddyExit> = ExitHook::new();
 
-/// The exit hook; operations after it (later key destructors, libc's own teardown) go to the
+/// Buddy's exit hook; operations after it (later key destructors, libc's own teardown) go to the
 /// arenas.
-///
-/// # Safety
-/// Called by the thread's key destructor, outside the allocator.
-unsafe extern "C" fn on_thread_exit(_: *mut c_void) {
-    // SAFETY: the thread's own cache; destructors run outside the allocator, so no other
-    // reference to it is live.
-    let cache = unsafe { &mut *thread_slot::get() };
-    cache.attach = Attach::Exited;
-    cache.release_all();
+struct BuddyExit;
+
+impl OnThreadExit for BuddyExit {
+    unsafe fn on_thread_exit(_: *mut c_void) {
+        // SAFETY: the thread's own cache; destructors run outside the allocator, so no other
+        // reference to it is live.
+        let cache = unsafe { &mut *thread_slot::get() };
+        cache.attach = Attach::Exited;
+        cache.release_all();
+    }
 }
 
 /// Runs `f` on the calling thread's cache, or `fallback` while the thread has none (before it

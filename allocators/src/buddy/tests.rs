@@ -203,6 +203,13 @@ fn split_and_grow_and_shrink_in_place() {
     release_spare(&mut arena, &counters);
 }
 
+/// What `usable_size` promises for a live block of `size` bytes: at least `size`, less the
+/// canary's bytes (`Introspect::UNSIZED_PAD`, 8 in hardened builds), which it leaves out even
+/// of a block whose request filled it (see `Introspect::usable_size`).
+fn promised_usable(size: usize) -> usize {
+    size.saturating_sub(Buddy::UNSIZED_PAD)
+}
+
 fn check_global_arenas() {
     for arena in &ARENAS {
         arena.lock().check_invariants();
@@ -225,7 +232,7 @@ fn sizes_alignments_and_contents() {
                 assert_eq!(p as usize % align, 0);
                 // SAFETY: p is a live block of `size` bytes.
                 unsafe {
-                    assert!(a.usable_size(p).unwrap() >= size);
+                    assert!(a.usable_size(p).unwrap() >= promised_usable(size));
                     p.write_bytes((shift + extra) as u8, size);
                 }
                 live.push((p, layout, (shift + extra) as u8));
@@ -308,7 +315,7 @@ fn realloc_keeps_contents_through_every_path() {
             for i in 0..size.min(new_size).min(10) {
                 assert_eq!(*q.add(i), i as u8, "byte {i} after {size} -> {new_size}");
             }
-            assert!(a.usable_size(q).unwrap() >= new_size);
+            assert!(a.usable_size(q).unwrap() >= promised_usable(new_size));
             p = q;
             size = new_size;
         }
@@ -476,7 +483,8 @@ fn foreign_and_interior_pointers_are_not_ours() {
     unsafe {
         assert_eq!(a.usable_size(&x as *const u64 as *const u8), None);
         let p = a.alloc(layout);
-        assert_eq!(a.usable_size(p), Some(64));
+        // The whole 64-byte block (hardened: less the canary's bytes, see `promised_usable`).
+        assert_eq!(a.usable_size(p), Some(64 - Buddy::UNSIZED_PAD));
         assert_eq!(a.usable_size(p.add(16)), None);
         assert_eq!(a.usable_size(p.add(3)), None);
         a.dealloc(p, layout);

@@ -14,12 +14,13 @@
 //!
 //! Fast path ([`Arena::alloc`]): one thread-local access, an add, a compare, two stores. No lock, no
 //! atomic read-modify-write (the stats counters are thread-local too, folded every few hundred
-//! operations). When a thread exits, the unused tail of its chunk goes on a shared list and the
-//! next thread that needs a chunk takes it, so thousands of short-lived threads do not each strand
-//! a chunk.
+//! operations). When a thread exits (its exit hook, a `pthread` key destructor: see
+//! `crate::thread_exit`), the unused tail of its chunk goes on a shared list and the next thread
+//! that needs a chunk takes it, so thousands of short-lived threads do not each strand a chunk,
+//! also when a thread first allocates from inside another key destructor.
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::cell::UnsafeCell;
+use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::AtomicBool;
 
@@ -29,6 +30,7 @@ use crate::os;
 use crate::region_map::{self, Owner, REGION_SIZE};
 use crate::stats::{GlobalCounters, LocalCounters, Stats};
 use crate::sync::{self, Lock};
+use crate::thread_exit::{Attach, ExitHook, OnThreadExit};
 use crate::Introspect;
 
 /// Bytes of each chunk (one region-map window).
@@ -275,40 +277,92 @@ unsafe extern "C" fn atfork_release() {
     unsafe { SHARED.force_unlock() };
 }
 
-/// A thread's arena; handed on when the thread exits.
-struct ThreadArena(UnsafeCell<Arena>);
+/// A thread's arena and where the thread stands with its exit hook.
+///
+/// Starts as all-zero bytes (see [`thread_slot`]): [`Attach::Fresh`], no chunk, zero counters.
+struct ThreadArena {
+    /// The arena is used only while `Attached`.
+    attach: Attach,
+    arena: Arena,
+}
 
-impl Drop for ThreadArena {
-    fn drop(&mut self) {
-        self.0.get_mut().hand_on();
+crate::thread_word::thread_block!(
+    /// The thread's arena (all zero: not attached, no chunk), reached without a call also from
+    /// the preloaded library (see [`crate::thread_word`]).
+    thread_slot,
+    "allocators_bump_thread_arena",
+    ThreadArena
+);
+
+/// Hands the rest of the thread's chunk on when the thread exits (armed once per thread, in
+/// [`attach`]).
+static EXIT_HOOK: ExitHook<BumpExit> = ExitHook::new();
+
+/// Bump's exit hook: puts the unused tail of the thread's chunk on the spare list and folds its
+/// counters. Operations after it (later key destructors, libc's own teardown) take the shared
+/// arena.
+struct BumpExit;
+
+impl OnThreadExit for BumpExit {
+    unsafe fn on_thread_exit(_: *mut c_void) {
+        // SAFETY: the thread's own arena; key destructors run outside the allocator, so no other
+        // reference to it is live, and `hand_on` allocates nothing.
+        let slot = unsafe { &mut *thread_slot::get() };
+        slot.attach = Attach::Exited;
+        slot.arena.hand_on();
     }
 }
 
-thread_local! {
-    static THREAD: ThreadArena = const { ThreadArena(UnsafeCell::new(Arena::empty())) };
-}
-
-/// Runs `f` on the calling thread's arena, or on the shared arena (under its lock) once the
-/// thread's arena has been destroyed at thread exit.
+/// Runs `f` on the calling thread's arena, or on the shared arena (under its lock) while the
+/// thread has none: while it attaches, and after its exit hook ran.
 #[inline(always)]
 fn with_arena<R>(f: impl FnOnce(&mut Arena) -> R) -> R {
-    let mut f = Some(f);
-    let r = THREAD.try_with(|t| {
-        // SAFETY: the arena is only reached through this function, which never re-enters itself
-        // on one thread (nothing inside allocates through the global allocator), so this is the
-        // only live reference.
-        let arena = unsafe { &mut *t.0.get() };
-        (f.take().unwrap_or_else(|| unreachable!()))(arena)
-    });
-    match r {
-        Ok(r) => r,
-        Err(_) => with_shared_arena(f),
+    // SAFETY: the arena is only reached through this function, which never re-enters itself on
+    // one thread (nothing inside allocates through the global allocator, and the libc calls that
+    // may, in `attach`, run with no reference live), so this is the only live reference.
+    let slot = unsafe { &mut *thread_slot::get() };
+    if slot.attach == Attach::Attached {
+        return f(&mut slot.arena);
+    }
+    with_arena_slow(f)
+}
+
+/// [`with_arena`] for a thread that is not attached: attaches a fresh one.
+#[cold]
+#[inline(never)]
+fn with_arena_slow<R>(f: impl FnOnce(&mut Arena) -> R) -> R {
+    if attach() {
+        // SAFETY: as in `with_arena`; `attach` holds no reference any more.
+        return f(unsafe { &mut (*thread_slot::get()).arena });
+    }
+    with_shared_arena(f)
+}
+
+/// Attaches a fresh thread (arming its exit hook, registering the fork handlers); whether the
+/// thread's arena may be used. Either call may allocate (glibc's key table, `pthread_atfork`'s):
+/// such a nested call finds the thread `Attaching` and takes the shared arena.
+#[cold]
+#[inline(never)]
+fn attach() -> bool {
+    let slot = thread_slot::get();
+    // SAFETY: the thread's own slot with no reference to it live (see `with_arena`); the field is
+    // written through the raw pointer only, before and after the calls that may re-enter.
+    unsafe {
+        if (*slot).attach != Attach::Fresh {
+            return false;
+        }
+        (*slot).attach = Attach::Attaching;
+        // `slot` is non-null and outlives the thread's key destructors.
+        let ok = EXIT_HOOK.arm(slot.cast());
+        sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+        (*slot).attach = if ok { Attach::Attached } else { Attach::Exited };
+        ok
     }
 }
 
+/// Runs `f` on the shared arena: for threads without an arena of their own.
 #[cold]
-fn with_shared_arena<R>(f: Option<impl FnOnce(&mut Arena) -> R>) -> R {
-    let f = f.unwrap_or_else(|| unreachable!());
+fn with_shared_arena<R>(f: impl FnOnce(&mut Arena) -> R) -> R {
     // The shared arena's refill takes the same lock to reach the spare list, so run it on a copy
     // of the arena state taken out from under the lock.
     let mut arena = core::mem::replace(&mut SHARED.lock().arena, Arena::empty());
@@ -317,7 +371,7 @@ fn with_shared_arena<R>(f: Option<impl FnOnce(&mut Arena) -> R>) -> R {
     if shared.arena.cursor == 0 {
         shared.arena = arena;
     } else {
-        // Another exiting thread installed an arena meanwhile; keep theirs, hand ours on.
+        // Another thread installed an arena meanwhile; keep theirs, hand ours on.
         drop(shared);
         arena.hand_on();
     }
@@ -500,6 +554,9 @@ fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
 
 impl Introspect for Bump {
     const NAME: &'static str = "bump";
+
+    /// A nested call finds the thread attaching and takes the shared arena (see `attach`).
+    const SERVES_REENTRY: bool = true;
 
     fn stats(&self) -> Stats {
         COUNTERS.snapshot()

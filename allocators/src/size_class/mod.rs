@@ -87,7 +87,7 @@ use crate::hardened;
 use crate::large;
 use crate::region_map::{self, Owner};
 use crate::stats::Stats;
-use crate::thread_exit::ExitHook;
+use crate::thread_exit::{ExitHook, OnThreadExit};
 use crate::Introspect;
 
 /// The size-class allocator; see the module documentation. A zero-sized handle onto one
@@ -114,17 +114,19 @@ crate::thread_word::thread_word!(
 );
 
 /// Hands the thread's heap back to the pool when the thread exits.
-static EXIT_HOOK: ExitHook = ExitHook::new(on_thread_exit);
+static EXIT_HOOK: ExitHook<SizeClassExit> = ExitHook::new();
 
-/// The exit hook: parks the thread's heap. Allocations after it (later key destructors, libc's
-/// own teardown) go to the orphan heap.
-///
-/// # Safety
-/// `heap` is the exiting thread's own heap, armed by `init_heap`.
-unsafe extern "C" fn on_thread_exit(heap: *mut c_void) {
-    heap_word::set(detached_heap() as usize);
-    // SAFETY: this thread owned the heap and, with its word detached, never reaches it again.
-    unsafe { heap::abandon(heap.cast()) };
+/// SizeClass's exit hook: parks the thread's heap (the value armed by `init_heap`).
+/// Allocations after it (later key destructors, libc's own teardown) go to the orphan heap.
+struct SizeClassExit;
+
+impl OnThreadExit for SizeClassExit {
+    unsafe fn on_thread_exit(heap: *mut c_void) {
+        heap_word::set(detached_heap() as usize);
+        // SAFETY: `heap` is the exiting thread's own heap, armed by `init_heap` (the hook's
+        // contract); this thread, with its word detached, never reaches it again.
+        unsafe { heap::abandon(heap.cast()) };
+    }
 }
 
 /// The calling thread's heap, or one of the two sentinels (see [`heap_word`]).

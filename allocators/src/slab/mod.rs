@@ -79,7 +79,7 @@ use crate::os;
 use crate::region_map::{self, Owner};
 use crate::stats::{GlobalCounters, Stats};
 use crate::sync::{self, Lock};
-use crate::thread_exit::{Attach, ExitHook};
+use crate::thread_exit::{Attach, ExitHook, OnThreadExit};
 use crate::Introspect;
 
 static COUNTERS: GlobalCounters = GlobalCounters::new();
@@ -478,18 +478,19 @@ fn reap_all() {
 
 /// Hands the thread's magazines back when the thread exits (armed once per thread, from a slow
 /// path, in [`attached`]).
-static EXIT_HOOK: ExitHook = ExitHook::new(on_thread_exit);
+static EXIT_HOOK: ExitHook<SlabExit> = ExitHook::new();
 
-/// The exit hook; allocations after it (later key destructors, libc's own teardown) take the
+/// Slab's exit hook; allocations after it (later key destructors, libc's own teardown) take the
 /// slab layer.
-///
-/// # Safety
-/// Called by the thread's key destructor, outside the allocator.
-unsafe extern "C" fn on_thread_exit(_: *mut c_void) {
-    attach_state().set(Attach::Exited);
-    // SAFETY: no other reference to the thread cache is live: destructors run outside the
-    // allocator, and nothing in `release_all` allocates through the global allocator.
-    unsafe { &mut *thread_cache() }.release_all();
+struct SlabExit;
+
+impl OnThreadExit for SlabExit {
+    unsafe fn on_thread_exit(_: *mut c_void) {
+        attach_state().set(Attach::Exited);
+        // SAFETY: no other reference to the thread cache is live: destructors run outside the
+        // allocator, and nothing in `release_all` allocates through the global allocator.
+        unsafe { &mut *thread_cache() }.release_all();
+    }
 }
 
 crate::thread_word::thread_block!(
@@ -547,8 +548,13 @@ fn attached() -> bool {
 
 /// The cache serving `size` bytes aligned to `align` (with room for the canary when hardened),
 /// or `None` for a large block.
+///
+/// Hardened, a zero-size request is served as 1 byte: an object must hold its first word (the
+/// loose tag's) apart from the canary (a 0-byte request once got a one-word object, whose
+/// free reported a heap overflow).
 #[inline(always)]
 fn cache_for(size: usize, align: usize) -> Option<usize> {
+    let size = if hardened::ENABLED { size.max(1) } else { size };
     class_for(size + hardening::CANARY, align)
 }
 

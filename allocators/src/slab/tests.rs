@@ -144,6 +144,29 @@ fn realloc_keeps_contents_across_caches_and_large() {
     }
 }
 
+/// A zero-size layout (which `Layout` allows) gets distinct blocks that free cleanly, again and
+/// again. Hardened builds once gave it a one-word object whose canary the loose tag overwrote,
+/// and its free stopped the program with a false heap overflow.
+#[test]
+fn zero_size_blocks_are_distinct_and_free_cleanly() {
+    let l = layout(0, 8);
+    for _ in 0..3 {
+        // SAFETY: a zero-size layout (outside GlobalAlloc's contract, inside this allocator's);
+        // each block is freed once with its layout.
+        unsafe {
+            let ps: Vec<_> = (0..100).map(|_| A.alloc(l)).collect();
+            assert!(ps.iter().all(|p| !p.is_null()));
+            let mut sorted = ps.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), ps.len(), "a zero-size block handed out twice");
+            for &p in &ps {
+                A.dealloc(p, l);
+            }
+        }
+    }
+}
+
 #[test]
 fn alloc_zeroed_zeroes_recycled_objects() {
     for size in [8usize, 48, 500, 4096, 8000] {

@@ -200,12 +200,41 @@ unsafe fn alloc_slow(mut heap: *mut Heap, class: usize, size: usize) -> *mut u8 
     }
     // SAFETY: `heap` is the calling thread's own heap.
     unsafe {
+        if (*heap).adopt_later {
+            heap = adopt_instead(heap);
+        }
         let p = heap::alloc_slow(heap, class);
         if !p.is_null() {
             (*heap).counters.on_alloc(size, &COUNTERS);
         }
         p
     }
+}
+
+/// The first allocation of a thread whose first call was a free: it takes a parked heap now
+/// if there is one (see `heap::acquire`), and parks its own blank heap. Returns the thread's
+/// heap from now on.
+///
+/// # Safety
+/// `heap` is the calling thread's own heap, with `adopt_later` set.
+#[cold]
+#[inline(never)]
+unsafe fn adopt_instead(heap: *mut Heap) -> *mut Heap {
+    // SAFETY: the caller owns `heap`.
+    let other = unsafe { heap::adopt_instead(heap) };
+    if other == heap {
+        return heap;
+    }
+    // SAFETY: `other` is ours now, valid until the hook parks it at thread exit.
+    if !unsafe { EXIT_HOOK.arm(other.cast()) } {
+        // SAFETY: ours, never used: parked again.
+        unsafe { heap::abandon(other) };
+        return heap;
+    }
+    heap_word::set(other as usize);
+    // SAFETY: the thread's word and hook no longer name `heap`: it is never used here again.
+    unsafe { heap::abandon(heap) };
+    other
 }
 
 /// Allocates from class `class` of an owned heap without counting (fast pop or slow path).

@@ -455,3 +455,51 @@ fn idle_freeing_thread_holds_back_at_most_one_chain() {
     freer.join().unwrap();
     assert_eq!(pushed(), 1000, "the chain is pushed when its thread exits");
 }
+
+/// A thread whose first call is a free gets a heap of its own that owns nothing, not the parked
+/// heap of an exited thread (whose pages it would hold without ever collecting the frees into
+/// them); it adopts a parked heap only when it first allocates.
+#[test]
+fn a_thread_that_only_frees_takes_no_parked_heap() {
+    let _g = serial();
+    let l = Layout::from_size_align(64, 8).unwrap();
+    // The producer exits, so its heap is parked with the page of these blocks.
+    let blocks: Vec<usize> = std::thread::spawn(move || {
+        // SAFETY: non-zero size.
+        (0..100).map(|_| unsafe { A.alloc(l) } as usize).collect()
+    })
+    .join()
+    .unwrap();
+    std::thread::spawn(move || {
+        // SAFETY: allocated above with `l`, freed once.
+        unsafe { A.dealloc(blocks[0] as *mut u8, l) };
+        let mine = current_heap();
+        assert!(owns(mine), "a freeing thread gets a heap");
+        // SAFETY: a live block of ours: its segment header is valid.
+        let owner = unsafe {
+            (*segment_of(blocks[1]))
+                .heap
+                .load(core::sync::atomic::Ordering::Relaxed)
+        };
+        assert_ne!(
+            mine, owner,
+            "the freeing thread took over the producer's heap"
+        );
+        // SAFETY: the thread's own heap.
+        assert!(unsafe { (*mine).adopt_later });
+        for &b in &blocks[1..] {
+            // SAFETY: as above.
+            unsafe { A.dealloc(b as *mut u8, l) };
+        }
+        // Its first allocation settles the heap it keeps (a parked one, if any).
+        // SAFETY: non-zero size.
+        let p = unsafe { A.alloc(l) };
+        assert!(!p.is_null());
+        // SAFETY: the thread's own heap.
+        assert!(!unsafe { (*current_heap()).adopt_later });
+        // SAFETY: allocated just above.
+        unsafe { A.dealloc(p, l) };
+    })
+    .join()
+    .unwrap();
+}

@@ -516,11 +516,23 @@ fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
 unsafe impl GlobalAlloc for Buddy {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if crate::profile::hit(layout.size()) {
+            let p = crate::profile::alloc_sampled(layout, false, Owner::Buddy, &COUNTERS);
+            if !p.is_null() {
+                return p;
+            }
+        }
         alloc_block(layout)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if crate::profile::hit(layout.size()) {
+            let p = crate::profile::alloc_sampled(layout, true, Owner::Buddy, &COUNTERS);
+            if !p.is_null() {
+                return p;
+            }
+        }
         let order = order_for(layout.size(), layout.align());
         if order > MAX_ORDER {
             return alloc_large(layout, true);

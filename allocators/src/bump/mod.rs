@@ -413,6 +413,12 @@ fn is_large(layout: &Layout) -> bool {
 unsafe impl GlobalAlloc for Bump {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if crate::profile::hit(layout.size()) {
+            let p = crate::profile::alloc_sampled(layout, false, Owner::Bump, &COUNTERS);
+            if !p.is_null() {
+                return p;
+            }
+        }
         if is_large(&layout) {
             return alloc_large(layout, false);
         }
@@ -421,6 +427,12 @@ unsafe impl GlobalAlloc for Bump {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if crate::profile::hit(layout.size()) {
+            let p = crate::profile::alloc_sampled(layout, true, Owner::Bump, &COUNTERS);
+            if !p.is_null() {
+                return p;
+            }
+        }
         if is_large(&layout) {
             return alloc_large(layout, true);
         }

@@ -84,6 +84,7 @@ use self::page::{Block, Page};
 use self::segment::{page_of, segment_of};
 use crate::hardened;
 use crate::large;
+use crate::profile;
 use crate::region_map::{self, Owner};
 use crate::stats::Stats;
 use crate::thread_exit::ExitHook;
@@ -443,6 +444,12 @@ unsafe fn zero_small(p: *mut u8, size: usize) {
 unsafe impl GlobalAlloc for SizeClass {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if profile::hit(layout.size()) {
+            let p = profile::alloc_sampled(layout, false, Owner::SizeClass, &COUNTERS);
+            if !p.is_null() {
+                return p;
+            }
+        }
         if is_large(layout.size(), layout.align()) {
             return alloc_large(layout, false);
         }
@@ -452,6 +459,12 @@ unsafe impl GlobalAlloc for SizeClass {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if profile::hit(layout.size()) {
+            let p = profile::alloc_sampled(layout, true, Owner::SizeClass, &COUNTERS);
+            if !p.is_null() {
+                return p;
+            }
+        }
         if is_large(layout.size(), layout.align()) {
             return alloc_large(layout, true);
         }
@@ -473,13 +486,19 @@ unsafe impl GlobalAlloc for SizeClass {
             dealloc_large(ptr, layout.size());
             return;
         }
-        // SAFETY: a small layout means the block came from a segment.
+        // A sampled block (see `profile`) lives in a Large window whatever its layout.
+        if region_map::owner_of(ptr) == Owner::Large {
+            dealloc_large(ptr, layout.size());
+            return;
+        }
+        // SAFETY: a small layout for a block outside Large windows: it came from a segment.
         unsafe { free_small(ptr, layout.size()) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let old = layout.size();
-        let small = !is_large(old, layout.align());
+        // A sampled block (see `profile`) lives in a Large window whatever its layout: moved.
+        let small = !is_large(old, layout.align()) && region_map::owner_of(ptr) != Owner::Large;
         let mut canary = 0;
         if hardened::ENABLED {
             // SAFETY: any address may be checked (it is attributed through the region map).

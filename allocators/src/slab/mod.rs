@@ -723,8 +723,9 @@ unsafe fn dealloc_other(ptr: *mut u8, layout: Layout) {
         (Owner::Slab, Some(class)) => unsafe { free_small_checked(class, ptr, layout.size()) },
         // SAFETY: the caller passes a live block of ours; in a Large window it is a large block,
         // which the cache keeps or which is unmapped here.
+        // A sampled block is never cached: its free must reach `large`, which tells the profiler.
         (Owner::Large, _) => unsafe {
-            if !large_cache::put(ptr, layout.size()) {
+            if large::is_sampled(ptr) || !large_cache::put(ptr, layout.size()) {
                 large::dealloc(ptr, layout.size(), &COUNTERS);
             }
         },
@@ -791,6 +792,12 @@ unsafe extern "C" fn atfork_release() {
 unsafe impl GlobalAlloc for Slab {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if crate::profile::hit(layout.size()) {
+            let p = crate::profile::alloc_sampled(layout, false, Owner::Slab, &COUNTERS);
+            if !p.is_null() {
+                return p;
+            }
+        }
         match common_cache_for(layout) {
             Some(class) => alloc_small(class, layout.size()),
             None => alloc_other(layout, false),
@@ -799,6 +806,12 @@ unsafe impl GlobalAlloc for Slab {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if crate::profile::hit(layout.size()) {
+            let p = crate::profile::alloc_sampled(layout, true, Owner::Slab, &COUNTERS);
+            if !p.is_null() {
+                return p;
+            }
+        }
         match common_cache_for(layout) {
             Some(class) => {
                 let p = alloc_small(class, layout.size());
@@ -819,7 +832,13 @@ unsafe impl GlobalAlloc for Slab {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if let Some(class) = common_cache_for(layout) {
-            if !hardened::ENABLED || region_map::owner_of(ptr) == Owner::Slab {
+            // A sampled block (see `profile`) lives in a Large window whatever its layout.
+            let ours = if hardened::ENABLED {
+                region_map::owner_of(ptr) == Owner::Slab
+            } else {
+                region_map::owner_of(ptr) != Owner::Large
+            };
+            if ours {
                 // SAFETY: ptr is (the caller's contract) a live block allocated with this layout,
                 // so an object of cache `class`, in a Slab region (checked when hardened).
                 unsafe { free_small_checked(class, ptr, layout.size()) };

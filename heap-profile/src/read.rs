@@ -160,13 +160,40 @@ pub fn is_allocator_frame(f: &Frame) -> bool {
     PREFIXES.iter().any(|p| f.function.starts_with(p)) || f.function.contains("__rdl_")
 }
 
-/// The program's part of a stack: the frames from the first one outside the allocator on.
+/// Whether a frame is an entry point of the allocation interface (C's or Rust's).
+fn is_entry_frame(f: &Frame) -> bool {
+    const ENTRIES: [&str; 13] = [
+        "malloc",
+        "calloc",
+        "realloc",
+        "reallocarray",
+        "posix_memalign",
+        "aligned_alloc",
+        "memalign",
+        "valloc",
+        "pvalloc",
+        "__rust_alloc",
+        "__rust_alloc_zeroed",
+        "__rust_realloc",
+        "__rdl_alloc",
+    ];
+    ENTRIES.contains(&f.function.as_str())
+}
+
+/// The program's part of a stack: the frames outside the allocator, from the first one after
+/// the outermost entry point of the allocation interface (`malloc`, `__rust_alloc`, ...) on,
+/// language-runtime allocation wrappers (`alloc::`, `core::`) left out too.
 pub fn program_frames(stack: &[Frame]) -> &[Frame] {
-    let first = stack
+    let after_entry = stack
+        .iter()
+        .rposition(is_entry_frame)
+        .map_or(0, |i| i + 1);
+    let rest = stack.get(after_entry..).unwrap_or(&[]);
+    let first = rest
         .iter()
         .position(|f| !is_allocator_frame(f))
-        .unwrap_or(stack.len());
-    &stack[first..]
+        .unwrap_or(rest.len());
+    &rest[first..]
 }
 
 /// One allocation site: the innermost frame of the program's own code, with totals.

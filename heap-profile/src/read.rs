@@ -137,7 +137,7 @@ impl Symbolizer {
 /// Whether a frame belongs to the allocator, the C interface or the language runtime's
 /// allocation wrappers, rather than to the program that asked for memory.
 pub fn is_allocator_frame(f: &Frame) -> bool {
-    const PREFIXES: [&str; 18] = [
+    const PREFIXES: [&str; 19] = [
         "std::alloc::",
         "<std::alloc::",
         "allocators::",
@@ -156,8 +156,12 @@ pub fn is_allocator_frame(f: &Frame) -> bool {
         "core::",
         "<core::",
         "_Unwind",
+        "__rustc::",
     ];
-    PREFIXES.iter().any(|p| f.function.starts_with(p)) || f.function.contains("__rdl_")
+    // Trait impls of the `alloc` crate (`<u8 as alloc::vec::...::SpecFromElem>::from_elem`).
+    PREFIXES.iter().any(|p| f.function.starts_with(p))
+        || f.function.contains("__rdl_")
+        || (f.function.starts_with('<') && f.function.contains(" as alloc::"))
 }
 
 /// Whether a frame is an entry point of the allocation interface (C's or Rust's).
@@ -177,7 +181,8 @@ fn is_entry_frame(f: &Frame) -> bool {
         "__rust_realloc",
         "__rdl_alloc",
     ];
-    ENTRIES.contains(&f.function.as_str())
+    // Rust's allocator shims are named `__rustc::__rust_alloc` and so on since 1.88.
+    ENTRIES.contains(&f.function.trim_start_matches("__rustc::"))
 }
 
 /// The program's part of a stack: the frames outside the allocator, from the first one after

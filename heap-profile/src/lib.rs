@@ -212,4 +212,3 @@ pub fn read_pprof(path: impl AsRef<Path>) -> io::Result<Profile> {
     };
     Profile::decode(&raw[..]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
-

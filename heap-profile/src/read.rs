@@ -95,13 +95,11 @@ impl Symbolizer {
                 let Some(func) = f.function.as_ref() else {
                     continue;
                 };
-                let name = func
-                    .demangle()
-                    .map(|c| c.into_owned())
-                    .unwrap_or_default();
-                let location = f.location.as_ref().and_then(|l| {
-                    Some(format!("{}:{}", l.file?, l.line.unwrap_or(0)))
-                });
+                let name = func.demangle().map(|c| c.into_owned()).unwrap_or_default();
+                let location = f
+                    .location
+                    .as_ref()
+                    .and_then(|l| Some(format!("{}:{}", l.file?, l.line.unwrap_or(0))));
                 out.push(Frame {
                     function: name,
                     location,
@@ -189,10 +187,7 @@ fn is_entry_frame(f: &Frame) -> bool {
 /// the outermost entry point of the allocation interface (`malloc`, `__rust_alloc`, ...) on,
 /// language-runtime allocation wrappers (`alloc::`, `core::`) left out too.
 pub fn program_frames(stack: &[Frame]) -> &[Frame] {
-    let after_entry = stack
-        .iter()
-        .rposition(is_entry_frame)
-        .map_or(0, |i| i + 1);
+    let after_entry = stack.iter().rposition(is_entry_frame).map_or(0, |i| i + 1);
     let rest = stack.get(after_entry..).unwrap_or(&[]);
     let first = rest
         .iter()

@@ -39,7 +39,11 @@ fn two_sites_show_at_three_to_one_under_every_library() {
                 .env("ALLOCATORS_PROFILE_RATE", "8192"),
             Some(lib),
         );
-        assert!(out.contains("signal profile written"), "{}: {out}", lib.name);
+        assert!(
+            out.contains("signal profile written"),
+            "{}: {out}",
+            lib.name
+        );
         let p = heap_profile::read_pprof(&path).unwrap();
         assert_eq!(p.period, 8192, "{}", lib.name);
         let mut sym = heap_profile::Symbolizer::new();
@@ -53,13 +57,32 @@ fn two_sites_show_at_three_to_one_under_every_library() {
              allocated, {} B in use",
             lib.name, thirty.inuse_bytes, ten.inuse_bytes, churn.alloc_bytes, churn.inuse_bytes
         );
-        assert!((ratio / 3.0 - 1.0).abs() <= 0.15, "{}: ratio {ratio}", lib.name);
-        let mib = |b: i64| b as f64 / (1 << 20) as f64;
-        assert!((mib(thirty.inuse_bytes) / 30.0 - 1.0).abs() < 0.2, "{}", lib.name);
-        assert!((mib(churn.alloc_bytes) / 20.0 - 1.0).abs() < 0.2, "{}", lib.name);
-        assert!(mib(churn.inuse_bytes) < 1.0, "{}: freed blocks still in use", lib.name);
         assert!(
-            thirty.location.as_deref().is_some_and(|l| l.contains("two_sites.c")),
+            (ratio / 3.0 - 1.0).abs() <= 0.15,
+            "{}: ratio {ratio}",
+            lib.name
+        );
+        let mib = |b: i64| b as f64 / (1 << 20) as f64;
+        assert!(
+            (mib(thirty.inuse_bytes) / 30.0 - 1.0).abs() < 0.2,
+            "{}",
+            lib.name
+        );
+        assert!(
+            (mib(churn.alloc_bytes) / 20.0 - 1.0).abs() < 0.2,
+            "{}",
+            lib.name
+        );
+        assert!(
+            mib(churn.inuse_bytes) < 1.0,
+            "{}: freed blocks still in use",
+            lib.name
+        );
+        assert!(
+            thirty
+                .location
+                .as_deref()
+                .is_some_and(|l| l.contains("two_sites.c")),
             "{}: {thirty:?}",
             lib.name
         );

@@ -131,5 +131,4 @@ mod tests {
         let mean = sum / n as f64;
         assert!((mean / rate as f64 - 1.0).abs() < 0.02, "mean {mean}");
     }
-
 }

@@ -295,4 +295,3 @@ pub fn contains(t: &Tables, addr: usize) -> bool {
         unsafe { (*t.blocks.add(i)).addr == addr }
     })
 }
-

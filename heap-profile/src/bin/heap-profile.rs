@@ -85,7 +85,13 @@ fn top(path: &PathBuf, n: usize) -> std::io::Result<()> {
         "in use", "%", "allocated", "%"
     );
     for s in sites.iter().take(n) {
-        let pct = |v: i64, t: i64| if t > 0 { 100.0 * v as f64 / t as f64 } else { 0.0 };
+        let pct = |v: i64, t: i64| {
+            if t > 0 {
+                100.0 * v as f64 / t as f64
+            } else {
+                0.0
+            }
+        };
         println!(
             "{:>12} {:>5.1}% {:>12} {:>5.1}%  {}{}",
             mib(s.inuse_bytes),

@@ -30,10 +30,7 @@ pub fn churn_twenty() {
 }
 
 fn site(sites: &[heap_profile::Site], name: &str) -> (i64, i64) {
-    let mine: Vec<_> = sites
-        .iter()
-        .filter(|s| s.function.contains(name))
-        .collect();
+    let mine: Vec<_> = sites.iter().filter(|s| s.function.contains(name)).collect();
     assert!(!mine.is_empty(), "no site {name} in {sites:#?}");
     (
         mine.iter().map(|s| s.inuse_bytes).sum(),
@@ -44,7 +41,11 @@ fn site(sites: &[heap_profile::Site], name: &str) -> (i64, i64) {
 /// Checks the pprof structure: sample types, string table, ids, references.
 pub fn check_structure(p: &heap_profile::Profile) {
     let st = &p.string_table;
-    assert_eq!(st.first().map(String::as_str), Some(""), "string 0 must be empty");
+    assert_eq!(
+        st.first().map(String::as_str),
+        Some(""),
+        "string 0 must be empty"
+    );
     let name = |i: i64| st[i as usize].as_str();
     let types: Vec<(&str, &str)> = p
         .sample_type
@@ -74,7 +75,10 @@ pub fn check_structure(p: &heap_profile::Profile) {
             .iter()
             .all(|&id| id >= 1 && id as usize <= p.location.len()));
         // In use never exceeds allocated (objects and bytes).
-        assert!(s.value[2] <= s.value[0] && s.value[3] <= s.value[1], "{s:?}");
+        assert!(
+            s.value[2] <= s.value[0] && s.value[3] <= s.value[1],
+            "{s:?}"
+        );
     }
 }
 
@@ -103,7 +107,10 @@ pub fn run(allocator: &str) {
     let mut after = Vec::new();
     allocators::profile::snapshot(|s| after.push(s.inuse_bytes));
     let live: f64 = after.iter().sum();
-    assert!(live < (2 << 20) as f64, "{live} bytes still in use after freeing");
+    assert!(
+        live < (2 << 20) as f64,
+        "{live} bytes still in use after freeing"
+    );
     // Decoded here with prost's decoder, independently of how it was written.
     let p = heap_profile::read_pprof(&path).unwrap();
     check_structure(&p);
@@ -122,5 +129,8 @@ pub fn run(allocator: &str) {
     let mib = |b: i64| b as f64 / (1 << 20) as f64;
     assert!((mib(thirty) / 30.0 - 1.0).abs() < 0.2, "{thirty}");
     assert!((mib(churn_total) / 20.0 - 1.0).abs() < 0.2, "{churn_total}");
-    assert!(mib(churn_live) < 1.0, "freed blocks still in use: {churn_live}");
+    assert!(
+        mib(churn_live) < 1.0,
+        "freed blocks still in use: {churn_live}"
+    );
 }

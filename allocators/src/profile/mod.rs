@@ -24,7 +24,6 @@ pub mod table;
 pub(crate) mod sample;
 
 use core::alloc::Layout;
-use core::ptr;
 use core::sync::atomic::Ordering;
 
 use crate::region_map::Owner;
@@ -93,27 +92,40 @@ pub(crate) fn hit(size: usize) -> bool {
 }
 
 /// The slow path after [`hit`]: decides whether to sample, and if so allocates the block from
-/// [`large`] (for `owner`, counted in `counters`) and records it. Null when this allocation is
-/// not sampled after all (sampling off, the thread inside the profiler, an alignment above the
-/// page size, or no memory): the caller then serves it as usual.
+/// [`large`] (for `owner`, counted in `counters`) and records it. When this allocation is not
+/// sampled after all (sampling off, the thread inside the profiler, an alignment above the page
+/// size, or no memory), it is served by `plain`, the allocator's ordinary path.
+///
+/// Taking the ordinary path as an argument makes this a tail call from `alloc`, so the fast path
+/// keeps no registers across it and needs no stack frame.
 #[cold]
 #[inline(never)]
-pub(crate) fn alloc_sampled(
+pub(crate) fn alloc_sampled<F: FnOnce(Layout) -> *mut u8>(
     layout: Layout,
     zeroed: bool,
     owner: Owner,
     counters: &'static GlobalCounters,
+    plain: F,
 ) -> *mut u8 {
     if !sample::decide() || layout.align() > os::page_size() {
-        return ptr::null_mut();
+        return plain(layout);
     }
-    let _busy = sample::Busy::enter();
-    table::register_atfork();
-    let size = layout.size();
-    let p = large::alloc(size, layout.align(), zeroed, owner, counters);
+    let p = {
+        let _busy = sample::Busy::enter();
+        table::register_atfork();
+        large::alloc(layout.size(), layout.align(), zeroed, owner, counters)
+    };
     if p.is_null() {
-        return p;
+        return plain(layout);
     }
+    record(p, layout.size());
+    p
+}
+
+/// Records the sampled block `p` of `size` bytes with the calling thread's stack.
+#[inline(never)]
+fn record(p: *mut u8, size: usize) {
+    let _busy = sample::Busy::enter();
     let mut frames = [0usize; stack::MAX_FRAMES];
     let n = stack::capture(&mut frames, 1);
     let (objects, bytes) = scale(size, rate());
@@ -122,7 +134,6 @@ pub(crate) fn alloc_sampled(
         // SAFETY: p is the start of the live large block just allocated, not yet handed out.
         unsafe { large::set_sampled(p, true) };
     }
-    p
 }
 
 /// The objects and bytes one sample of `size` bytes stands for at `rate`: a block of `size`

@@ -8,7 +8,7 @@
 //! signal handler must not do).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// The environment variable naming the file to write (unset: nothing is written).
 pub const PROFILE_ENV: &str = "ALLOCATORS_PROFILE";
@@ -17,6 +17,8 @@ pub const POLL_MS: u64 = 100;
 
 static PATH: OnceLock<String> = OnceLock::new();
 static REQUESTED: AtomicBool = AtomicBool::new(false);
+/// Serialises writers (the signal thread and the exit handler may meet).
+static WRITING: Mutex<()> = Mutex::new(());
 
 /// The file to write, with `%p` replaced by the current process id.
 fn target() -> Option<String> {
@@ -27,6 +29,7 @@ fn target() -> Option<String> {
 /// Writes the profile to the configured file, reporting a failure on standard error.
 pub fn write_now() {
     let _quiet = allocators::profile::suspend();
+    let _one = WRITING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(path) = target() {
         if let Err(e) = crate::write_pprof(&path) {
             eprintln!("allocators: cannot write the heap profile to {path}: {e}");

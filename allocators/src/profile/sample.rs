@@ -65,6 +65,17 @@ pub(crate) fn decide() -> bool {
             (*s).countdown = OFF_RECHECK;
             return false;
         }
+        if (*s).rng == 0 {
+            // The thread's first crossing: its countdown started at 0, not at a drawn
+            // interval. Draw one now and count the bytes already seen against it, so that a
+            // thread's first allocation is not sampled more often than any other.
+            let first = next_interval(&mut (*s).rng, rate) as isize;
+            let left = first.saturating_add((*s).countdown);
+            if left >= 0 {
+                (*s).countdown = left;
+                return false;
+            }
+        }
         let next = next_interval(&mut (*s).rng, rate);
         (*s).countdown = next as isize;
         (*s).busy == 0

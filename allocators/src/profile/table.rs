@@ -295,3 +295,55 @@ pub fn contains(t: &Tables, addr: usize) -> bool {
         unsafe { (*t.blocks.add(i)).addr == addr }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh() -> Tables {
+        Tables {
+            stacks: ptr::null_mut(),
+            blocks: ptr::null_mut(),
+            dropped: 0,
+            live: 0,
+        }
+    }
+
+    #[test]
+    fn insert_remove_keep_totals_and_probe_runs() {
+        let mut t = fresh();
+        let a = [1usize, 2, 3];
+        let b = [4usize, 5];
+        // Addresses that collide in the block table (same home slot) and some that do not.
+        let addrs: Vec<usize> = (1..200)
+            .map(|i| i * 16 * BLOCK_SLOTS)
+            .chain((1..50).map(|i| i * 4096))
+            .collect();
+        for (i, &x) in addrs.iter().enumerate() {
+            let frames: &[usize] = if i % 2 == 0 { &a } else { &b };
+            assert!(t.insert(x, frames, 2.0, 100.0));
+        }
+        assert_eq!(t.live, addrs.len());
+        // Remove every third; the rest must still be found.
+        for &x in addrs.iter().step_by(3) {
+            t.remove(x);
+        }
+        for (i, &x) in addrs.iter().enumerate() {
+            assert_eq!(contains(&t, x), i % 3 != 0, "{i}");
+        }
+        for &x in &addrs {
+            t.remove(x);
+        }
+        assert_eq!(t.live, 0);
+        let buf = os::map(STACK_SLOTS * core::mem::size_of::<StackEntry>()).cast::<StackEntry>();
+        // SAFETY: buf has room for STACK_SLOTS entries.
+        let n = unsafe { t.copy_stacks(buf) };
+        assert_eq!(n, 2);
+        for i in 0..n {
+            // SAFETY: the first n entries were written.
+            let e = unsafe { &*buf.add(i) };
+            assert!(e.inuse_bytes.abs() < 1e-6 && e.alloc_bytes > 0.0);
+            assert_eq!(e.alloc_objects * 50.0, e.alloc_bytes);
+        }
+    }
+}

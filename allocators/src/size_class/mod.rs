@@ -496,7 +496,8 @@ unsafe impl GlobalAlloc for SizeClass {
             return;
         }
         // A sampled block (see `profile`) lives in a Large window whatever its layout.
-        if region_map::owner_of(ptr) == Owner::Large {
+        // SAFETY: a live block of ours (the caller's contract) lies in a claimed window.
+        if unsafe { region_map::in_large_window(ptr) } {
             dealloc_large(ptr, layout.size());
             return;
         }

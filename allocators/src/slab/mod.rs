@@ -838,7 +838,8 @@ unsafe impl GlobalAlloc for Slab {
             let ours = if hardened::ENABLED {
                 region_map::owner_of(ptr) == Owner::Slab
             } else {
-                region_map::owner_of(ptr) != Owner::Large
+                // SAFETY: a live block of ours (the caller's contract) lies in a claimed window.
+                !unsafe { region_map::in_large_window(ptr) }
             };
             if ours {
                 // SAFETY: ptr is (the caller's contract) a live block allocated with this layout,

@@ -496,8 +496,14 @@ unsafe impl GlobalAlloc for SizeClass {
             return;
         }
         // A sampled block (see `profile`) lives in a Large window whatever its layout.
-        // SAFETY: a live block of ours (the caller's contract) lies in a claimed window.
-        if unsafe { region_map::in_large_window(ptr) } {
+        // Hardened builds check any pointer (a foreign one is reported by `free_small`).
+        let sampled = if hardened::ENABLED {
+            region_map::owner_of(ptr) == Owner::Large
+        } else {
+            // SAFETY: a live block of ours (the caller's contract) lies in a claimed window.
+            unsafe { region_map::in_large_window(ptr) }
+        };
+        if sampled {
             dealloc_large(ptr, layout.size());
             return;
         }

@@ -60,6 +60,8 @@ struct Header {
     map_len: usize,
     /// Bytes usable from the block's start (page-rounded size asked for).
     usable: usize,
+    /// A block sampled by the heap profiler ([`crate::profile`]): its free tells the profiler.
+    sampled: bool,
 }
 
 /// Bytes between the mapping's start and the block for an alignment of `align`.
@@ -176,6 +178,7 @@ unsafe fn write_header(block: usize, owner: Owner, base: usize, map_len: usize, 
             base,
             map_len,
             usable,
+            sampled: false,
         });
     }
 }
@@ -594,6 +597,30 @@ unsafe fn freed_by(ptr: *const u8) -> &'static str {
     }
 }
 
+/// Marks (or unmarks) the live large block at `ptr` as sampled by the heap profiler, whose free
+/// and resize then tell [`crate::profile`].
+///
+/// # Safety
+/// `ptr` must be the start of a live large block.
+pub unsafe fn set_sampled(ptr: *mut u8, on: bool) {
+    // SAFETY: forwarded contract; the header of a live block is ours to write.
+    unsafe {
+        if let Some(h) = header_of(ptr) {
+            (*h).sampled = on;
+        }
+    }
+}
+
+/// Whether the large block starting at `ptr` is marked as sampled (`false` if `ptr` starts no
+/// live large block).
+///
+/// # Safety
+/// `ptr` must lie in a window that the region map says is [`Owner::Large`].
+pub unsafe fn is_sampled(ptr: *const u8) -> bool {
+    // SAFETY: forwarded contract; the header is valid while the magic is set.
+    unsafe { header_of(ptr).is_some_and(|h| (*h).sampled) }
+}
+
 /// The owner of the large block starting at `ptr`, or `None` if `ptr` does not start one.
 ///
 /// # Safety
@@ -702,6 +729,10 @@ pub unsafe fn unmap_block(ptr: *mut u8, counters: &'static GlobalCounters) -> bo
     // SAFETY: the header is live (magic checked); we read it before caching or unmapping.
     let (base, map_len, usable) = unsafe {
         let h = &mut *header;
+        if h.sampled {
+            h.sampled = false;
+            crate::profile::on_sampled_free(ptr);
+        }
         h.magic = CACHED_MAGIC;
         (h.base, h.map_len, h.usable)
     };
@@ -727,8 +758,15 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize, counters: &'static GlobalCo
     let Some(header) = (unsafe { header_of(ptr) }) else {
         return ptr::null_mut();
     };
-    // SAFETY: the header is live.
-    let (base, map_len, usable) = unsafe { ((*header).base, (*header).map_len, (*header).usable) };
+    // SAFETY: the header is live. A sampled block stops being one when resized (the profiler
+    // forgets the sample; it stays an ordinary large block).
+    let (base, map_len, usable) = unsafe {
+        if (*header).sampled {
+            (*header).sampled = false;
+            crate::profile::on_sampled_free(ptr);
+        }
+        ((*header).base, (*header).map_len, (*header).usable)
+    };
     let head = ptr as usize - base;
     let Some(new_usable) = os::align_up(new_size.max(1), page) else {
         return ptr::null_mut();

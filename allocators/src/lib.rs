@@ -41,6 +41,7 @@
 pub mod hardened;
 pub mod large;
 pub mod os;
+pub mod profile;
 pub mod region_map;
 pub mod stats;
 pub mod sync;

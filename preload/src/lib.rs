@@ -41,6 +41,13 @@ pub mod c_api;
 pub mod foreign;
 pub mod reentry;
 
+/// The heap profiler's set-up under `LD_PRELOAD`: run by each library's constructor (see
+/// [`heap_profile::preload`]: the profile is written at exit and on `SIGUSR2` when
+/// `ALLOCATORS_PROFILE` names a file).
+pub fn profile_init() {
+    heap_profile::preload::init();
+}
+
 /// Exports the C allocation interface (`#[no_mangle] extern "C"` `malloc` & co.) backed by one
 /// process-wide instance of the allocator type `$alloc`, which must implement
 /// [`allocators::Introspect`] and have a `const fn new()`. Use it once, in a `cdylib` crate.
@@ -49,6 +56,17 @@ macro_rules! export_c_allocator {
     ($alloc:ty) => {
         /// The allocator behind every exported function.
         static PRELOAD_ALLOCATOR: $alloc = <$alloc>::new();
+
+        /// The library's constructor: sets up the heap profile's output (see
+        /// [`preload::profile_init`]).
+        #[used]
+        #[link_section = ".init_array"]
+        static PRELOAD_PROFILE_INIT: extern "C" fn() = {
+            extern "C" fn init() {
+                $crate::profile_init();
+            }
+            init
+        };
 
         /// C `malloc`; see [`preload::c_api::malloc`].
         #[no_mangle]

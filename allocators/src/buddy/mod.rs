@@ -517,32 +517,44 @@ fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
 unsafe impl GlobalAlloc for Buddy {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        alloc_block(layout)
+        // The allocator's ordinary path (also the sampler's fallback).
+        let plain = |layout: Layout| alloc_block(layout);
+        if crate::profile::hit(layout.size()) {
+            return crate::profile::alloc_sampled(layout, false, Owner::Buddy, &COUNTERS, plain);
+        }
+        plain(layout)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let order = order_for(layout.size(), layout.align());
-        if order > MAX_ORDER {
-            return alloc_large(layout, true);
-        }
-        let size = layout.size();
-        let (p, clean) = with_cache(|c| c.alloc(order, size), || alloc_shared(order, size));
-        if !p.is_null() {
-            // A clean block is zero but for the free-list links in its first granule; any other
-            // block may be recycled and is cleared whole.
-            let dirty = if clean {
-                size.min(region::GRANULE)
-            } else {
-                size
-            };
-            // SAFETY: p is a block of `order` (at least `size` bytes), ours alone.
-            unsafe {
-                ptr::write_bytes(p, 0, dirty);
-                hardening::arm(p as usize, order, size);
+        // The allocator's ordinary path (also the sampler's fallback).
+        let plain = |layout: Layout| {
+            let order = order_for(layout.size(), layout.align());
+            if order > MAX_ORDER {
+                return alloc_large(layout, true);
             }
+            let size = layout.size();
+            let (p, clean) = with_cache(|c| c.alloc(order, size), || alloc_shared(order, size));
+            if !p.is_null() {
+                // A clean block is zero but for the free-list links in its first granule; any other
+                // block may be recycled and is cleared whole.
+                let dirty = if clean {
+                    size.min(region::GRANULE)
+                } else {
+                    size
+                };
+                // SAFETY: p is a block of `order` (at least `size` bytes), ours alone.
+                unsafe {
+                    ptr::write_bytes(p, 0, dirty);
+                    hardening::arm(p as usize, order, size);
+                }
+            }
+            p
+        };
+        if crate::profile::hit(layout.size()) {
+            return crate::profile::alloc_sampled(layout, true, Owner::Buddy, &COUNTERS, plain);
         }
-        p
+        plain(layout)
     }
 
     #[inline]

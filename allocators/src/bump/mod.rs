@@ -467,18 +467,32 @@ fn is_large(layout: &Layout) -> bool {
 unsafe impl GlobalAlloc for Bump {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if is_large(&layout) {
-            return alloc_large(layout, false);
+        // The allocator's ordinary path (also the sampler's fallback).
+        let plain = |layout: Layout| {
+            if is_large(&layout) {
+                return alloc_large(layout, false);
+            }
+            with_arena(|a| a.alloc(layout, false))
+        };
+        if crate::profile::hit(layout.size()) {
+            return crate::profile::alloc_sampled(layout, false, Owner::Bump, &COUNTERS, plain);
         }
-        with_arena(|a| a.alloc(layout, false))
+        plain(layout)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if is_large(&layout) {
-            return alloc_large(layout, true);
+        // The allocator's ordinary path (also the sampler's fallback).
+        let plain = |layout: Layout| {
+            if is_large(&layout) {
+                return alloc_large(layout, true);
+            }
+            with_arena(|a| a.alloc(layout, true))
+        };
+        if crate::profile::hit(layout.size()) {
+            return crate::profile::alloc_sampled(layout, true, Owner::Bump, &COUNTERS, plain);
         }
-        with_arena(|a| a.alloc(layout, true))
+        plain(layout)
     }
 
     #[inline]

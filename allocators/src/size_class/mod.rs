@@ -471,28 +471,50 @@ unsafe fn zero_small(p: *mut u8, size: usize) {
 // `large`), aligned as asked (class sizes are multiples of the alignment and page areas are
 // MAX_SMALL_ALIGN-aligned), and are handed out again only after they were freed.
 unsafe impl GlobalAlloc for SizeClass {
-    #[inline]
+    // Always: with the profiler's hook the inliner's estimate crossed its threshold and C's
+    // `malloc` paid a call (7 instructions more per allocation, measured with callgrind).
+    #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if is_large(layout.size(), layout.align()) {
-            return alloc_large(layout, false);
+        // The allocator's ordinary path (also the sampler's fallback).
+        let plain = |layout: Layout| {
+            if is_large(layout.size(), layout.align()) {
+                return alloc_large(layout, false);
+            }
+            // SAFETY: a small layout.
+            unsafe { alloc_small(layout) }
+        };
+        if crate::profile::hit(layout.size()) {
+            return crate::profile::alloc_sampled(
+                layout,
+                false,
+                Owner::SizeClass,
+                &COUNTERS,
+                plain,
+            );
         }
-        // SAFETY: a small layout.
-        unsafe { alloc_small(layout) }
+        plain(layout)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if is_large(layout.size(), layout.align()) {
-            return alloc_large(layout, true);
-        }
-        // SAFETY: a small layout; the block has at least layout.size() bytes.
-        unsafe {
-            let p = alloc_small(layout);
-            if !p.is_null() {
-                zero_small(p, layout.size());
+        // The allocator's ordinary path (also the sampler's fallback).
+        let plain = |layout: Layout| {
+            if is_large(layout.size(), layout.align()) {
+                return alloc_large(layout, true);
             }
-            p
+            // SAFETY: a small layout; the block has at least layout.size() bytes.
+            unsafe {
+                let p = alloc_small(layout);
+                if !p.is_null() {
+                    zero_small(p, layout.size());
+                }
+                p
+            }
+        };
+        if crate::profile::hit(layout.size()) {
+            return crate::profile::alloc_sampled(layout, true, Owner::SizeClass, &COUNTERS, plain);
         }
+        plain(layout)
     }
 
     #[inline]
@@ -503,13 +525,26 @@ unsafe impl GlobalAlloc for SizeClass {
             dealloc_large(ptr, layout.size());
             return;
         }
-        // SAFETY: a small layout means the block came from a segment.
+        // A sampled block (see `profile`) lives in a Large window whatever its layout.
+        // Hardened builds check any pointer (a foreign one is reported by `free_small`).
+        let sampled = if hardened::ENABLED {
+            region_map::owner_of(ptr) == Owner::Large
+        } else {
+            // SAFETY: a live block of ours (the caller's contract) lies in a claimed window.
+            unsafe { region_map::in_large_window(ptr) }
+        };
+        if sampled {
+            dealloc_large(ptr, layout.size());
+            return;
+        }
+        // SAFETY: a small layout for a block outside Large windows: it came from a segment.
         unsafe { free_small(ptr, layout.size()) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let old = layout.size();
-        let small = !is_large(old, layout.align());
+        // A sampled block (see `profile`) lives in a Large window whatever its layout: moved.
+        let small = !is_large(old, layout.align()) && region_map::owner_of(ptr) != Owner::Large;
         let mut canary = 0;
         if hardened::ENABLED {
             // SAFETY: any address may be checked (it is attributed through the region map).

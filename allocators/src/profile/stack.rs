@@ -1,0 +1,71 @@
+//! Call-stack capture for a sampled allocation, into a fixed array, without allocating.
+//!
+//! Frame pointers are absent from optimised C and Rust code, so the stack is walked with the
+//! DWARF unwinder that every Linux process already has (`_Unwind_Backtrace` from libgcc_s, which
+//! Rust's standard library links). The unwinder does not allocate on the paths used for
+//! ordinary ELF objects (it finds `.eh_frame_hdr` through `dl_iterate_phdr`); should it ever call
+//! `malloc`, the calling thread is marked busy (see `sample::Busy`) so that allocation is served
+//! normally and never sampled.
+
+use core::ffi::{c_int, c_void};
+
+/// Frames kept per stack (the innermost ones).
+pub const MAX_FRAMES: usize = 64;
+
+/// `_Unwind_Reason_Code`: keep going.
+const URC_NO_REASON: c_int = 0;
+/// `_Unwind_Reason_Code`: stop (used to end the walk when the array is full).
+const URC_END_OF_STACK: c_int = 5;
+
+type TraceFn = extern "C" fn(ctx: *mut c_void, arg: *mut c_void) -> c_int;
+
+extern "C" {
+    fn _Unwind_Backtrace(trace: TraceFn, arg: *mut c_void) -> c_int;
+    fn _Unwind_GetIP(ctx: *mut c_void) -> usize;
+}
+
+/// The walk's state, handed to [`step`].
+struct Walk<'a> {
+    frames: &'a mut [usize; MAX_FRAMES],
+    len: usize,
+    skip: usize,
+}
+
+extern "C" fn step(ctx: *mut c_void, arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` is the `Walk` that `capture` passed to `_Unwind_Backtrace`, alive for the
+    // whole walk and used by nothing else meanwhile.
+    let w = unsafe { &mut *arg.cast::<Walk<'_>>() };
+    // SAFETY: `ctx` is the unwinder's context for the current frame, valid during this call.
+    let ip = unsafe { _Unwind_GetIP(ctx) };
+    if ip == 0 {
+        return URC_END_OF_STACK;
+    }
+    if w.skip > 0 {
+        w.skip -= 1;
+        return URC_NO_REASON;
+    }
+    match w.frames.get_mut(w.len) {
+        Some(slot) => {
+            *slot = ip;
+            w.len += 1;
+            URC_NO_REASON
+        }
+        None => URC_END_OF_STACK,
+    }
+}
+
+/// Fills `frames` with the return addresses of the calling thread's stack, innermost first,
+/// leaving out the innermost `skip` frames (the profiler's and allocator's own); returns how many
+/// were written.
+#[inline(never)]
+pub fn capture(frames: &mut [usize; MAX_FRAMES], skip: usize) -> usize {
+    let mut w = Walk {
+        frames,
+        len: 0,
+        skip,
+    };
+    // SAFETY: `step` matches the callback type the unwinder expects and only touches `w`, which
+    // outlives the call.
+    unsafe { _Unwind_Backtrace(step, (&raw mut w).cast()) };
+    w.len
+}

@@ -1,0 +1,11 @@
+//! The Rust-API heap-profile check (see `common`) with `allocators::SizeClass` as the global allocator.
+
+mod common;
+
+#[global_allocator]
+static GLOBAL: allocators::SizeClass = allocators::SizeClass::new();
+
+#[test]
+fn two_sites_show_at_three_to_one() {
+    common::run("sizeclass");
+}

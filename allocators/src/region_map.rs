@@ -132,22 +132,17 @@ pub fn is_owned_by(ptr: *const u8, owner: Owner) -> bool {
 }
 
 /// Whether `ptr` lies in an [`Owner::Large`] window, for a pointer known to be in memory this
-/// crate mapped: one load of the table's address and one byte load, without [`owner_of`]'s
-/// checks (the sized `dealloc` of SizeClass and Slab, which must find sampled blocks: see
-/// `crate::profile`).
+/// crate mapped: one byte load, without [`owner_of`]'s range check (the sized `dealloc` of
+/// SizeClass and Slab, which must find sampled blocks: see `crate::profile`).
 ///
 /// # Safety
-/// `ptr` must lie in a window some allocator of this crate claimed (so the table is mapped and
-/// `ptr` is inside the range it covers), e.g. a live block of one of them.
+/// `ptr` must lie in a window some allocator of this crate claimed (so it is inside the range
+/// the table covers), e.g. a live block of one of them.
 #[inline(always)]
 pub unsafe fn in_large_window(ptr: *const u8) -> bool {
-    let table = TABLE.load(Ordering::Acquire);
-    debug_assert!(!table.is_null() && index(ptr as usize).is_some());
-    // SAFETY: the caller's contract: the table is mapped (a window was claimed) and the index is
-    // below ENTRIES (claimed windows are inside the covered range).
-    unsafe {
-        (*table.add(ptr as usize >> REGION_SHIFT)).load(Ordering::Relaxed) == Owner::Large as u8
-    }
+    debug_assert!(index(ptr as usize).is_some());
+    // SAFETY: the caller's contract: claimed windows are inside the covered range.
+    unsafe { entry(ptr as usize >> REGION_SHIFT) }.load(Ordering::Relaxed) == Owner::Large as u8
 }
 
 /// The start of the [`REGION_SIZE`] window holding `ptr`.

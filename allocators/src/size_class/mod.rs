@@ -654,8 +654,21 @@ impl Introspect for SizeClass {
         if !hardened::ENABLED && size.wrapping_sub(1) < DIRECT_MAX {
             // (size + 15) rounded down to 16 is at most DIRECT_MAX, so its slot (that over 8)
             // is below DIRECT_SLOTS; the heap is the thread's own or a sentinel.
+            let slot = ((size + 15) & !15) >> 3;
             // SAFETY: see above.
-            return unsafe { alloc_direct(current_heap(), ((size + 15) & !15) >> 3, size) };
+            let plain = |_: Layout| unsafe { alloc_direct(current_heap(), slot, size) };
+            // SAFETY: 1..=1024 bytes at 16 is a valid layout.
+            let layout = unsafe { Layout::from_size_align_unchecked(size, 16) };
+            if crate::profile::hit(size) {
+                return crate::profile::alloc_sampled(
+                    layout,
+                    false,
+                    Owner::SizeClass,
+                    &COUNTERS,
+                    plain,
+                );
+            }
+            return plain(layout);
         }
         crate::alloc_unsized_by_layout(self, size)
     }

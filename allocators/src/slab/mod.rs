@@ -926,7 +926,14 @@ impl Introspect for Slab {
         const { assert!(crate::HINT_ALIGN == 16) };
         if !hardened::ENABLED && size.wrapping_sub(1) < 1024 {
             // SAFETY: size <= 1024, so rounded up to 16 it is still at most 1024.
-            return alloc_small(unsafe { small_class((size + 15) & !15) }, size);
+            let class = unsafe { small_class((size + 15) & !15) };
+            let plain = |_: Layout| alloc_small(class, size);
+            // SAFETY: 1..=1024 bytes at 16 is a valid layout.
+            let layout = unsafe { Layout::from_size_align_unchecked(size, 16) };
+            if crate::profile::hit(size) {
+                return crate::profile::alloc_sampled(layout, false, Owner::Slab, &COUNTERS, plain);
+            }
+            return plain(layout);
         }
         crate::alloc_unsized_by_layout(self, size)
     }

@@ -52,6 +52,14 @@ pub(crate) fn hit(size: usize) -> bool {
     }
 }
 
+/// Ends the calling thread's current interval, so that its next allocation reads the rate
+/// again (after [`super::set_rate`]; other threads pick the rate up when their interval ends).
+pub(crate) fn restart_interval() {
+    let s = state::get();
+    // SAFETY: the calling thread's own block (see `hit`).
+    unsafe { (*s).countdown = 0 };
+}
+
 /// The slow path behind a [`hit`]: whether to sample this allocation, resetting the countdown to
 /// a fresh interval. `false` when sampling is off or the thread is inside the profiler.
 #[cold]

@@ -519,10 +519,7 @@ unsafe impl GlobalAlloc for Buddy {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // The allocator's ordinary path (also the sampler's fallback).
         let plain = |layout: Layout| alloc_block(layout);
-        if crate::profile::hit(layout.size()) {
-            return crate::profile::alloc_sampled(layout, false, Owner::Buddy, &COUNTERS, plain);
-        }
-        plain(layout)
+        crate::profile::alloc_hooked(layout, false, Owner::Buddy, &COUNTERS, plain)
     }
 
     #[inline]
@@ -551,10 +548,7 @@ unsafe impl GlobalAlloc for Buddy {
             }
             p
         };
-        if crate::profile::hit(layout.size()) {
-            return crate::profile::alloc_sampled(layout, true, Owner::Buddy, &COUNTERS, plain);
-        }
-        plain(layout)
+        crate::profile::alloc_hooked(layout, true, Owner::Buddy, &COUNTERS, plain)
     }
 
     #[inline]

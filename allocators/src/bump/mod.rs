@@ -474,10 +474,7 @@ unsafe impl GlobalAlloc for Bump {
             }
             with_arena(|a| a.alloc(layout, false))
         };
-        if crate::profile::hit(layout.size()) {
-            return crate::profile::alloc_sampled(layout, false, Owner::Bump, &COUNTERS, plain);
-        }
-        plain(layout)
+        crate::profile::alloc_hooked(layout, false, Owner::Bump, &COUNTERS, plain)
     }
 
     #[inline]
@@ -489,10 +486,7 @@ unsafe impl GlobalAlloc for Bump {
             }
             with_arena(|a| a.alloc(layout, true))
         };
-        if crate::profile::hit(layout.size()) {
-            return crate::profile::alloc_sampled(layout, true, Owner::Bump, &COUNTERS, plain);
-        }
-        plain(layout)
+        crate::profile::alloc_hooked(layout, true, Owner::Bump, &COUNTERS, plain)
     }
 
     #[inline]

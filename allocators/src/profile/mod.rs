@@ -105,6 +105,22 @@ pub(crate) fn hit(size: usize) -> bool {
     sample::hit(size)
 }
 
+/// An allocator's `alloc` through the sampler: [`hit`], and on a hit [`alloc_sampled`], else
+/// `plain(layout)`, the allocator's ordinary path. The one hook every allocator calls.
+#[inline(always)]
+pub(crate) fn alloc_hooked<F: FnOnce(Layout) -> *mut u8>(
+    layout: Layout,
+    zeroed: bool,
+    owner: Owner,
+    counters: &'static GlobalCounters,
+    plain: F,
+) -> *mut u8 {
+    if hit(layout.size()) {
+        return alloc_sampled(layout, zeroed, owner, counters, plain);
+    }
+    plain(layout)
+}
+
 /// The slow path after [`hit`]: decides whether to sample, and if so allocates the block from
 /// [`large`] (for `owner`, counted in `counters`) and records it. When this allocation is not
 /// sampled after all (sampling off, the thread inside the profiler, an alignment above the page

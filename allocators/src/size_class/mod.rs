@@ -483,16 +483,7 @@ unsafe impl GlobalAlloc for SizeClass {
             // SAFETY: a small layout.
             unsafe { alloc_small(layout) }
         };
-        if crate::profile::hit(layout.size()) {
-            return crate::profile::alloc_sampled(
-                layout,
-                false,
-                Owner::SizeClass,
-                &COUNTERS,
-                plain,
-            );
-        }
-        plain(layout)
+        crate::profile::alloc_hooked(layout, false, Owner::SizeClass, &COUNTERS, plain)
     }
 
     #[inline]
@@ -511,10 +502,7 @@ unsafe impl GlobalAlloc for SizeClass {
                 p
             }
         };
-        if crate::profile::hit(layout.size()) {
-            return crate::profile::alloc_sampled(layout, true, Owner::SizeClass, &COUNTERS, plain);
-        }
-        plain(layout)
+        crate::profile::alloc_hooked(layout, true, Owner::SizeClass, &COUNTERS, plain)
     }
 
     #[inline]
@@ -659,16 +647,7 @@ impl Introspect for SizeClass {
             let plain = |_: Layout| unsafe { alloc_direct(current_heap(), slot, size) };
             // SAFETY: 1..=1024 bytes at 16 is a valid layout.
             let layout = unsafe { Layout::from_size_align_unchecked(size, 16) };
-            if crate::profile::hit(size) {
-                return crate::profile::alloc_sampled(
-                    layout,
-                    false,
-                    Owner::SizeClass,
-                    &COUNTERS,
-                    plain,
-                );
-            }
-            return plain(layout);
+            return crate::profile::alloc_hooked(layout, false, Owner::SizeClass, &COUNTERS, plain);
         }
         crate::alloc_unsized_by_layout(self, size)
     }

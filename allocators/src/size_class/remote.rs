@@ -119,10 +119,11 @@ pub unsafe fn free_direct(page: *mut Page, block: *mut Block) {
 #[cold]
 #[inline(never)]
 unsafe fn push(page: *mut Page, head: *mut Block, tail: *mut Block, count: u32) {
-    // SAFETY: the chain's blocks keep the page in use until the CAS lands, so its segment header
-    // and descriptor are valid to read before; after it, only if the CAS cleared FULL (the page
-    // then stays on its owner's full list until the owner drains `rescued`). Heaps are never
-    // unmapped, so the owner's fields may be read whatever became of the page.
+    // The chain's blocks keep the page in use until the CAS lands, so its segment header and
+    // descriptor are valid to read before; after it, only if the CAS cleared FULL (the page then
+    // stays on its owner's full list until the owner drains `rescued`).
+    // SAFETY: as above; heaps are never unmapped, so the owner's fields may be read whatever
+    // became of the page.
     unsafe {
         let owner = (*segment_of(page as usize)).heap.load(Ordering::Acquire);
         let bytes = (*page).block_size * count as usize;

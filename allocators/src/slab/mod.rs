@@ -806,10 +806,7 @@ unsafe impl GlobalAlloc for Slab {
             Some(class) => alloc_small(class, layout.size()),
             None => alloc_other(layout, false),
         };
-        if crate::profile::hit(layout.size()) {
-            return crate::profile::alloc_sampled(layout, false, Owner::Slab, &COUNTERS, plain);
-        }
-        plain(layout)
+        crate::profile::alloc_hooked(layout, false, Owner::Slab, &COUNTERS, plain)
     }
 
     #[inline]
@@ -828,10 +825,7 @@ unsafe impl GlobalAlloc for Slab {
                 None => alloc_other(layout, true),
             }
         };
-        if crate::profile::hit(layout.size()) {
-            return crate::profile::alloc_sampled(layout, true, Owner::Slab, &COUNTERS, plain);
-        }
-        plain(layout)
+        crate::profile::alloc_hooked(layout, true, Owner::Slab, &COUNTERS, plain)
     }
 
     /// Trusts the `Layout` as the `GlobalAlloc` contract allows (as jemalloc's sized free does): a
@@ -930,10 +924,7 @@ impl Introspect for Slab {
             let plain = |_: Layout| alloc_small(class, size);
             // SAFETY: 1..=1024 bytes at 16 is a valid layout.
             let layout = unsafe { Layout::from_size_align_unchecked(size, 16) };
-            if crate::profile::hit(size) {
-                return crate::profile::alloc_sampled(layout, false, Owner::Slab, &COUNTERS, plain);
-            }
-            return plain(layout);
+            return crate::profile::alloc_hooked(layout, false, Owner::Slab, &COUNTERS, plain);
         }
         crate::alloc_unsized_by_layout(self, size)
     }

@@ -2,17 +2,25 @@
  * description of rpmalloc's benchmark: each thread keeps a working set of 2,000 blocks of
  * 16 B-16 KiB (small sizes far more often than large ones: the size class is drawn with
  * halving odds), replacing a random one per step; every 64 steps it hands 16 of its live blocks
- * to the next thread, which checks and frees them when it drains its inbox.
+ * to the next thread, which checks and frees them when it drains its inbox. A thread that has
+ * done its steps keeps draining its inbox until every thread has (the live set stays the
+ * program's, whichever thread the scheduler lets finish first), and an inbox holds at most
+ * INBOX_MAX blocks: a thread whose peer lags that far behind (descheduled) drains its own inbox
+ * and waits, as a bounded queue would, so the peak measures the allocator, not the scheduler.
  * Usage: rptest [threads] [steps per thread]. Prints the blocks and bytes allocated, the blocks
  * handed over, and the number of damaged blocks (always 0). */
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define SLOTS 2000
 #define HAND 16
+#define INBOX_MAX 1024
 
 struct block {
     struct block *next; /* inbox link */
@@ -25,10 +33,12 @@ struct worker {
     struct worker *peer;
     pthread_mutex_t lock;
     struct block *inbox;
+    int queued; /* blocks in inbox, under lock */
     uint64_t blocks, bytes, handed, bad;
 };
 
-static pthread_barrier_t finished;
+static atomic_int finished;
+static int nthreads;
 
 static uint64_t next(uint64_t *x) {
     *x ^= *x << 13; *x ^= *x >> 7; *x ^= *x << 17;
@@ -52,6 +62,7 @@ static void drain(struct worker *w) {
     pthread_mutex_lock(&w->lock);
     struct block *b = w->inbox;
     w->inbox = NULL;
+    w->queued = 0;
     pthread_mutex_unlock(&w->lock);
     while (b) {
         struct block *n = b->next;
@@ -96,16 +107,30 @@ static void *run(void *arg) {
             }
             if (list) {
                 struct block *tail = list;
-                while (tail->next) tail = tail->next;
-                pthread_mutex_lock(&w->peer->lock);
+                int n = 1;
+                while (tail->next) { tail = tail->next; n++; }
+                for (;;) {
+                    pthread_mutex_lock(&w->peer->lock);
+                    if (w->peer->queued < INBOX_MAX || w->peer == w) break;
+                    pthread_mutex_unlock(&w->peer->lock);
+                    drain(w);
+                    sched_yield();
+                }
                 tail->next = w->peer->inbox;
                 w->peer->inbox = list;
+                w->peer->queued += n;
                 pthread_mutex_unlock(&w->peer->lock);
             }
             drain(w);
         }
     }
-    pthread_barrier_wait(&finished);
+    /* Done: keep freeing what the others hand over until they are done too, then once more
+     * (a thread counts itself done only after its last hand-over). */
+    atomic_fetch_add(&finished, 1);
+    while (atomic_load(&finished) < nthreads) {
+        drain(w);
+        usleep(50);
+    }
     drain(w);
     for (size_t k = 0; k < SLOTS; k++) {
         if (slot[k] && !check(slot[k])) w->bad++;
@@ -125,7 +150,7 @@ int main(int argc, char **argv) {
     struct worker *w = calloc((size_t)threads, sizeof *w);
     pthread_t *t = calloc((size_t)threads, sizeof *t);
     if (!w || !t) return 1;
-    pthread_barrier_init(&finished, NULL, (unsigned)threads);
+    nthreads = threads;
     for (int i = 0; i < threads; i++) {
         w[i].id = i;
         w[i].steps = steps;

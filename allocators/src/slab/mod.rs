@@ -9,7 +9,7 @@
 //!   empty (alloc) or full (free) the two are swapped if that helps; otherwise a full or empty
 //!   magazine is exchanged with the cache's depot, under the cache lock. A thread's magazine
 //!   size per cache starts small (16 rounds) and doubles with each depot trip, up to about
-//!   64 KiB of objects, so short-lived threads stay cheap and long-lived ones trade rarely; an
+//!   16 KiB of objects, so short-lived threads stay cheap and long-lived ones trade rarely; an
 //!   exiting thread hands its magazines to the depot as they are, part-filled ones included.
 //!   A thread's first free into a cache it holds no magazine of (most likely an object another
 //!   thread allocated) goes to the bottom of a magazine filled from the slabs, so the thread does

@@ -40,6 +40,7 @@ pub mod bootstrap;
 pub mod c_api;
 pub mod foreign;
 pub mod reentry;
+pub mod stats_at_exit;
 
 /// The heap profiler's set-up under `LD_PRELOAD`: run by each library's constructor (see
 /// [`heap_profile::preload`]: the profile is written at exit and on `SIGUSR2` when
@@ -58,12 +59,16 @@ macro_rules! export_c_allocator {
         static PRELOAD_ALLOCATOR: $alloc = <$alloc>::new();
 
         /// The library's constructor: sets up the heap profile's output (see
-        /// [`preload::profile_init`]).
+        /// [`preload::profile_init`]) and the counters printed at exit (see
+        /// [`preload::stats_at_exit`]).
         #[used]
         #[link_section = ".init_array"]
         static PRELOAD_PROFILE_INIT: extern "C" fn() = {
             extern "C" fn init() {
                 $crate::profile_init();
+                $crate::stats_at_exit::init(<$alloc as ::allocators::Introspect>::NAME, || {
+                    ::allocators::Introspect::stats(&PRELOAD_ALLOCATOR)
+                });
             }
             init
         };

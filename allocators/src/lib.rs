@@ -38,6 +38,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod fork;
 pub mod hardened;
 mod introspect;
 pub mod large;

@@ -47,11 +47,12 @@ use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use arena::Arena;
 use region::{MAX_ORDER, MIN_ORDER, TAG_ORDER, TAG_USED};
 
+use crate::fork::{self, Slot};
 use crate::hardened::{self, Misuse};
 use crate::large;
 use crate::region_map::{self, Owner};
 use crate::stats::{GlobalCounters, LocalCounters, Stats};
-use crate::sync::{self, Lock, LockGuard};
+use crate::sync::{Lock, LockGuard};
 use crate::thread_exit::{Attach, ExitHook, OnThreadExit};
 use crate::Introspect;
 
@@ -108,7 +109,7 @@ fn order_for(size: usize, align: usize) -> u32 {
 /// Takes arena `index`'s lock (registering the fork handlers on first use).
 #[inline]
 fn lock_arena(index: usize) -> LockGuard<'static, Arena> {
-    sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+    fork::register(&ATFORK, Slot::Buddy, atfork_prepare, atfork_release);
     debug_assert!(index < NUM_ARENAS);
     ARENAS[index % NUM_ARENAS].lock()
 }
@@ -418,7 +419,7 @@ fn attach() -> bool {
         // `state` is non-null and outlives the thread's key destructors; `on_thread_exit`
         // does not panic.
         let ok = EXIT_HOOK.arm(state.cast());
-        sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+        fork::register(&ATFORK, Slot::Buddy, atfork_prepare, atfork_release);
         (*state).attach = if ok { Attach::Attached } else { Attach::Exited };
         ok
     }

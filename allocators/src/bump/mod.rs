@@ -24,12 +24,13 @@ use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::AtomicBool;
 
+use crate::fork::{self, Slot};
 use crate::hardened::{self, Misuse};
 use crate::large;
 use crate::os;
 use crate::region_map::{self, Owner, REGION_SIZE};
 use crate::stats::{GlobalCounters, LocalCounters, Stats};
-use crate::sync::{self, Lock};
+use crate::sync::Lock;
 use crate::thread_exit::{Attach, ExitHook, OnThreadExit};
 use crate::Introspect;
 
@@ -227,7 +228,7 @@ const SPARE_SCAN: usize = 8;
 /// Gives `arena` a spare tail with at least `need` bytes if one is near the front of the list,
 /// else a fresh chunk. `false` if the kernel refuses.
 fn take_chunk(arena: &mut Arena, need: usize) -> bool {
-    sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+    fork::register(&ATFORK, Slot::Bump, atfork_prepare, atfork_release);
     {
         let mut shared = SHARED.lock();
         let mut link: *mut *mut SpareTail = &mut shared.spare;
@@ -354,7 +355,7 @@ fn attach() -> bool {
         (*slot).attach = Attach::Attaching;
         // `slot` is non-null and outlives the thread's key destructors.
         let ok = EXIT_HOOK.arm(slot.cast());
-        sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+        fork::register(&ATFORK, Slot::Bump, atfork_prepare, atfork_release);
         (*slot).attach = if ok { Attach::Attached } else { Attach::Exited };
         ok
     }

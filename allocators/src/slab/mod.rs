@@ -73,12 +73,13 @@ use self::size_classes::{
     SIZES,
 };
 use self::thread_counters::ThreadCounters;
+use crate::fork::{self, Slot};
 use crate::hardened;
 use crate::large;
 use crate::os;
 use crate::region_map::{self, Owner};
 use crate::stats::{GlobalCounters, Stats};
-use crate::sync::{self, Lock};
+use crate::sync::Lock;
 use crate::thread_exit::{Attach, ExitHook, OnThreadExit};
 use crate::Introspect;
 
@@ -539,7 +540,7 @@ fn attached() -> bool {
             // SAFETY: a non-null value (the thread's cache, which outlives the thread's key
             // destructors); `on_thread_exit` does not panic.
             let ok = unsafe { EXIT_HOOK.arm(thread_cache().cast()) };
-            sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+            fork::register(&ATFORK, Slot::Slab, atfork_prepare, atfork_release);
             attach.set(if ok { Attach::Attached } else { Attach::Exited });
             ok
         }
@@ -615,7 +616,7 @@ fn free_slow(class: usize, block: *mut u8, size: usize) {
 /// Allocation while the thread holds no magazines: straight from the slab layer.
 #[cold]
 fn alloc_shared(class: usize, size: usize) -> *mut u8 {
-    sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+    fork::register(&ATFORK, Slot::Slab, atfork_prepare, atfork_release);
     let mut out = [ptr::null_mut(); 1];
     // SAFETY: class < NUM_CLASSES.
     let got = unsafe { CACHES.get_unchecked(class) }
@@ -745,7 +746,7 @@ unsafe fn dealloc_other(ptr: *mut u8, layout: Layout) {
 /// here if asked), else a block from [`large`] (zeroed there if asked).
 #[cold]
 fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
-    sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+    fork::register(&ATFORK, Slot::Slab, atfork_prepare, atfork_release);
     let p = large_cache::take(layout.size(), layout.align());
     if p.is_null() {
         return large::alloc(
@@ -763,8 +764,9 @@ fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
     p
 }
 
-/// `pthread_atfork` prepare handler: takes every cache lock (in index order), then the large
-/// block cache's and the page layer's, so no lock is held by another thread across `fork()`.
+/// Fork prepare hook (run by [`crate::fork`]'s registry): takes every cache lock (in index
+/// order), then the large block cache's and the page layer's, so no lock is held by another
+/// thread across `fork()`.
 ///
 /// # Safety
 /// Called by libc before `fork()`, paired with [`atfork_release`].
@@ -776,7 +778,7 @@ unsafe extern "C" fn atfork_prepare() {
     region::lock_for_fork();
 }
 
-/// `pthread_atfork` parent and child handler: releases what [`atfork_prepare`] took.
+/// Fork release hook (parent and child): releases what [`atfork_prepare`] took.
 ///
 /// # Safety
 /// Called by libc after `fork()`, in the thread that ran [`atfork_prepare`].

@@ -4,7 +4,7 @@
 //!
 //! Memory policy (Bonwick's working-set reaping, paced like mimalloc's delayed purge):
 //! - the depot keeps at most a per-cache limit of full magazines (about [`DEPOT_BYTES`] of
-//!   objects, see `size_classes::depot_limit`) and as many empty ones; beyond that, full
+//!   objects, see `classes::depot_limit`) and as many empty ones; beyond that, full
 //!   magazines are emptied into their slabs and empty ones freed;
 //! - a cache keeps empty slabs (ready for reuse, pages resident) up to [`EMPTY_MAX_BYTES`];
 //!   beyond that they go back to the page layer at once, which returns their pages to the kernel;

@@ -9,14 +9,14 @@
 //! cycling through a working set of a thousand small objects trade magazines, and the objects in
 //! them, with the other threads through the depot on every tenth operation or so). A thread uses
 //! only part of that room at first: its magazine size per cache starts at
-//! [`super::size_classes::MAG_START`] rounds and doubles with each depot trip
-//! ([`super::size_classes::grown_rounds`]), so a short-lived thread fills and hands back a few
+//! [`super::classes::MAG_START`] rounds and doubles with each depot trip
+//! ([`super::classes::grown_rounds`]), so a short-lived thread fills and hands back a few
 //! objects per cache instead of a magazine of 64 KiB.
 
 use core::mem::size_of;
 use core::ptr;
 
-use super::size_classes::{magazine_rounds, MAG_MAX, NUM_CLASSES};
+use super::classes::{magazine_rounds, MAG_MAX, NUM_CLASSES};
 use super::CACHES;
 
 /// The capacities magazines come in; a cache uses the smallest that holds its

@@ -14,7 +14,7 @@
 //!   A thread's first free into a cache it holds no magazine of (most likely an object another
 //!   thread allocated) goes to the bottom of a magazine filled from the slabs, so the thread does
 //!   not reuse it first (passive false sharing).
-//! - **Depot and slab layer** ([`cache`]): one cache per object size ([`size_classes`]: 44 sizes,
+//! - **Depot and slab layer** ([`cache`]): one cache per object size ([`classes`]: 44 sizes,
 //!   four per doubling, 8 B to 64 KiB), under one lock each. The depot ([`depot`]) holds full
 //!   and empty magazines: at most about 8 MiB of objects per cache, released once unused for a
 //!   reap interval (100 ms; Bonwick's working-set reaping) and trimmed when a thread using it
@@ -50,15 +50,15 @@
 //! next cache and is aligned as its `Layout` asks, no more.
 
 mod cache;
+mod classes;
+mod counters;
 mod depot;
 mod hardening;
 mod large_cache;
 mod magazine;
 mod region;
-mod size_classes;
 #[cfg(test)]
 mod tests;
-mod thread_counters;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
@@ -67,12 +67,12 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use self::cache::Cache;
-use self::magazine::{free_magazines, new_magazine, Magazine, MAG_KINDS};
-use self::size_classes::{
+use self::classes::{
     class_for, depot_limit, grown_rounds, magazine_rounds, slab_units, small_class, NUM_CLASSES,
     SIZES,
 };
-use self::thread_counters::ThreadCounters;
+use self::counters::ThreadCounters;
+use self::magazine::{free_magazines, new_magazine, Magazine, MAG_KINDS};
 use crate::fork::{self, Slot};
 use crate::hardened;
 use crate::large;
@@ -116,7 +116,7 @@ impl Slab {
 /// Invariants: `loaded` and `previous` are null or live magazines of that cache held by this
 /// thread alone; `rounds[..rounds]` of `loaded` and `rounds[..prev_rounds]` of `previous` are free
 /// objects; `magsize` is the thread's magazine size for this cache (0 before its first depot
-/// trip, then between [`size_classes::MAG_START`] (or less) and `magazine_rounds(class)`, never
+/// trip, then between [`classes::MAG_START`] (or less) and `magazine_rounds(class)`, never
 /// shrinking); `cap` is 0 while `loaded` is null and `magsize` otherwise; `rounds` and
 /// `prev_rounds` are at most `magazine_rounds(class)` (every magazine's capacity); `previous` is
 /// always null, empty or full (it only ever receives a magazine that just ran empty or full).

@@ -1,39 +1,14 @@
 //! Pages from the kernel: `mmap`, `munmap`, `madvise`, `mremap`, and the page size read at run time.
 //!
-//! Every allocator in this crate gets its memory through the [`PageSource`] trait, whose one
-//! implementation today is [`OsPages`] (the Linux kernel through `libc`). Keeping the kernel calls
-//! here means a later `no_std` build can hand the allocators a fixed region instead.
+//! Every allocator in this crate gets its memory from the functions here (the Linux kernel through
+//! `libc`); no other module makes these calls, so a later `no_std` build that hands the allocators
+//! a fixed region instead changes this file only.
 //!
 //! Nothing here allocates through the global allocator, and no function here panics: failures come
 //! back as null pointers or `false`.
 
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
-
-/// A source of page-granular memory. All sizes and addresses are multiples of [`page_size`].
-///
-/// # Safety
-/// Implementations must return memory that is readable, writable, zero-filled when fresh, not
-/// handed out twice while mapped, and aligned as asked.
-pub unsafe trait PageSource {
-    /// Maps `size` bytes aligned to `align` (a power of two, any size); null on failure.
-    fn map_aligned(&self, size: usize, align: usize) -> *mut u8;
-    /// Returns `size` bytes at `addr` to the source.
-    ///
-    /// # Safety
-    /// `addr..addr + size` must have come from this source and must not be used afterwards.
-    unsafe fn unmap(&self, addr: *mut u8, size: usize);
-    /// Tells the source the contents of `addr..addr + size` are no longer needed; the range stays
-    /// mapped and reads back as zeros (Linux `MADV_DONTNEED` semantics).
-    ///
-    /// # Safety
-    /// The range must be mapped from this source and hold nothing the caller still needs.
-    unsafe fn discard(&self, addr: *mut u8, size: usize);
-}
-
-/// The Linux kernel as a [`PageSource`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct OsPages;
 
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 
@@ -233,21 +208,6 @@ pub unsafe fn remap_to(old: *mut u8, old_size: usize, new: *mut u8, new_size: us
         )
     };
     p != libc::MAP_FAILED
-}
-
-// SAFETY: mmap returns fresh zeroed private pages, aligned as asked by `map_aligned`.
-unsafe impl PageSource for OsPages {
-    fn map_aligned(&self, size: usize, align: usize) -> *mut u8 {
-        map_aligned(size, align)
-    }
-    unsafe fn unmap(&self, addr: *mut u8, size: usize) {
-        // SAFETY: forwarded contract.
-        unsafe { unmap(addr, size) }
-    }
-    unsafe fn discard(&self, addr: *mut u8, size: usize) {
-        // SAFETY: forwarded contract.
-        unsafe { discard(addr, size) }
-    }
 }
 
 #[cfg(test)]

@@ -188,7 +188,9 @@ fn futex_wake_one(word: &AtomicU32) {
 /// [`register_atfork`]).
 static REGISTERING: AtomicI32 = AtomicI32::new(0);
 
-/// Registers `prepare` and `release` as `pthread_atfork` handlers, once per `registered` flag.
+/// Registers `prepare` and `release` as `pthread_atfork` handlers of their own, once per
+/// `registered` flag: the path of the pieces not yet moved onto [`crate::fork`]'s registry (the
+/// large-block cache, the profiler and SizeClass).
 ///
 /// `prepare` runs in the forking thread before `fork()` and should take the allocator's locks;
 /// `release` runs in both parent and child afterwards and should release them, so the child never
@@ -212,12 +214,20 @@ pub fn register_atfork(
     if registered.load(Ordering::Acquire) {
         return;
     }
-    register_with(&REGISTERING, registered, || {
+    register_once(registered, || {
         // SAFETY: the handlers are plain functions that only take and release the locks.
         unsafe {
             libc::pthread_atfork(Some(prepare), Some(release), Some(release));
         }
     });
+}
+
+/// Runs `register` once per `registered` flag, as [`register_atfork`] describes: serialised with
+/// every other registration of the crate (those of [`crate::fork`] included), a nested call from
+/// the registering thread returning at once.
+#[cold]
+pub(crate) fn register_once(registered: &AtomicBool, register: impl FnOnce()) {
+    register_with(&REGISTERING, registered, register);
 }
 
 /// The mechanism of [`register_atfork`]: runs `register` once per `registered` flag, serialised

@@ -79,18 +79,12 @@ pub fn talc() -> Result<&'static Talck<spin::Mutex<()>, ErrOnOom>, String> {
 
 /// Runs a workload on [`buddy_system`].
 pub const BUDDY_SYSTEM_RUN: RunFn = |workload, shared, params, recorders| {
-    Ok(workloads::run(
-        workload,
-        buddy_system()?,
-        shared,
-        params,
-        recorders,
-    ))
+    workloads::run(workload, buddy_system()?, shared, params, recorders).map_err(|e| e.to_string())
 };
 
 /// Runs a workload on [`talc()`].
 pub const TALC_RUN: RunFn = |workload, shared, params, recorders| {
-    Ok(workloads::run(workload, talc()?, shared, params, recorders))
+    workloads::run(workload, talc()?, shared, params, recorders).map_err(|e| e.to_string())
 };
 
 /// Micro-benchmarks on [`buddy_system`].

@@ -4,7 +4,7 @@
 //! allocator state from leaking between cells.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -198,29 +198,6 @@ impl CellResult {
     }
 }
 
-static CURRENT: OnceLock<CellSpec> = OnceLock::new();
-
-/// Ends the cell as skipped because the allocator returned null: prints the result and exits
-/// the (child) process with status 0.
-pub fn exit_out_of_memory(size: usize) -> ! {
-    let spec = CURRENT.get().cloned().unwrap_or(CellSpec {
-        allocator: String::new(),
-        workload: String::new(),
-        threads: 0,
-        rep: 0,
-        seed: 0,
-        duration_ms: 0,
-        size_factor: 0.0,
-    });
-    let r = CellResult::not_run(
-        &spec,
-        Status::Skipped,
-        format!("out of memory: the allocator returned null for a {size}-byte request"),
-    );
-    println!("{}", serde_json::to_string(&r).unwrap_or_default());
-    std::process::exit(0)
-}
-
 /// Latency samples each lane can hold for a run of `duration_ms`.
 fn sample_capacity(duration_ms: u64) -> usize {
     // Up to ~40 M operations per second per thread, one in SAMPLE_EVERY timed.
@@ -230,7 +207,6 @@ fn sample_capacity(duration_ms: u64) -> usize {
 
 /// Runs one cell in this process and returns its result.
 pub fn run_cell(spec: &CellSpec) -> CellResult {
-    let _ = CURRENT.set(spec.clone());
     let Some(alloc) = registry::find(&spec.allocator) else {
         return CellResult::not_run(spec, Status::Failed, "unknown allocator");
     };

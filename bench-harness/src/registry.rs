@@ -59,7 +59,8 @@ macro_rules! entry {
             reuses_freed: $reuses,
             run: |workload, shared, params, recorders| {
                 static HEAP: $ty = $init;
-                Ok(workloads::run(workload, &HEAP, shared, params, recorders))
+                workloads::run(workload, &HEAP, shared, params, recorders)
+                    .map_err(|e| e.to_string())
             },
             micro: Micro {
                 pairs: |layout, iters| {

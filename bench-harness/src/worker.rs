@@ -78,6 +78,26 @@ impl Block {
     }
 }
 
+/// The allocator returned null for a request of `size` bytes: the cell stops and is reported as
+/// skipped (out of memory), the error travelling back through the workload to [`crate::cell`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfMemory {
+    /// The size of the request that got null.
+    pub size: usize,
+}
+
+impl std::fmt::Display for OutOfMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "out of memory: the allocator returned null for a {}-byte request",
+            self.size
+        )
+    }
+}
+
+impl std::error::Error for OutOfMemory {}
+
 /// State shared by all threads of one cell.
 #[derive(Debug)]
 pub struct Shared {
@@ -87,6 +107,8 @@ pub struct Shared {
     peak_live: AtomicUsize,
     allocated_total: AtomicU64,
     budget_hit: AtomicBool,
+    /// The size of the first request that got null, plus one (0: none did).
+    failed: AtomicUsize,
 }
 
 impl Shared {
@@ -100,12 +122,34 @@ impl Shared {
             peak_live: AtomicUsize::new(0),
             allocated_total: AtomicU64::new(0),
             budget_hit: AtomicBool::new(false),
+            failed: AtomicUsize::new(0),
         }
     }
 
     /// Whether the workload should start another round.
     pub fn keep_going(&self) -> bool {
-        !self.budget_hit.load(Ordering::Relaxed) && Instant::now() < self.deadline
+        !self.budget_hit.load(Ordering::Relaxed)
+            && self.failed.load(Ordering::Relaxed) == 0
+            && Instant::now() < self.deadline
+    }
+
+    /// The first request the allocator refused in this cell, if any.
+    pub fn out_of_memory(&self) -> Option<OutOfMemory> {
+        match self.failed.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(OutOfMemory { size: n - 1 }),
+        }
+    }
+
+    /// Records a refused request (the first one wins) and stops every lane's next round.
+    fn fail(&self, size: usize) -> OutOfMemory {
+        let _ = self.failed.compare_exchange(
+            0,
+            size.saturating_add(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        OutOfMemory { size }
     }
 
     /// The live requested bytes as last folded.
@@ -258,10 +302,10 @@ impl<'a, A: GlobalAlloc> Worker<'a, A> {
         self.until_fold = FOLD_EVERY_OPS;
     }
 
-    /// Allocates `layout` (its size must be non-zero). If the allocator returns null, the cell
-    /// ends here and is reported as skipped (out of memory); this never returns null.
+    /// Allocates `layout` (its size must be non-zero); never a null pointer. If the allocator
+    /// returns null, the error (which also stops the other lanes) is for the workload to return.
     #[inline]
-    pub fn alloc(&mut self, layout: Layout) -> *mut u8 {
+    pub fn alloc(&mut self, layout: Layout) -> Result<*mut u8, OutOfMemory> {
         assert!(layout.size() != 0, "workloads never allocate zero bytes");
         let p = if self.sampled() {
             let t0 = ticks();
@@ -275,10 +319,10 @@ impl<'a, A: GlobalAlloc> Worker<'a, A> {
             unsafe { call_alloc(self.heap, black_box(layout)) }
         };
         if p.is_null() {
-            crate::cell::exit_out_of_memory(layout.size());
+            return Err(self.shared.fail(layout.size()));
         }
         self.count(layout.size() as isize, layout.size());
-        black_box(p)
+        Ok(black_box(p))
     }
 
     /// Frees `ptr`.
@@ -301,12 +345,18 @@ impl<'a, A: GlobalAlloc> Worker<'a, A> {
         self.count(-(layout.size() as isize), 0);
     }
 
-    /// Resizes `ptr` to `new_size` bytes (non-zero); never returns null (see [`Worker::alloc`]).
+    /// Resizes `ptr` to `new_size` bytes (non-zero); never a null pointer (see
+    /// [`Worker::alloc`]; on the error the old block is still live).
     ///
     /// # Safety
     /// As for [`Worker::free`]; afterwards the block is described by `layout` with `new_size`.
     #[inline]
-    pub unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    pub unsafe fn realloc(
+        &mut self,
+        ptr: *mut u8,
+        layout: Layout,
+        new_size: usize,
+    ) -> Result<*mut u8, OutOfMemory> {
         assert!(new_size != 0, "workloads never reallocate to zero bytes");
         let p = if self.sampled() {
             let t0 = ticks();
@@ -320,13 +370,13 @@ impl<'a, A: GlobalAlloc> Worker<'a, A> {
             unsafe { call_realloc(self.heap, ptr, black_box(layout), black_box(new_size)) }
         };
         if p.is_null() {
-            crate::cell::exit_out_of_memory(new_size);
+            return Err(self.shared.fail(new_size));
         }
         self.count(
             new_size as isize - layout.size() as isize,
             new_size.saturating_sub(layout.size()),
         );
-        black_box(p)
+        Ok(black_box(p))
     }
 }
 
@@ -341,7 +391,7 @@ mod tests {
         let shared = Shared::new(Instant::now() + Duration::from_secs(5), u64::MAX);
         let mut w = Worker::new(&System, &shared, Recorder::new(16));
         let l = Layout::from_size_align(100, 8).unwrap();
-        let ps: Vec<_> = (0..200).map(|_| w.alloc(l)).collect();
+        let ps: Vec<_> = (0..200).map(|_| w.alloc(l).unwrap()).collect();
         for p in ps {
             // SAFETY: allocated just above with `l`.
             unsafe { w.free(p, l) };
@@ -359,12 +409,33 @@ mod tests {
         let mut w = Worker::new(&System, &shared, Recorder::new(4));
         let l = Layout::from_size_align(100, 8).unwrap();
         for _ in 0..20 {
-            let p = w.alloc(l);
+            let p = w.alloc(l).unwrap();
             // SAFETY: allocated just above with `l`.
             unsafe { w.free(p, l) };
         }
         let _ = w.finish();
         assert!(!shared.keep_going());
         assert!(shared.budget_hit());
+    }
+
+    /// An allocator that refuses everything.
+    struct Refuses;
+
+    // SAFETY: it never hands out memory, so it never hands out overlapping memory.
+    unsafe impl GlobalAlloc for Refuses {
+        unsafe fn alloc(&self, _: Layout) -> *mut u8 {
+            std::ptr::null_mut()
+        }
+        unsafe fn dealloc(&self, _: *mut u8, _: Layout) {}
+    }
+
+    #[test]
+    fn null_is_an_error_that_stops_the_cell() {
+        let shared = Shared::new(Instant::now() + Duration::from_secs(5), u64::MAX);
+        let mut w = Worker::new(&Refuses, &shared, Recorder::new(4));
+        let l = Layout::from_size_align(100, 8).unwrap();
+        assert_eq!(w.alloc(l), Err(OutOfMemory { size: 100 }));
+        assert!(!shared.keep_going());
+        assert_eq!(shared.out_of_memory(), Some(OutOfMemory { size: 100 }));
     }
 }

@@ -3,9 +3,9 @@
 //! magazines above it. A cache is always used under its lock (see `CACHES` in `mod.rs`).
 //!
 //! Memory policy (Bonwick's working-set reaping, paced like mimalloc's delayed purge):
-//! - the depot keeps at most a per-cache limit of full magazines (about [`DEPOT_BYTES`] of
-//!   objects, see `size_classes::depot_limit`) and as many empty ones; beyond that, full
-//!   magazines are emptied into their slabs and empty ones freed;
+//! - the depot keeps at most a per-cache limit of full magazines (about
+//!   [`super::classes::DEPOT_BYTES`] of objects, see `classes::depot_limit`) and as many empty
+//!   ones; beyond that, full magazines are emptied into their slabs and empty ones freed;
 //! - a cache keeps empty slabs (ready for reuse, pages resident) up to [`EMPTY_MAX_BYTES`];
 //!   beyond that they go back to the page layer at once, which returns their pages to the kernel;
 //! - every reap interval ([`super::depot::REAP_INTERVAL_MS`], driven from the slow paths by
@@ -29,9 +29,6 @@ use super::magazine::{self, Magazine};
 use super::region::{self, FreeObject, SlabDesc, SlabList};
 use crate::os;
 
-/// Bytes of objects a cache's depot may hold in full magazines (the limit in magazines is
-/// derived per cache, at least 16).
-pub const DEPOT_BYTES: usize = 8 << 20;
 /// Magazines of each kind a depot keeps after a thread using it exits.
 pub const DEPOT_KEEP_AFTER_EXIT: u32 = 2;
 /// Empty slabs a cache keeps however long they go unused.

@@ -36,9 +36,9 @@
 //! through a tail call), so they save no registers, and read the tag key without the
 //! draw-on-first-use branch ([`hardened::tag_key_drawn`]): a block marked with it proves it drawn.
 
+use super::classes::{slab_units, NUM_CLASSES, SIZES};
 use super::magazine::Magazine;
 use super::region::{self, FreeObject, SlabDesc, UNIT_SIZE};
-use super::size_classes::{slab_units, NUM_CLASSES, SIZES};
 use crate::hardened::{self, Misuse};
 use crate::region_map::{self, Owner};
 

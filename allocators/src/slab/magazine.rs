@@ -4,20 +4,19 @@
 //! ([`MAG_CAPS`]), taken straight from their slab layer, so they never come from the global
 //! allocator and their slabs go back to the kernel like any other.
 //!
-//! A cache's magazines have room for [`super::size_classes::MAG_BYTES`] of objects, at most
+//! A cache's magazines have room for [`super::classes::MAG_BYTES`] of objects, at most
 //! [`MAG_MAX`] rounds (Bonwick 2001 §3.6 sizes them so that depot trips stay rare; a fixed small
 //! capacity made a thread cycling through a working set of a thousand small objects trade
 //! magazines, and the objects in them, with the other threads through the depot on every tenth
-//! operation or so). A thread uses
-//! only part of that room at first: its magazine size per cache starts at
-//! [`super::size_classes::MAG_START`] rounds and doubles with each depot trip
-//! ([`super::size_classes::grown_rounds`]), so a short-lived thread fills and hands back a few
+//! operation or so). A thread uses only part of that room at first: its magazine size per cache
+//! starts at [`super::classes::MAG_START`] rounds and doubles with each depot trip
+//! ([`super::classes::grown_rounds`]), so a short-lived thread fills and hands back a few
 //! objects per cache instead of a full magazine.
 
 use core::mem::size_of;
 use core::ptr;
 
-use super::size_classes::{magazine_rounds, MAG_MAX, NUM_CLASSES};
+use super::classes::{magazine_rounds, MAG_MAX, NUM_CLASSES};
 use super::CACHES;
 
 /// The capacities magazines come in; a cache uses the smallest that holds its

@@ -1,6 +1,7 @@
 //! Unit tests of the slab allocator, calling it directly (it is not the test binary's global
 //! allocator). Tests in one binary share the process-wide heap, so none asserts on totals.
 
+use super::classes::depot_limit;
 use super::*;
 use std::sync::mpsc;
 use std::thread;

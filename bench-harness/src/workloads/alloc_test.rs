@@ -30,7 +30,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
         while w.keep_going() {
             for _ in 0..ROUND {
                 let t = size(&mut rng);
-                let tmp = w.alloc(layout(t));
+                let tmp = w.alloc(layout(t))?;
                 // SAFETY: `tmp` was just allocated with `t` bytes.
                 unsafe { touch(tmp, t, 4) };
                 let i = rng.gen_range(0..n);
@@ -40,7 +40,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
                     unsafe { w.free(old.addr as *mut u8, layout(old.size)) };
                 }
                 let s = size(&mut rng);
-                let ptr = w.alloc(layout(s));
+                let ptr = w.alloc(layout(s))?;
                 // SAFETY: `ptr` was just allocated with `s` bytes.
                 unsafe { touch(ptr, s, 5) };
                 slots[i] = Block {
@@ -55,5 +55,6 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
             // SAFETY: a non-empty slot holds a live block of its size.
             unsafe { w.free(s.addr as *mut u8, layout(s.size)) };
         }
+        Ok(())
     })
 }

@@ -7,7 +7,7 @@
 use std::alloc::GlobalAlloc;
 
 use super::{layout, on_threads, Params};
-use crate::worker::{Block, Worker};
+use crate::worker::{Block, OutOfMemory, Worker};
 
 /// Object size (several share a 64-byte line).
 const SIZE: usize = 8;
@@ -22,14 +22,21 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
     _p: &Params,
 ) -> Vec<Worker<'a, A>> {
     let n = workers.len();
-    let handed: Vec<Block> = match workers.first_mut() {
-        Some(w0) => (0..n)
-            .map(|_| Block {
-                addr: w0.alloc(layout(SIZE)) as usize,
+    let Some(w0) = workers.first_mut() else {
+        return workers;
+    };
+    let handed: Result<Vec<Block>, OutOfMemory> = (0..n)
+        .map(|_| {
+            Ok(Block {
+                addr: w0.alloc(layout(SIZE))? as usize,
                 size: SIZE,
             })
-            .collect(),
-        None => return workers,
+        })
+        .collect();
+    // On an error (in the cell's `Shared` too, which `workloads::run` reports) the blocks made
+    // so far are left: the cell's process ends with it.
+    let Ok(handed) = handed else {
+        return workers;
     };
     on_threads(workers, |lane, w| {
         let given = handed[lane];
@@ -37,7 +44,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
         unsafe { w.free(given.addr as *mut u8, layout(SIZE)) };
         while w.keep_going() {
             for _ in 0..ROUND {
-                let ptr = w.alloc(layout(SIZE)) as *mut u64;
+                let ptr = w.alloc(layout(SIZE))? as *mut u64;
                 for j in 0..WRITES {
                     // SAFETY: `ptr` is a live, 8-aligned block of SIZE = 8 bytes.
                     unsafe { ptr.write_volatile(j as u64) };
@@ -46,5 +53,6 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
                 unsafe { w.free(ptr as *mut u8, layout(SIZE)) };
             }
         }
+        Ok(())
     })
 }

@@ -23,7 +23,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
         while w.keep_going() {
             for random_order in [false, true] {
                 for i in 0..n {
-                    let ptr = w.alloc(layout(SIZE));
+                    let ptr = w.alloc(layout(SIZE))?;
                     // SAFETY: `ptr` was just allocated with SIZE bytes.
                     unsafe { touch(ptr, SIZE, i as u8) };
                     set.push(ptr as usize);
@@ -37,5 +37,6 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
                 }
             }
         }
+        Ok(())
     })
 }

@@ -24,7 +24,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
         while w.keep_going() {
             for s in small.iter_mut() {
                 let size = rng.gen_range(16..=128);
-                let ptr = w.alloc(layout(size));
+                let ptr = w.alloc(layout(size))?;
                 // SAFETY: `ptr` was just allocated with `size` bytes.
                 unsafe { touch(ptr, size, 10) };
                 *s = Block {
@@ -41,7 +41,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
             }
             for l in large.iter_mut() {
                 let size = rng.gen_range(256..=2048);
-                let ptr = w.alloc(layout(size));
+                let ptr = w.alloc(layout(size))?;
                 // SAFETY: `ptr` was just allocated with `size` bytes.
                 unsafe { touch(ptr, size, 11) };
                 *l = Block {
@@ -57,5 +57,6 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
                 }
             }
         }
+        Ok(())
     })
 }

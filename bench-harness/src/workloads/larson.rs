@@ -8,7 +8,7 @@ use std::alloc::GlobalAlloc;
 use rand::Rng;
 
 use super::{layout, on_threads, touch, Params};
-use crate::worker::{Block, Worker};
+use crate::worker::{Block, OutOfMemory, Worker};
 
 /// Slot replacements per thread generation.
 const ROUND: usize = 20_000;
@@ -24,7 +24,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
         let mut slots = vec![Block::EMPTY; n];
         for s in slots.iter_mut() {
             let size = rng.gen_range(8..=1000);
-            let ptr = w.alloc(layout(size));
+            let ptr = w.alloc(layout(size))?;
             // SAFETY: `ptr` was just allocated with `size` bytes.
             unsafe { touch(ptr, size, 1) };
             *s = Block {
@@ -40,14 +40,14 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
             let w = &mut *w;
             // A new thread per generation, inheriting the previous generation's blocks.
             std::thread::scope(|s| {
-                s.spawn(move || {
+                s.spawn(move || -> Result<(), OutOfMemory> {
                     for _ in 0..ROUND {
                         let i = rng.gen_range(0..slots.len());
                         let old = slots[i];
                         // SAFETY: every slot holds a live block allocated with its size.
                         unsafe { w.free(old.addr as *mut u8, layout(old.size)) };
                         let size = rng.gen_range(8..=1000);
-                        let ptr = w.alloc(layout(size));
+                        let ptr = w.alloc(layout(size))?;
                         // SAFETY: `ptr` was just allocated with `size` bytes.
                         unsafe { touch(ptr, size, 2) };
                         slots[i] = Block {
@@ -55,12 +55,16 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
                             size,
                         };
                     }
-                });
-            });
+                    Ok(())
+                })
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+            })?;
         }
         for s in slots {
             // SAFETY: every slot holds a live block allocated with its size.
             unsafe { w.free(s.addr as *mut u8, layout(s.size)) };
         }
+        Ok(())
     })
 }

@@ -16,7 +16,7 @@ use std::alloc::{GlobalAlloc, Layout};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-use crate::worker::{Recorder, Shared, Worker};
+use crate::worker::{OutOfMemory, Recorder, Shared, Worker};
 
 /// A workload's entry in the table.
 #[derive(Clone, Copy, Debug)]
@@ -152,21 +152,25 @@ impl Params {
     }
 }
 
-/// Runs workload `name` on `heap` with one recorder per lane; returns the recorders filled.
-/// Unknown names run nothing.
+/// Runs workload `name` on `heap` with one recorder per lane; returns the recorders filled, or
+/// the first request the allocator refused (the cell then stops). Unknown names run nothing.
 pub fn run<A: GlobalAlloc + Sync>(
     name: &str,
     heap: &A,
     shared: &Shared,
     params: &Params,
     recorders: Vec<Recorder>,
-) -> Vec<Recorder> {
+) -> Result<Vec<Recorder>, OutOfMemory> {
     let workers: Vec<Worker<'_, A>> = recorders
         .into_iter()
         .map(|r| Worker::new(heap, shared, r))
         .collect();
     let done = dispatch(name, workers, params);
-    done.into_iter().map(Worker::finish).collect()
+    let recorders = done.into_iter().map(Worker::finish).collect();
+    match shared.out_of_memory() {
+        Some(e) => Err(e),
+        None => Ok(recorders),
+    }
 }
 
 /// The layout every workload uses for `size` bytes: 16-byte alignment like `malloc`'s (8 for
@@ -216,11 +220,13 @@ pub unsafe fn value_size(addr: usize) -> usize {
     unsafe { (addr as *const usize).read() }
 }
 
-/// Runs `body` for each worker on its own scoped thread and returns the workers in order.
+/// Runs `body` for each worker on its own scoped thread and returns the workers in order. A
+/// lane's error ends only that lane: the worker that met it has recorded it in the cell's
+/// [`Shared`], which stops the other lanes' next round and makes [`run`] return it.
 pub fn on_threads<'a, A, F>(workers: Vec<Worker<'a, A>>, body: F) -> Vec<Worker<'a, A>>
 where
     A: GlobalAlloc + Sync,
-    F: Fn(usize, &mut Worker<'a, A>) + Sync,
+    F: Fn(usize, &mut Worker<'a, A>) -> Result<(), OutOfMemory> + Sync,
 {
     let body = &body;
     std::thread::scope(|s| {
@@ -229,7 +235,8 @@ where
             .enumerate()
             .map(|(lane, mut w)| {
                 s.spawn(move || {
-                    body(lane, &mut w);
+                    // The error is in `Shared` too (see above).
+                    let _ = body(lane, &mut w);
                     w
                 })
             })
@@ -269,7 +276,7 @@ mod tests {
                 let recs = (0..threads * w.lanes_per_thread)
                     .map(|_| Recorder::new(1024))
                     .collect();
-                let recs = run(w.name, &System, &shared, &params, recs);
+                let recs = run(w.name, &System, &shared, &params, recs).unwrap();
                 let ops: u64 = recs.iter().map(|r| r.ops).sum();
                 assert!(ops > 0, "{} ran no operation", w.name);
                 assert_eq!(shared.live_bytes(), 0, "{} leaked", w.name);

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rand::Rng;
 
 use super::{layout, on_threads, Params};
-use crate::worker::Worker;
+use crate::worker::{OutOfMemory, Worker};
 
 /// Swaps per thread generation.
 const ROUND: usize = 10_000;
@@ -45,14 +45,14 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
             let mut rng = p.rng(lane, round);
             let w = &mut *w;
             std::thread::scope(|s| {
-                s.spawn(move || {
+                s.spawn(move || -> Result<(), OutOfMemory> {
                     for _ in 0..ROUND {
                         let size = if rng.gen_ratio(1, HUGE_EVERY) {
                             1usize << rng.gen_range(18..=21)
                         } else {
                             1usize << rng.gen_range(4..=12)
                         };
-                        let ptr = w.alloc(layout(size));
+                        let ptr = w.alloc(layout(size))?;
                         // SAFETY: the block has at least 16 bytes, 16-aligned.
                         unsafe { (ptr as *mut usize).write(size) };
                         let i = rng.gen_range(0..slots.len());
@@ -60,9 +60,13 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
                         // SAFETY: a slot holds 0 or a live block with its size in front.
                         unsafe { free_stored(w, old) };
                     }
-                });
-            });
+                    Ok(())
+                })
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+            })?;
         }
+        Ok(())
     });
     if let Some(w) = workers.first_mut() {
         for s in slots {

@@ -34,7 +34,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
                     break;
                 }
                 let size = rng.gen_range(16..=256);
-                let ptr = w.alloc(layout(size));
+                let ptr = w.alloc(layout(size))?;
                 // SAFETY: `ptr` was just allocated with `size` bytes.
                 unsafe { touch(ptr, size, 7) };
                 *s = Block {
@@ -47,5 +47,6 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
                 unsafe { w.free(s.addr as *mut u8, layout(s.size)) };
             }
         }
+        Ok(())
     })
 }

@@ -34,7 +34,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
                     rng.gen_range(3..=12)
                 };
                 let size = 1usize << k;
-                let ptr = w.alloc(layout(size));
+                let ptr = w.alloc(layout(size))?;
                 // SAFETY: `ptr` was just allocated with `size` bytes.
                 unsafe { touch(ptr, size, 6) };
                 slots[i] = Block {
@@ -47,5 +47,6 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
             // SAFETY: a non-empty slot holds a live block of its size.
             unsafe { w.free(s.addr as *mut u8, layout(s.size)) };
         }
+        Ok(())
     })
 }

@@ -26,7 +26,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
             let mut targets = [0usize; BUFFERS];
             for (b, t) in bufs.iter_mut().zip(targets.iter_mut()) {
                 *t = 1usize << rng.gen_range(8..=max_shift);
-                let ptr = w.alloc(layout(16));
+                let ptr = w.alloc(layout(16))?;
                 // SAFETY: `ptr` was just allocated with 16 bytes.
                 unsafe { touch(ptr, 16, 8) };
                 *b = Block {
@@ -41,7 +41,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
                     if b.size < t {
                         let new = b.size * 2;
                         // SAFETY: `b` is a live block of `b.size` bytes.
-                        let ptr = unsafe { w.realloc(b.addr as *mut u8, layout(b.size), new) };
+                        let ptr = unsafe { w.realloc(b.addr as *mut u8, layout(b.size), new) }?;
                         // SAFETY: the new tail b.size..new is writable.
                         unsafe { touch(ptr.add(b.size), new - b.size, 9) };
                         *b = Block {
@@ -57,5 +57,6 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
                 unsafe { w.free(b.addr as *mut u8, layout(b.size)) };
             }
         }
+        Ok(())
     })
 }

@@ -51,7 +51,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
                     }
                 }
                 let size = size(&mut rng);
-                let ptr = w.alloc(layout(size));
+                let ptr = w.alloc(layout(size))?;
                 // SAFETY: `ptr` was just allocated with `size` bytes.
                 unsafe { touch(ptr, size, 3) };
                 slots[i] = Block {
@@ -64,6 +64,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
             // SAFETY: a non-empty slot holds a live block of its size.
             unsafe { w.free(s.addr as *mut u8, layout(s.size)) };
         }
+        Ok(())
     });
     if let Some(w) = workers.first_mut() {
         for q in queues {

@@ -76,7 +76,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
                         live -= victim_size;
                     }
                 }
-                let ptr = w.alloc(layout(size));
+                let ptr = w.alloc(layout(size))?;
                 // SAFETY: `ptr` was just allocated with `size >= 16` bytes, 16-byte aligned.
                 unsafe { write_value(ptr, size, fill) };
                 keys.push(ptr as usize);
@@ -88,6 +88,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
             // SAFETY: every key left in the index is a live value, freed once (drained).
             unsafe { w.free(k as *mut u8, layout(value_size(k))) };
         }
+        Ok(())
     })
 }
 

@@ -8,7 +8,7 @@ use std::alloc::GlobalAlloc;
 use rand::Rng;
 
 use super::{layout, on_threads, touch, Params};
-use crate::worker::{Block, Worker};
+use crate::worker::{Block, OutOfMemory, Worker};
 
 /// Blocks each short-lived thread allocates.
 const PER_THREAD: usize = 256;
@@ -29,11 +29,11 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
             let w2 = &mut *w;
             let left_ref = &mut left;
             std::thread::scope(|s| {
-                s.spawn(move || {
+                s.spawn(move || -> Result<(), OutOfMemory> {
                     let mut blocks = [Block::EMPTY; PER_THREAD];
                     for b in blocks.iter_mut() {
                         let size = rng.gen_range(16..=512);
-                        let ptr = w2.alloc(layout(size));
+                        let ptr = w2.alloc(layout(size))?;
                         // SAFETY: `ptr` was just allocated with `size` bytes.
                         unsafe { touch(ptr, size, 12) };
                         *b = Block {
@@ -49,13 +49,17 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
                             unsafe { w2.free(b.addr as *mut u8, layout(b.size)) };
                         }
                     }
-                });
-            });
+                    Ok(())
+                })
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+            })?;
             for b in left.iter_mut() {
                 // SAFETY: blocks left by the exited thread, live, freed once here.
                 unsafe { w.free(b.addr as *mut u8, layout(b.size)) };
                 *b = Block::EMPTY;
             }
         }
+        Ok(())
     })
 }

@@ -22,7 +22,7 @@ use crossbeam::channel::{bounded, Receiver, Sender};
 use rand::Rng;
 
 use super::{layout, value_size, write_value, Params};
-use crate::worker::Worker;
+use crate::worker::{OutOfMemory, Worker};
 
 /// The consumers' live set at full scale, over all consumers.
 pub const FULL_LIVE_BYTES: usize = 384 << 20;
@@ -61,7 +61,8 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
             .zip(rxs)
             .map(|(mut w, rx)| {
                 s.spawn(move || {
-                    consume(&mut w, rx, consumer_limit, idle);
+                    // An error is in the cell's `Shared` too, which `workloads::run` reports.
+                    let _ = consume(&mut w, rx, consumer_limit, idle);
                     w
                 })
             })
@@ -74,7 +75,8 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
                 .map(|(j, mut w)| {
                     let txs = txs.clone();
                     s.spawn(move || {
-                        produce(&mut w, &txs, p, pairs + j, batch, per_producer_batch);
+                        // As for `consume`.
+                        let _ = produce(&mut w, &txs, p, pairs + j, batch, per_producer_batch);
                         w
                     })
                 })
@@ -100,7 +102,7 @@ fn produce<A: GlobalAlloc>(
     lane: usize,
     batch: usize,
     bytes: usize,
-) {
+) -> Result<(), OutOfMemory> {
     let mut rng = p.rng(lane, batch as u64);
     let mut made = 0usize;
     let mut next = lane % txs.len().max(1);
@@ -108,7 +110,7 @@ fn produce<A: GlobalAlloc>(
         let mut chunk = Vec::with_capacity(CHUNK);
         while chunk.len() < CHUNK && made < bytes {
             let size = (rng.gen_range(4.0f64..12.0).exp2() as usize).clamp(16, 4096);
-            let ptr = w.alloc(layout(size));
+            let ptr = w.alloc(layout(size))?;
             // SAFETY: `ptr` was just allocated with `size >= 16` bytes, 16-byte aligned.
             unsafe { write_value(ptr, size, batch as u8) };
             chunk.push(ptr as usize);
@@ -123,6 +125,7 @@ fn produce<A: GlobalAlloc>(
         }
         next = (next + 1) % txs.len();
     }
+    Ok(())
 }
 
 /// A consumer: keeps the blocks it receives, frees the oldest while over `limit` bytes; when
@@ -132,7 +135,7 @@ fn consume<A: GlobalAlloc>(
     rx: Receiver<Chunk>,
     limit: usize,
     idle: Duration,
-) {
+) -> Result<(), OutOfMemory> {
     let mut held: VecDeque<usize> = VecDeque::with_capacity(limit / 512);
     let mut live = 0usize;
     for chunk in rx {
@@ -158,7 +161,7 @@ fn consume<A: GlobalAlloc>(
     // The idle tail: a 4 KiB block now and then, as a program that goes on lightly.
     let end = Instant::now() + idle;
     while Instant::now() < end {
-        let ptr = w.alloc(layout(4096));
+        let ptr = w.alloc(layout(4096))?;
         // SAFETY: `ptr` was just allocated with 4096 bytes; freed once right after.
         unsafe {
             write_value(ptr, 4096, 1);
@@ -166,4 +169,5 @@ fn consume<A: GlobalAlloc>(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    Ok(())
 }

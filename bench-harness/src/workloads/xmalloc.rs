@@ -44,7 +44,7 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
             while w.keep_going() {
                 let Ok(mut b) = empty_rx.recv() else { break };
                 for i in 0..batch {
-                    let ptr = w.alloc(layout(SIZE));
+                    let ptr = w.alloc(layout(SIZE))?;
                     // SAFETY: `ptr` was just allocated with SIZE bytes.
                     unsafe { touch(ptr, SIZE, i as u8) };
                     b.push(ptr as usize);
@@ -69,5 +69,6 @@ pub fn run<'a, A: GlobalAlloc + Sync>(
                 let _ = empty_tx.send(b);
             }
         }
+        Ok(())
     })
 }

@@ -85,7 +85,7 @@ impl ThreadCounters {
         global.fold(self.bytes.get(), ops & (FREE_ONE - 1), ops >> 32);
         self.bytes.set(0);
         self.ops.set(0);
-        super::reap_all_if_due();
+        super::thread::reap_all_if_due();
     }
 }
 

@@ -172,11 +172,15 @@ pub const fn grown_rounds(current: u32, class: usize) -> u32 {
     }
 }
 
-/// Full magazines (and empty ones) a cache's depot keeps: about
-/// [`super::cache::DEPOT_BYTES`] of objects, at least 16 magazines.
+/// Bytes of objects a cache's depot may hold in full magazines (the limit in magazines is
+/// derived per cache by [`depot_limit`], at least 16).
+pub const DEPOT_BYTES: usize = 8 << 20;
+
+/// Full magazines (and empty ones) a cache's depot keeps: about [`DEPOT_BYTES`] of objects, at
+/// least 16 magazines.
 pub const fn depot_limit(class: usize) -> u32 {
     let per_mag = magazine_rounds(class) as usize * SIZES[class];
-    let n = super::cache::DEPOT_BYTES / per_mag;
+    let n = DEPOT_BYTES / per_mag;
     if n < 16 {
         16
     } else {

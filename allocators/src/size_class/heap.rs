@@ -78,6 +78,8 @@ pub struct Heap {
     pub adopt_later: bool,
     /// Bytes of new pages taken since the last scavenging pass (see `scavenge`).
     pub scavenge_credit: usize,
+    /// Growth (bytes counted in `scavenge_credit`) that triggers the next pass.
+    pub scavenge_next: usize,
 }
 
 /// The page every empty slot points at: it never has a free block.
@@ -105,6 +107,7 @@ impl Heap {
             pending: Pending::new(),
             adopt_later: false,
             scavenge_credit: 0,
+            scavenge_next: scavenge::SCAVENGE_EVERY,
         }
     }
 }
@@ -309,7 +312,8 @@ pub unsafe fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
 
 /// Counts a carve (or unpark) of about [`page::EXTEND_BYTES`] of memory the heap is about to
 /// touch, and runs a scavenging pass once [`scavenge::SCAVENGE_EVERY`] bytes were counted: while
-/// the heap's memory grows, it first gives back what its partly used pages no longer touch.
+/// the heap's memory grows, it first gives back what its partly used pages no longer touch (the
+/// pass says how much growth to wait for before the next).
 ///
 /// # Safety
 /// The calling thread owns `heap`.
@@ -317,9 +321,9 @@ unsafe fn note_growth(heap: *mut Heap) {
     // SAFETY: the caller owns the heap.
     unsafe {
         (*heap).scavenge_credit += page::EXTEND_BYTES;
-        if (*heap).scavenge_credit >= scavenge::SCAVENGE_EVERY {
+        if (*heap).scavenge_credit >= (*heap).scavenge_next {
             (*heap).scavenge_credit = 0;
-            scavenge::scavenge_heap(heap);
+            (*heap).scavenge_next = scavenge::scavenge_heap(heap);
         }
     }
 }

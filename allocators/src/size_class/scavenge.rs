@@ -45,10 +45,11 @@ pub const SPANS: usize = 128;
 /// every page that changed at all, 432 MiB but 14.8 s; every 4 MiB at 16 KiB, 455 MiB.
 pub const SCAVENGE_EVERY: usize = 1 << 20;
 /// A page is scavenged again once its free bytes grew by this much since its last scavenge, or
-/// by a quarter of its area if that is more ([`rescan_after`]): a scavenge walks the page's whole
+/// by an eighth of its area if that is more ([`rescan_after`]): a scavenge walks the page's whole
 /// free list, a cache miss per block, and at 4 KiB for every page those walks were two thirds of
 /// the scavenger's time in `server` (`perf annotate`), which cost the workload 40-60% of its
-/// throughput.
+/// throughput. Measured on `server` (harness, 3 reps, 2 threads): a quarter, ratio 1.79; an
+/// eighth, 1.74 at unchanged throughput; a sixteenth, 1.74 with throughput down about 20%.
 pub const MIN_NEW_FREE: usize = 4 << 10;
 /// Descriptors a pass reads per KiB of growth at most: the pass after one over `n` queued pages
 /// waits for `n` KiB of growth if that is more than [`SCAVENGE_EVERY`], so the sweep costs a
@@ -62,7 +63,7 @@ pub const PAGES_PER_KIB: usize = 1;
 #[inline]
 unsafe fn rescan_after(page: *const Page) -> usize {
     // SAFETY: caller's contract.
-    MIN_NEW_FREE.max(unsafe { (*page).area_len } / 4)
+    MIN_NEW_FREE.max(unsafe { (*page).area_len } / 8)
 }
 
 /// The most blocks a page holds (64 KiB pages of 8-byte blocks; medium and large pages hold

@@ -16,6 +16,7 @@ use super::classes::{class_size, first_slot, DIRECT_SLOTS, LAST_DIRECT_CLASS, NU
 use super::counters::HeapCounters;
 use super::page::{self, Page};
 use super::remote::{self, Pending};
+use super::scavenge;
 use super::segment::{self, Segment};
 use crate::os;
 use crate::stats::GlobalCounters;
@@ -75,6 +76,10 @@ pub struct Heap {
     /// Handed to a thread whose first call was a free: it adopts a parked heap in its stead at
     /// its first allocation (see [`acquire`]).
     pub adopt_later: bool,
+    /// Bytes of new pages taken since the last scavenging pass (see `scavenge`).
+    pub scavenge_credit: usize,
+    /// Growth (bytes counted in `scavenge_credit`) that triggers the next pass.
+    pub scavenge_next: usize,
 }
 
 /// The page every empty slot points at: it never has a free block.
@@ -101,6 +106,8 @@ impl Heap {
             parked: AtomicBool::new(false),
             pending: Pending::new(),
             adopt_later: false,
+            scavenge_credit: 0,
+            scavenge_next: scavenge::SCAVENGE_EVERY,
         }
     }
 }
@@ -133,7 +140,11 @@ pub fn detached_heap() -> *mut Heap {
     DETACHED_HEAP.0.get()
 }
 
-unsafe fn queue_remove(q: *mut PageQueue, page: *mut Page) {
+/// Unlinks `page` from queue `q`.
+///
+/// # Safety
+/// The caller owns the queue and the page is on it.
+pub unsafe fn queue_remove(q: *mut PageQueue, page: *mut Page) {
     // SAFETY: the caller owns the list and the page is on it.
     unsafe {
         let (prev, next) = ((*page).prev, (*page).next);
@@ -261,10 +272,16 @@ pub unsafe fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
             if (*p).free.is_null() {
                 page::collect(p);
             }
-            if !(*p).free.is_null() || page::extend(p) {
+            let listed = !(*p).free.is_null();
+            if listed || page::extend(p) || scavenge::unpark(p) {
                 if (*q).head != p {
                     queue_remove(q, p);
                     queue_push_front(q, p);
+                }
+                if !listed {
+                    // Memory about to be touched (carved or unparked): pace the scavenger
+                    // (which leaves queue heads alone, `p` included).
+                    note_growth(heap);
                 }
                 if p != first {
                     sync_direct(heap, class);
@@ -280,6 +297,7 @@ pub unsafe fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
             queue_push_back(&raw mut (*heap).full, p);
             p = next;
         }
+        note_growth(heap);
         let p = segment::alloc_page(heap, class);
         if p.is_null() {
             sync_direct(heap, class);
@@ -289,6 +307,24 @@ pub unsafe fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
         sync_direct(heap, class);
         page::extend(p);
         page::pop(p)
+    }
+}
+
+/// Counts a carve (or unpark) of about [`page::EXTEND_BYTES`] of memory the heap is about to
+/// touch, and runs a scavenging pass once [`scavenge::SCAVENGE_EVERY`] bytes were counted: while
+/// the heap's memory grows, it first gives back what its partly used pages no longer touch (the
+/// pass says how much growth to wait for before the next).
+///
+/// # Safety
+/// The calling thread owns `heap`.
+unsafe fn note_growth(heap: *mut Heap) {
+    // SAFETY: the caller owns the heap.
+    unsafe {
+        (*heap).scavenge_credit += page::EXTEND_BYTES;
+        if (*heap).scavenge_credit >= (*heap).scavenge_next {
+            (*heap).scavenge_credit = 0;
+            (*heap).scavenge_next = scavenge::scavenge_heap(heap);
+        }
     }
 }
 

@@ -8,6 +8,8 @@
 //!   unmapped).
 //! - [`heap`]: the thread heaps, their slow paths, and the pool that parks a heap when its thread
 //!   exits and gives it to the next new thread.
+//! - [`scavenge`]: gives back the OS pages of partly used pages that hold no live block, paced
+//!   by the heap's growth (from the allocation slow path).
 //! - `checks`: the `hardened` feature's checks (see below).
 //!
 //! This file holds the fast paths. Allocation of up to 1 KiB at alignment up to 16 is: one `%fs`
@@ -28,6 +30,8 @@
 //! reuse, up to four more process-wide as spares for any heap, with at most 1 MiB of dirty pages
 //! each; the rest are unmapped); above 32 MiB of dirty pages everything free goes back at once
 //! (the decay runs on the thread's own page frees, so this bounds what an idle thread keeps).
+//! Pages that stay partly used (a cache deleting random keys while its size mix shifts) give
+//! back their OS pages that hold no live block, without waiting to empty: see [`scavenge`].
 //! At thread exit the heap is tidied and parked for the next new thread: up to 8 MiB of dirty
 //! free pages it keeps them, and its empty segments of small pages, for that thread (above, all
 //! are discarded and its empty segments given back as above); tidied again while parked, it keeps
@@ -69,6 +73,7 @@ mod counters;
 mod heap;
 mod page;
 mod remote;
+mod scavenge;
 mod segment;
 #[cfg(test)]
 mod tests;

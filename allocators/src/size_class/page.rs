@@ -45,7 +45,7 @@ pub struct Block {
 /// # Safety
 /// `block` is a dead block owned by the caller (its first word is the allocator's).
 #[inline(always)]
-unsafe fn set_link(block: *mut Block, next: *mut Block, key: usize) {
+pub(super) unsafe fn set_link(block: *mut Block, next: *mut Block, key: usize) {
     let stored = if hardened::ENABLED {
         hardened::encode_link_keyed(next as usize, block as usize, key) as *mut Block
     } else {
@@ -61,7 +61,7 @@ unsafe fn set_link(block: *mut Block, next: *mut Block, key: usize) {
 /// # Safety
 /// `block` is on a free list of `page`, which the caller owns (or walks as its owner).
 #[inline(always)]
-unsafe fn link_of(page: *const Page, block: *mut Block, key: usize) -> *mut Block {
+pub(super) unsafe fn link_of(page: *const Page, block: *mut Block, key: usize) -> *mut Block {
     // SAFETY: caller's contract.
     unsafe {
         let stored = (*block).next;
@@ -85,7 +85,7 @@ const COUNT_ONE: usize = 1 << COUNT_SHIFT;
 const HEAD_MASK: usize = (COUNT_ONE - 1) & !FULL;
 
 /// Bytes carved per [`extend`] call (at least one block).
-const EXTEND_BYTES: usize = 4096;
+pub const EXTEND_BYTES: usize = 4096;
 
 /// A page descriptor, kept in its segment's header.
 ///
@@ -142,6 +142,14 @@ pub struct Page {
     /// While free and dirty: the bytes of the page touched since it was last fresh (whole OS
     /// pages), counted in the heap's `dirty_bytes`; 0 once discarded.
     pub dirty_len: usize,
+    /// While in use: the spans (see `scavenge`) given back to the kernel while the page was
+    /// partly used; the free blocks that start in them are on no list until `scavenge::unpark`
+    /// links them again. Bit `i` of word `i / 64`. Zero in hardened builds (never scavenged).
+    pub parked: [u64; 2],
+    /// While in use: the page's free bytes (`(capacity - used) * block_size`) when it was last
+    /// scavenged, or the lowest since; `scavenge` looks at the page again only once its free
+    /// bytes have grown well past this.
+    pub scavenge_mark: u32,
     /// Hardened builds only: what the free checks read, in a cache line of their own (see
     /// `checks::PageChecks`).
     #[cfg(feature = "hardened")]
@@ -149,6 +157,9 @@ pub struct Page {
 }
 
 const _: () = assert!(core::mem::offset_of!(Page, thread_free) == 64);
+// Two cache lines in plain builds: the scavenger's fields fit in the second one.
+#[cfg(not(feature = "hardened"))]
+const _: () = assert!(core::mem::size_of::<Page>() == 128);
 
 impl Page {
     /// An unused descriptor (the sentinel the empty heap points at).
@@ -172,6 +183,8 @@ impl Page {
             rescue_next: ptr::null_mut(),
             freed_at: 0,
             dirty_len: 0,
+            parked: [0; 2],
+            scavenge_mark: 0,
             #[cfg(feature = "hardened")]
             checks: super::checks::PageChecks::new(),
         }

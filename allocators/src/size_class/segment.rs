@@ -255,6 +255,8 @@ pub unsafe fn alloc_page(heap: *mut Heap, class: usize) -> *mut Page {
         (*page).next = ptr::null_mut();
         (*page).prev = ptr::null_mut();
         (*page).rescue_next = ptr::null_mut();
+        (*page).parked = [0, 0];
+        (*page).scavenge_mark = 0;
         if crate::hardened::ENABLED {
             super::checks::init_page(page, class);
         }
@@ -440,6 +442,7 @@ pub unsafe fn free_page(heap: *mut Heap, page: *mut Page) {
     unsafe {
         debug_assert_eq!((*page).used, 0);
         let seg = segment_of(page as usize);
+        super::scavenge::forget_parked(page);
         (*page).in_use = false;
         (*page).in_full = false;
         (*page).is_zero = false;

@@ -503,3 +503,101 @@ fn a_thread_that_only_frees_takes_no_parked_heap() {
     .join()
     .unwrap();
 }
+
+/// Whether any OS page of `addr..addr + len` (page-aligned) is resident, asked of `mincore`.
+fn any_resident(addr: usize, len: usize) -> bool {
+    let ps = crate::os::page_size();
+    let mut vec = vec![0u8; len.div_ceil(ps)];
+    // SAFETY: the range is mapped (inside a live segment) and `vec` has a byte per page.
+    let rc = unsafe { libc::mincore(addr as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    vec.iter().any(|v| v & 1 != 0)
+}
+
+#[test]
+fn partly_used_pages_give_back_their_free_spans_and_reuse_them() {
+    if hardened::ENABLED {
+        return; // hardened builds never scavenge (see `scavenge`)
+    }
+    let _g = serial();
+    // A thread of its own: a heap whose pages are all this test's.
+    std::thread::spawn(|| {
+        const BLOCK: usize = 1024;
+        let l = Layout::from_size_align(BLOCK, 8).unwrap();
+        let area = 1usize << classes::Kind::Small.page_shift();
+        let per_page = area / BLOCK;
+        let pages = 64;
+        let mut blocks = Vec::new();
+        for _ in 0..pages * per_page {
+            // SAFETY: non-zero size.
+            let p = unsafe { A.alloc(l) };
+            assert!(!p.is_null());
+            // SAFETY: a live block of BLOCK bytes.
+            unsafe { ptr::write_bytes(p, 0xAB, BLOCK) };
+            blocks.push(p as usize);
+        }
+        // Keep the first block of every page: each stays in use with all but its first OS
+        // page free.
+        let ps = crate::os::page_size();
+        let mut kept = Vec::new();
+        let mut freed_pages = Vec::new();
+        for &b in &blocks {
+            // SAFETY: a live block of ours.
+            let start = unsafe { (*page_of(b)).start };
+            if b == start {
+                kept.push(b);
+            } else {
+                // SAFETY: allocated above with `l`, freed once.
+                unsafe { A.dealloc(b as *mut u8, l) };
+                if b == start + BLOCK {
+                    freed_pages.push(start);
+                }
+            }
+        }
+        // Every page but the queue's head is scavenged by one pass.
+        // SAFETY: the thread's own heap.
+        unsafe { scavenge::scavenge_heap(current_heap()) };
+        let given_back = freed_pages
+            .iter()
+            .filter(|&&s| !any_resident(s + ps, area - ps))
+            .count();
+        assert!(
+            given_back >= pages - 2,
+            "{given_back} of {pages} pages gave back"
+        );
+        // The free blocks are used again before any new page is taken.
+        let mut again = Vec::new();
+        for _ in 0..(per_page - 1) * (pages - 2) {
+            // SAFETY: non-zero size.
+            let p = unsafe { A.alloc(l) } as usize;
+            // SAFETY: a live block of BLOCK bytes.
+            unsafe { ptr::write_bytes(p as *mut u8, 0xCD, BLOCK) };
+            // SAFETY: as above.
+            let start = unsafe { (*page_of(p)).start };
+            assert!(freed_pages.contains(&start), "a new page was taken");
+            again.push(p);
+        }
+        let mut all: Vec<usize> = kept.iter().chain(&again).copied().collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(
+            all.len(),
+            kept.len() + again.len(),
+            "a block was handed out twice"
+        );
+        for &k in &kept {
+            assert!(check_byte(k, BLOCK, 0xAB), "a kept block changed");
+        }
+        for p in kept.into_iter().chain(again) {
+            // SAFETY: live blocks allocated with `l`.
+            unsafe { A.dealloc(p as *mut u8, l) };
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+fn check_byte(p: usize, n: usize, v: u8) -> bool {
+    // SAFETY: p has n bytes.
+    (0..n).all(|i| unsafe { *(p as *const u8).add(i) } == v)
+}

@@ -143,7 +143,12 @@ pub(crate) fn alloc_sampled<F: FnOnce(Layout) -> *mut u8>(
     let p = {
         let _busy = sample::Busy::enter();
         table::register_atfork();
-        large::alloc(layout.size(), layout.align(), zeroed, owner, counters)
+        let p = large::alloc_slot(layout.size(), zeroed, owner, counters);
+        if p.is_null() {
+            large::alloc(layout.size(), layout.align(), zeroed, owner, counters)
+        } else {
+            p
+        }
     };
     if p.is_null() {
         return plain(layout);

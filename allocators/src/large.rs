@@ -995,7 +995,9 @@ static SLOT_FRESH: AtomicUsize = AtomicUsize::new(0);
 /// The free list of slots: `(tag << 32) | (index + 1)` of the first free slot (0: empty). The
 /// tag grows with every change, so a pop that raced with a pop and a push fails its exchange.
 static SLOT_HEAD: AtomicU64 = AtomicU64::new(0);
-/// Set while a thread maps a new window (others then fall back to a mapping of their own).
+/// Set while a thread maps a new window (others then fall back to a mapping of their own). A
+/// child forked while another thread held it keeps it set: its sampled blocks then come from the
+/// slots mapped before the fork, and from mappings of their own once those are used.
 static SLOT_GROWING: AtomicBool = AtomicBool::new(false);
 /// Where in a slot's header page its free-list link lives (past the [`Header`]).
 const SLOT_LINK_OFFSET: usize = 256;

@@ -100,6 +100,12 @@ enum Cmd {
         /// (and mimalloc, if selected, as `mimalloc-hardened`: its secure mode).
         #[arg(long)]
         hardened_exe: Option<PathBuf>,
+        /// Each of our selected allocators also runs as `<name>-unsampled`, the same binary
+        /// with the heap profiler's sampling off (ALLOCATORS_PROFILE_RATE=0 in its cells), side
+        /// by side with the plain cells (which sample at the rate of this environment, else the
+        /// build's default); the report gets a "Cost of sampling" table.
+        #[arg(long)]
+        sampling_cost: bool,
         /// Skip the C programs under LD_PRELOAD.
         #[arg(long)]
         no_c_programs: bool,
@@ -189,6 +195,20 @@ fn with_hardened_twins(names: Vec<String>) -> Vec<String> {
     let mut out = Vec::with_capacity(names.len() * 2);
     for name in names {
         let twin = format!("{name}{HARDENED_SUFFIX}");
+        out.push(name);
+        if registry::find(&twin).is_some() {
+            out.push(twin);
+        }
+    }
+    out
+}
+
+/// Puts `<name>-unsampled` right after each of our plain allocators in `names` (see
+/// `run --sampling-cost`).
+fn with_unsampled_twins(names: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(names.len() * 2);
+    for name in names {
+        let twin = format!("{name}{}", registry::UNSAMPLED_SUFFIX);
         out.push(name);
         if registry::find(&twin).is_some() {
             out.push(twin);
@@ -318,6 +338,7 @@ fn main() -> ExitCode {
             threads,
             seed,
             hardened_exe,
+            sampling_cost,
             no_c_programs,
             c_threads,
         } => run_cmd(
@@ -325,7 +346,7 @@ fn main() -> ExitCode {
             workloads.as_deref(),
             &threads,
             seed,
-            hardened_exe,
+            (hardened_exe, sampling_cost),
             (!no_c_programs).then_some(c_threads),
         ),
         Cmd::CPrograms { shared, threads } => c_programs_cmd(&shared, threads),
@@ -358,7 +379,7 @@ fn run_cmd(
     workloads: Option<&str>,
     threads: &str,
     seed: u64,
-    hardened_exe: Option<PathBuf>,
+    (hardened_exe, sampling_cost): (Option<PathBuf>, bool),
     c_threads: Option<usize>,
 ) -> ExitCode {
     let names: Vec<&str> = ALLOCATORS.iter().map(|a| a.name).collect();
@@ -375,6 +396,9 @@ fn run_cmd(
             ));
         }
         allocators = with_hardened_twins(allocators);
+    }
+    if sampling_cost {
+        allocators = with_unsampled_twins(allocators);
     }
     let names: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
     let workloads = match selection::parse_names(workloads, &names, "workload") {

@@ -126,13 +126,48 @@ pub fn has_hardened_twin(a: &AllocatorEntry) -> bool {
     a.family == Family::Ours || a.name == HARDENED_BASELINE
 }
 
+/// The suffix naming one of ours run with the heap profiler's sampling off
+/// (`sizeclass-unsampled`): the same binary, its cell's child process started with
+/// [`PROFILE_RATE_ENV`]`=0` (`run --sampling-cost`), the side-by-side yardstick of what sampling
+/// costs the plain cell.
+pub const UNSAMPLED_SUFFIX: &str = "-unsampled";
+
+/// The environment variable the allocators read their sampling rate from (bytes; 0 = off).
+pub const PROFILE_RATE_ENV: &str = allocators::profile::RATE_ENV;
+
+/// Whether `a` also runs as `<name>-unsampled` (ours: they carry the sampling profiler).
+pub fn has_unsampled_twin(a: &AllocatorEntry) -> bool {
+    a.family == Family::Ours
+}
+
 /// Looks an allocator up by name; `<name>-hardened` finds the entry of `<name>` if it has a
-/// hardened twin.
+/// hardened twin, `<name>-unsampled` if it has an unsampled twin.
 pub fn find(name: &str) -> Option<&'static AllocatorEntry> {
+    let (name, unsampled) = split_unsampled(name);
     let (base, hardened) = split_hardened(name);
-    ALLOCATORS
-        .iter()
-        .find(|a| a.name == base && (!hardened || has_hardened_twin(a)))
+    ALLOCATORS.iter().find(|a| {
+        a.name == base
+            && (!hardened || has_hardened_twin(a))
+            && (!unsampled || (has_unsampled_twin(a) && !hardened))
+    })
+}
+
+/// Splits `<name>-unsampled` into (`<name>`, true); any other name into (name, false).
+pub fn split_unsampled(name: &str) -> (&str, bool) {
+    match name.strip_suffix(UNSAMPLED_SUFFIX) {
+        Some(base) => (base, true),
+        None => (name, false),
+    }
+}
+
+/// The registry name under a twin's name (`slab-hardened`, `slab-unsampled`: `slab`).
+pub fn base_name(name: &str) -> &str {
+    split_hardened(split_unsampled(name).0).0
+}
+
+/// Whether `name` is a twin (hardened or unsampled) rather than a plain build or a baseline.
+pub fn is_twin(name: &str) -> bool {
+    base_name(name) != name
 }
 
 /// Splits `<name>-hardened` into (`<name>`, true); any other name into (name, false).
@@ -177,6 +212,15 @@ mod tests {
         assert!(find("system-hardened").is_none());
         assert_eq!(split_hardened("slab-hardened"), ("slab", true));
         assert_eq!(split_hardened("slab"), ("slab", false));
+    }
+
+    #[test]
+    fn unsampled_variants_exist_for_ours_only() {
+        assert_eq!(find("sizeclass-unsampled").unwrap().name, "sizeclass");
+        assert!(find("mimalloc-unsampled").is_none());
+        assert!(find("slab-hardened-unsampled").is_none());
+        assert_eq!(base_name("slab-unsampled"), "slab");
+        assert!(is_twin("slab-unsampled") && is_twin("slab-hardened") && !is_twin("slab"));
     }
 
     #[test]

@@ -99,10 +99,16 @@ fn skip_before_running(spec: &CellSpec) -> Option<String> {
     registry::skip_reason(a, w)
 }
 
-/// Runs one cell in a child process (`exe cell --spec JSON`), killing it after `timeout`.
+/// Runs one cell in a child process (`exe cell --spec JSON`), killing it after `timeout`. An
+/// `<name>-unsampled` cell's child runs with the heap profiler's sampling off
+/// ([`registry::PROFILE_RATE_ENV`]`=0`); every other child inherits this process's environment.
 pub fn run_child(exe: &PathBuf, spec: &CellSpec, timeout: Duration) -> CellResult {
     let spec_json = serde_json::to_string(spec).unwrap_or_default();
-    let child = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    if registry::split_unsampled(&spec.allocator).1 {
+        cmd.env(registry::PROFILE_RATE_ENV, "0");
+    }
+    let child = cmd
         .arg("cell")
         .arg("--spec")
         .arg(&spec_json)

@@ -5,13 +5,17 @@
 //! jemalloc do, so that sizes are not biased). The decision costs each allocation one
 //! subtraction from a per-thread countdown and one branch that is rarely taken ([`sample`]).
 //!
-//! A sampled allocation is served by [`crate::large`] in a mapping of its own whose header is
-//! marked as sampled (tcmalloc gives sampled objects a span of their own for the same reason):
-//! the free paths of all four allocators already tell large blocks from their own by the region
-//! map or the layout, so freeing an ordinary block pays nothing, and only the free of a large
-//! block looks at the mark. The sample's call stack ([`stack`]), scaled-up weight and address go
-//! to tables mapped from the kernel ([`table`]). The price of a sample is a mapping of at least
-//! two pages (header and block; the cache of `large` reuses them), once per [`rate`] bytes.
+//! A sampled allocation is served by [`crate::large`] as a large block whose header is marked
+//! as sampled (tcmalloc gives sampled objects a span of their own for the same reason): the free
+//! paths of all four allocators already tell large blocks from their own by the region map or
+//! the layout, so freeing an ordinary block pays nothing, and only the free of a large block
+//! looks at the mark. Blocks of up to [`large::SLOT_BLOCK_BYTES`] come from recycled slots
+//! ([`large::alloc_slot`]: no system call, no page fault once a slot has been used), larger ones
+//! from a mapping of their own. The sample's call stack ([`stack`]), scaled-up weight and
+//! address go to tables mapped from the kernel ([`table`]). Measured per sample (2-core EPYC VM,
+//! `examples/sample_cost.rs` and `perf` on the harness): the stack walk 0.9-3.5 us (about
+//! 120 ns a frame), the slot 60-80 ns (a mapping of its own: 11 us when the large cache missed),
+//! the table 25 ns.
 //!
 //! Reading: [`snapshot`] hands out each distinct call stack with what it allocated since start
 //! and what it holds now, scaled up from the samples (the `heap-profile` crate writes them as a
@@ -34,6 +38,14 @@ use crate::{large, os};
 /// `ALLOCATORS_PROFILE_RATE` says otherwise: one sample per 512 KiB allocated on average.
 pub const DEFAULT_RATE: usize = 512 * 1024;
 
+/// The lowest rate at which sampled blocks come from [`large::alloc_slot`]'s slots: 128 KiB.
+/// Slots are never given back to the kernel, so a program keeps up to a slot (8 KiB resident for
+/// a small block: header page and block page) per sampled block it once held live, about one
+/// per `rate` bytes of its peak live memory: at most 6% of that peak at 128 KiB, 1.6% at the
+/// default rate. Below it (rates for tests and close looks) each sample gets a mapping of its
+/// own, returned when freed.
+pub const SLOT_MIN_RATE: usize = 128 * 1024;
+
 /// The environment variable read for the rate (bytes between samples on average; `0` = off).
 pub const RATE_ENV: &str = "ALLOCATORS_PROFILE_RATE";
 
@@ -53,9 +65,10 @@ pub fn rate() -> usize {
         return r;
     }
     // Off unless asked for: by a rate, or by a file to write the profile to (then at
-    // DEFAULT_RATE). Always on, each sample's mapping and stack walk cost 8-10% of the
-    // throughput of allocation-heavy workloads (harness, 6 workloads, SizeClass and Slab, 1
-    // thread, rate 0 against 512 KiB side by side): far above the 1% aimed for.
+    // DEFAULT_RATE). Always on, the stack walk alone (~1 us a sample with libgcc's DWARF
+    // unwinder) costs far more than the 1% aimed for: the harness's workloads take 600 to
+    // 160,000 samples a second at 512 KiB (rptest 90,000, realloc-growth 160,000), which leaves
+    // 60-110 ns a sample for 1%. Measured with `bench-harness run --sampling-cost`; see README.
     let asked = !cfg!(test) && env_is_set(c"ALLOCATORS_PROFILE");
     let r = rate_from_env().unwrap_or(if asked { DEFAULT_RATE } else { 0 });
     // A racing `set_rate` wins.
@@ -143,7 +156,16 @@ pub(crate) fn alloc_sampled<F: FnOnce(Layout) -> *mut u8>(
     let p = {
         let _busy = sample::Busy::enter();
         table::register_atfork();
-        large::alloc(layout.size(), layout.align(), zeroed, owner, counters)
+        let p = if rate() >= SLOT_MIN_RATE {
+            large::alloc_slot(layout.size(), zeroed, owner, counters)
+        } else {
+            core::ptr::null_mut()
+        };
+        if p.is_null() {
+            large::alloc(layout.size(), layout.align(), zeroed, owner, counters)
+        } else {
+            p
+        }
     };
     if p.is_null() {
         return plain(layout);

@@ -128,6 +128,8 @@ pub fn render(
     tables::hardened_cost(&v, &mut o);
     embed(&mut o, charts, "hardened");
 
+    tables::sampling_cost(&v, &mut o);
+
     let _ = writeln!(o, "## Latency of single operations\n");
     tables::latency(&v, &mut o);
     embed(&mut o, charts, "latency");

@@ -25,7 +25,7 @@ fn err<E: std::fmt::Debug>(e: E) -> String {
 /// different colours. Other series (percentiles) take [`color`] by position; "live bytes" lines
 /// are black.
 pub fn allocator_color(name: &str) -> RGBColor {
-    let base = crate::registry::split_hardened(name).0;
+    let base = crate::registry::base_name(name);
     match crate::registry::ALLOCATORS
         .iter()
         .position(|a| a.name == base)

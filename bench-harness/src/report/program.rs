@@ -51,7 +51,7 @@ fn charted_allocators(results: &ResultsFile) -> Vec<&str> {
         .config
         .allocators
         .iter()
-        .filter(|a| !registry::split_hardened(a).1)
+        .filter(|a| !registry::is_twin(a))
         .map(String::as_str)
         .take(MAX_LINES)
         .collect()

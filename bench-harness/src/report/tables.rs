@@ -34,7 +34,7 @@ impl<'a> View<'a> {
             .config
             .allocators
             .iter()
-            .filter(|a| !registry::split_hardened(a).1)
+            .filter(|a| !registry::is_twin(a))
             .map(String::as_str)
             .collect();
         View {
@@ -96,6 +96,18 @@ impl<'a> View<'a> {
                 let (base, hardened) = registry::split_hardened(h);
                 let plain = self.plain.iter().find(|p| **p == base)?;
                 hardened.then_some((h.as_str(), *plain))
+            })
+            .collect()
+    }
+
+    /// (unsampled twin, plain build) for each `<name>-unsampled` of the run whose plain build ran.
+    pub fn unsampled_pairs(&self) -> Vec<(&'a str, &'a str)> {
+        self.allocators()
+            .iter()
+            .filter_map(|u| {
+                let (base, unsampled) = registry::split_unsampled(u);
+                let plain = self.plain.iter().find(|p| **p == base)?;
+                unsampled.then_some((u.as_str(), *plain))
             })
             .collect()
     }
@@ -417,6 +429,63 @@ Every twin's own numbers are in `results.csv`.\n"
     }
 }
 
+/// The "Cost of sampling" section (runs with `--sampling-cost`): each plain build's throughput
+/// (heap profiler sampling) over its `-unsampled` twin's (sampling off), per workload, with the
+/// geometric mean; nothing if the run has no unsampled twins.
+pub fn sampling_cost(v: &View<'_>, o: &mut String) {
+    let pairs = v.unsampled_pairs();
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "## Cost of sampling
+
+Throughput of each of our allocators with the heap profiler sampling (at the rate of the harness's environment, `{}`, else the build's default) divided by the same binary's with sampling off (`{}=0` in the cell's process), same workload, threads and run, cells interleaved (below 1: sampling costs throughput). The twins' own numbers are in `results.csv` as `<name>{}`.\n",
+        registry::PROFILE_RATE_ENV,
+        registry::PROFILE_RATE_ENV,
+        registry::UNSAMPLED_SUFFIX
+    );
+    let cols: Vec<String> = pairs
+        .iter()
+        .map(|(_, b)| format!("{b} sampled / unsampled"))
+        .collect();
+    let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
+    for &t in v.threads() {
+        let _ = writeln!(o, "### Sampled / unsampled, {}\n", threads_label(t));
+        table_header(o, "workload", &cols);
+        // hardened_ratios(v, a, b, t) is a / b per workload: plain over its unsampled twin.
+        let per: Vec<_> = pairs
+            .iter()
+            .map(|(u, b)| hardened_ratios(v, b, u, t))
+            .collect();
+        for (i, w) in v.workloads().iter().enumerate() {
+            let cells: Vec<String> = per
+                .iter()
+                .map(|p| p[i].1.map_or("-".into(), fmt_ratio_3))
+                .collect();
+            let _ = writeln!(o, "| {w} | {} |", cells.join(" | "));
+        }
+        let gm: Vec<String> = per
+            .iter()
+            .map(|p| {
+                let xs: Vec<f64> = p.iter().filter_map(|r| r.1).collect();
+                match geomean(&xs) {
+                    Some(g) => format!("**{}** ({})", fmt_ratio_3(g), xs.len()),
+                    None => "-".into(),
+                }
+            })
+            .collect();
+        let _ = writeln!(o, "| **geometric mean, throughput** | {} |", gm.join(" | "));
+        let _ = writeln!(o);
+    }
+}
+
+/// A ratio near 1 with three decimals (a 1% cost must show).
+fn fmt_ratio_3(x: f64) -> String {
+    format!("{x:.3}")
+}
+
 /// A sorted list joined with ", ".
 fn list<T: Ord + ToString>(xs: impl IntoIterator<Item = T>) -> String {
     xs.into_iter()
@@ -439,7 +508,7 @@ pub fn skipped(v: &View<'_>, o: &mut String) {
         if r.status == Status::Ok && r.skip_reason.is_empty() {
             continue;
         }
-        let base = registry::split_hardened(&r.allocator).0;
+        let base = registry::base_name(&r.allocator);
         let template = r
             .skip_reason
             .replace(&format!(" {} ", r.workload), " the workload ")
@@ -549,6 +618,24 @@ pub(crate) mod tests {
             ],
             ..ResultsFile::default()
         }
+    }
+
+    #[test]
+    fn sampling_cost_is_plain_over_unsampled_with_a_geomean() {
+        let mut r = results();
+        r.config.allocators.push("bump-unsampled".into());
+        r.rows.push(row("bump-unsampled", "phase", 1, 500.0));
+        let v = View::new(&r);
+        assert_eq!(v.plain, ["bump", "mimalloc", "system"]);
+        assert_eq!(v.unsampled_pairs(), [("bump-unsampled", "bump")]);
+        let mut o = String::new();
+        sampling_cost(&v, &mut o);
+        assert!(o.contains("| phase | 0.800 |"), "{o}");
+        assert!(o.contains("| larson | - |"), "{o}");
+        assert!(o.contains("**0.800** (1)"), "{o}");
+        let mut none = String::new();
+        sampling_cost(&View::new(&results()), &mut none);
+        assert!(none.is_empty());
     }
 
     #[test]

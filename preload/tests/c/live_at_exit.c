@@ -1,11 +1,11 @@
-/* Counters test program: allocates 20,000 blocks of 1 KiB, frees every other one, and exits with
- * the other 10,000 (10,240,000 bytes) still live. */
+/* Counters test program: allocates 20,000 blocks of 1,000 bytes, frees every other one, and
+ * exits with the other 10,000 (10,000,000 bytes) still live. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define N 20000
-#define BLOCK 1024
+#define BLOCK 1000
 
 static void *keep[N];
 

@@ -395,38 +395,7 @@ Every twin's own numbers are in `results.csv`.\n"
         })
         .collect();
     let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
-    for &t in v.threads() {
-        let _ = writeln!(o, "### Hardened / plain, {}\n", threads_label(t));
-        table_header(o, "workload", &cols);
-        let per: Vec<_> = pairs
-            .iter()
-            .map(|(h, b)| hardened_ratios(v, h, b, t))
-            .collect();
-        for (i, w) in v.workloads().iter().enumerate() {
-            let cells: Vec<String> = per
-                .iter()
-                .map(|p| p[i].1.map_or("-".into(), fmt_ratio))
-                .collect();
-            let _ = writeln!(o, "| {w} | {} |", cells.join(" | "));
-        }
-        for (label, pick) in [("throughput", 1), ("peak RSS", 2)] {
-            let gm: Vec<String> = per
-                .iter()
-                .map(|p| {
-                    let xs: Vec<f64> = p
-                        .iter()
-                        .filter_map(|r| if pick == 1 { r.1 } else { r.2 })
-                        .collect();
-                    match geomean(&xs) {
-                        Some(g) => format!("**{}** ({})", fmt_ratio(g), xs.len()),
-                        None => "-".into(),
-                    }
-                })
-                .collect();
-            let _ = writeln!(o, "| **geometric mean, {label}** | {} |", gm.join(" | "));
-        }
-        let _ = writeln!(o);
-    }
+    ratio_tables(v, o, "Hardened / plain", &cols, &pairs, fmt_ratio, true);
 }
 
 /// The "Cost of sampling" section (runs with `--sampling-cost`): each plain build's throughput
@@ -451,32 +420,63 @@ Throughput of each of our allocators with the heap profiler sampling (at the rat
         .map(|(_, b)| format!("{b} sampled / unsampled"))
         .collect();
     let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
+    // Plain over its unsampled twin.
+    let ratios: Vec<_> = pairs.iter().map(|&(u, b)| (b, u)).collect();
+    ratio_tables(
+        v,
+        o,
+        "Sampled / unsampled",
+        &cols,
+        &ratios,
+        fmt_ratio_3,
+        false,
+    );
+}
+
+/// One table per thread count, titled `title`, of `num / den` throughput per workload for each
+/// `(num, den)` pair of `ratios` (one column each, headed by `cols`), formatted by `fmt`, with a
+/// row of geometric means, and of peak RSS too if `rss`.
+fn ratio_tables(
+    v: &View<'_>,
+    o: &mut String,
+    title: &str,
+    cols: &[&str],
+    ratios: &[(&str, &str)],
+    fmt: fn(f64) -> String,
+    rss: bool,
+) {
     for &t in v.threads() {
-        let _ = writeln!(o, "### Sampled / unsampled, {}\n", threads_label(t));
-        table_header(o, "workload", &cols);
-        // hardened_ratios(v, a, b, t) is a / b per workload: plain over its unsampled twin.
-        let per: Vec<_> = pairs
+        let _ = writeln!(o, "### {title}, {}\n", threads_label(t));
+        table_header(o, "workload", cols);
+        let per: Vec<_> = ratios
             .iter()
-            .map(|(u, b)| hardened_ratios(v, b, u, t))
+            .map(|&(num, den)| hardened_ratios(v, num, den, t))
             .collect();
         for (i, w) in v.workloads().iter().enumerate() {
-            let cells: Vec<String> = per
-                .iter()
-                .map(|p| p[i].1.map_or("-".into(), fmt_ratio_3))
-                .collect();
+            let cells: Vec<String> = per.iter().map(|p| p[i].1.map_or("-".into(), fmt)).collect();
             let _ = writeln!(o, "| {w} | {} |", cells.join(" | "));
         }
-        let gm: Vec<String> = per
-            .iter()
-            .map(|p| {
-                let xs: Vec<f64> = p.iter().filter_map(|r| r.1).collect();
-                match geomean(&xs) {
-                    Some(g) => format!("**{}** ({})", fmt_ratio_3(g), xs.len()),
-                    None => "-".into(),
-                }
-            })
-            .collect();
-        let _ = writeln!(o, "| **geometric mean, throughput** | {} |", gm.join(" | "));
+        let rows: &[(&str, usize)] = if rss {
+            &[("throughput", 1), ("peak RSS", 2)]
+        } else {
+            &[("throughput", 1)]
+        };
+        for &(label, pick) in rows {
+            let gm: Vec<String> = per
+                .iter()
+                .map(|p| {
+                    let xs: Vec<f64> = p
+                        .iter()
+                        .filter_map(|r| if pick == 1 { r.1 } else { r.2 })
+                        .collect();
+                    match geomean(&xs) {
+                        Some(g) => format!("**{}** ({})", fmt(g), xs.len()),
+                        None => "-".into(),
+                    }
+                })
+                .collect();
+            let _ = writeln!(o, "| **geometric mean, {label}** | {} |", gm.join(" | "));
+        }
         let _ = writeln!(o);
     }
 }

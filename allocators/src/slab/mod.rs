@@ -348,9 +348,9 @@ unsafe fn dealloc_other(ptr: *mut u8, layout: Layout) {
         // SAFETY: in a Slab region, and a live block allocated with this layout (the caller's
         // contract), so an object of cache `class`.
         (Owner::Slab, Some(class)) => unsafe { free_small_checked(class, ptr, layout.size()) },
+        // A sampled block is never cached: its free must reach `large`, which tells the profiler.
         // SAFETY: the caller passes a live block of ours; in a Large window it is a large block,
         // which the cache keeps or which is unmapped here.
-        // A sampled block is never cached: its free must reach `large`, which tells the profiler.
         (Owner::Large, _) => unsafe {
             if large::is_sampled(ptr) || !large_cache::put(ptr, layout.size()) {
                 large::dealloc(ptr, layout.size(), &COUNTERS);

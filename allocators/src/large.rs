@@ -80,6 +80,17 @@ fn head_for(align: usize) -> usize {
     }
 }
 
+/// [`alloc`] of `layout`'s size and alignment: the large-block path of every allocator's
+/// `alloc` and `alloc_zeroed`.
+pub fn alloc_layout(
+    layout: core::alloc::Layout,
+    zeroed: bool,
+    owner: Owner,
+    counters: &'static GlobalCounters,
+) -> *mut u8 {
+    alloc(layout.size(), layout.align(), zeroed, owner, counters)
+}
+
 /// A block of `size` bytes aligned to `align` for `owner`, counting the pages and the allocation
 /// of `size` requested bytes in `counters`: a cached mapping if one fits, else a fresh one.
 /// With `zeroed` the block reads as zeros (a fresh mapping is zero already; a reused one is

@@ -359,13 +359,7 @@ fn alloc_block(layout: Layout) -> *mut u8 {
 /// A large block, zeroed if asked (a reused mapping is dirty).
 #[cold]
 fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
-    large::alloc(
-        layout.size(),
-        layout.align(),
-        zeroed,
-        Owner::Buddy,
-        &COUNTERS,
-    )
+    large::alloc_layout(layout, zeroed, Owner::Buddy, &COUNTERS)
 }
 
 unsafe extern "C" fn atfork_prepare() {

@@ -351,13 +351,7 @@ impl Introspect for Bump {
 /// A large block, zeroed if asked (a reused mapping is dirty).
 #[cold]
 fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
-    large::alloc(
-        layout.size(),
-        layout.align(),
-        zeroed,
-        Owner::Bump,
-        &COUNTERS,
-    )
+    large::alloc_layout(layout, zeroed, Owner::Bump, &COUNTERS)
 }
 
 unsafe extern "C" fn atfork_prepare() {

@@ -440,13 +440,7 @@ unsafe fn free_unsized_other(ptr: *mut u8) {
 /// A large block, zeroed if asked (a reused mapping is dirty).
 #[cold]
 fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
-    large::alloc(
-        layout.size(),
-        layout.align(),
-        zeroed,
-        Owner::SizeClass,
-        &COUNTERS,
-    )
+    large::alloc_layout(layout, zeroed, Owner::SizeClass, &COUNTERS)
 }
 
 /// Zeroes a freshly allocated small block unless its page guarantees zeros.

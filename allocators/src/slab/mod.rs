@@ -368,13 +368,7 @@ fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
     fork::register(&ATFORK, Slot::Slab, atfork_prepare, atfork_release);
     let p = large_cache::take(layout.size(), layout.align());
     if p.is_null() {
-        return large::alloc(
-            layout.size(),
-            layout.align(),
-            zeroed,
-            Owner::Slab,
-            &COUNTERS,
-        );
+        return large::alloc_layout(layout, zeroed, Owner::Slab, &COUNTERS);
     }
     if zeroed {
         // SAFETY: a cached block handed to us, with at least layout.size() usable bytes.

@@ -90,24 +90,23 @@ impl<'a> View<'a> {
 
     /// (hardened twin, its plain build) for every twin whose plain build also ran.
     pub fn hardened_pairs(&self) -> Vec<(&'a str, &'a str)> {
-        self.allocators()
-            .iter()
-            .filter_map(|h| {
-                let (base, hardened) = registry::split_hardened(h);
-                let plain = self.plain.iter().find(|p| **p == base)?;
-                hardened.then_some((h.as_str(), *plain))
-            })
-            .collect()
+        self.twin_pairs(registry::split_hardened)
     }
 
     /// (unsampled twin, plain build) for each `<name>-unsampled` of the run whose plain build ran.
     pub fn unsampled_pairs(&self) -> Vec<(&'a str, &'a str)> {
+        self.twin_pairs(registry::split_unsampled)
+    }
+
+    /// (twin, plain build) for every allocator of the run that `split` names a twin of (giving
+    /// its plain build's name) and whose plain build ran.
+    fn twin_pairs(&self, split: fn(&str) -> (&str, bool)) -> Vec<(&'a str, &'a str)> {
         self.allocators()
             .iter()
-            .filter_map(|u| {
-                let (base, unsampled) = registry::split_unsampled(u);
+            .filter_map(|t| {
+                let (base, twin) = split(t);
                 let plain = self.plain.iter().find(|p| **p == base)?;
-                unsampled.then_some((u.as_str(), *plain))
+                twin.then_some((t.as_str(), *plain))
             })
             .collect()
     }

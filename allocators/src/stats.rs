@@ -71,6 +71,12 @@ impl GlobalCounters {
         self.peak_mapped.fetch_max(now, Ordering::Relaxed);
     }
 
+    /// Bytes mapped now (see [`Stats::mapped_bytes`]).
+    #[inline]
+    pub fn mapped(&self) -> usize {
+        self.mapped.load(Ordering::Relaxed)
+    }
+
     /// Records `bytes` returned to the kernel (unmapped or discarded).
     #[inline]
     pub fn sub_mapped(&self, bytes: usize) {

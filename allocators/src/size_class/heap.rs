@@ -76,10 +76,9 @@ pub struct Heap {
     /// Handed to a thread whose first call was a free: it adopts a parked heap in its stead at
     /// its first allocation (see [`acquire`]).
     pub adopt_later: bool,
-    /// Bytes of new pages taken since the last scavenging pass (see `scavenge`).
-    pub scavenge_credit: usize,
-    /// Growth (bytes counted in `scavenge_credit`) that triggers the next pass.
-    pub scavenge_next: usize,
+    /// The footprint (all heaps' mapped bytes) at which this heap's next scavenging pass runs
+    /// (see [`note_growth`]).
+    pub scavenge_at: usize,
 }
 
 /// The page every empty slot points at: it never has a free block.
@@ -106,8 +105,7 @@ impl Heap {
             parked: AtomicBool::new(false),
             pending: Pending::new(),
             adopt_later: false,
-            scavenge_credit: 0,
-            scavenge_next: scavenge::SCAVENGE_EVERY,
+            scavenge_at: 0,
         }
     }
 }
@@ -310,20 +308,21 @@ pub unsafe fn alloc_slow(heap: *mut Heap, class: usize) -> *mut u8 {
     }
 }
 
-/// Counts a carve (or unpark) of about [`page::EXTEND_BYTES`] of memory the heap is about to
-/// touch, and runs a scavenging pass once [`scavenge::SCAVENGE_EVERY`] bytes were counted: while
-/// the heap's memory grows, it first gives back what its partly used pages no longer touch (the
-/// pass says how much growth to wait for before the next).
+/// Called before the heap touches more memory (a carve, an unpark, a fresh page): runs a
+/// scavenging pass when the footprint (`COUNTERS`' mapped bytes, all heaps) passed this heap's
+/// `scavenge_at`, which then becomes the footprint plus the growth the pass asks to wait for.
+/// The mark only rises: memory given back and touched again below the last pass's level (a
+/// steady churn that frees and refills the same spans) runs no pass, since discarding spans
+/// that are about to be refilled only trades page faults for nothing; growth past it does.
 ///
 /// # Safety
 /// The calling thread owns `heap`.
 unsafe fn note_growth(heap: *mut Heap) {
+    let now = COUNTERS.mapped();
     // SAFETY: the caller owns the heap.
     unsafe {
-        (*heap).scavenge_credit += page::EXTEND_BYTES;
-        if (*heap).scavenge_credit >= (*heap).scavenge_next {
-            (*heap).scavenge_credit = 0;
-            (*heap).scavenge_next = scavenge::scavenge_heap(heap);
+        if now >= (*heap).scavenge_at {
+            (*heap).scavenge_at = now.saturating_add(scavenge::scavenge_heap(heap));
         }
     }
 }

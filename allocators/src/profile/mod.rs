@@ -24,6 +24,8 @@
 
 pub mod stack;
 pub mod table;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod unwind;
 
 pub(crate) mod sample;
 

@@ -439,3 +439,143 @@ pub fn walk(frames: &mut [usize], skip: usize) -> Option<usize> {
         sp = cfa;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::stack::{capture, capture_libgcc, MAX_FRAMES};
+    use super::walk;
+    use core::hint::black_box;
+
+    /// Both walks from the same function; their first frames differ (two call sites), the rest
+    /// must not.
+    #[inline(never)]
+    fn both() -> (usize, [usize; MAX_FRAMES], usize, [usize; MAX_FRAMES]) {
+        let mut a = [0; MAX_FRAMES];
+        let mut b = [0; MAX_FRAMES];
+        let n = walk(&mut a, 0).expect("fast walk fell back");
+        let m = capture_libgcc(&mut b, 0);
+        (n, a, m, b)
+    }
+
+    #[inline(never)]
+    fn nested(depth: usize) -> (usize, [usize; MAX_FRAMES], usize, [usize; MAX_FRAMES]) {
+        if depth == 0 {
+            return black_box(both());
+        }
+        black_box(nested(black_box(depth - 1)))
+    }
+
+    fn assert_same(depth: usize) {
+        let (n, a, m, b) = nested(depth);
+        assert!(n > depth, "only {n} frames");
+        assert_eq!(n, m, "fast {:x?}\nlibgcc {:x?}", &a[..n], &b[..m]);
+        assert_eq!(a[1..n], b[1..m]);
+    }
+
+    #[test]
+    fn same_frames_as_libgcc() {
+        assert_same(3);
+        assert_same(10);
+    }
+
+    #[test]
+    fn same_frames_as_libgcc_in_a_thread() {
+        std::thread::spawn(|| assert_same(5)).join().unwrap();
+    }
+
+    #[test]
+    fn stops_when_the_array_is_full() {
+        let (n, _, m, _) = nested(100);
+        assert_eq!((n, m), (MAX_FRAMES, MAX_FRAMES));
+        let mut small = [0; 3];
+        assert_eq!(walk(&mut small, 0), Some(3));
+        assert_eq!(walk(&mut small, 1000), Some(0));
+    }
+
+    #[test]
+    fn unreadable_stack_ends_the_walk() {
+        let page = crate::os::page_size();
+        let p = crate::os::map(page) as usize;
+        assert_ne!(p, 0);
+        // SAFETY: our own mapping, no longer used.
+        unsafe { crate::os::unmap(p as *mut u8, page) };
+        let mut r = super::StackRange { lo: p, hi: p };
+        assert_eq!(r.read(p, page), None);
+        assert_eq!(r.read(p - 8, page), None);
+        let mut r = super::StackRange {
+            lo: p + page,
+            hi: p + 2 * page,
+        };
+        assert_eq!(r.read(p, page), None);
+        assert_eq!(r.read(p + page + 3, page), None);
+    }
+
+    /// Frames seen by the signal handler below: fast (via `capture`) and libgcc.
+    static SEEN: [core::sync::atomic::AtomicUsize; 2] = [
+        core::sync::atomic::AtomicUsize::new(0),
+        core::sync::atomic::AtomicUsize::new(0),
+    ];
+
+    extern "C" fn on_signal(_: libc::c_int) {
+        let mut a = [0; MAX_FRAMES];
+        let mut b = [0; MAX_FRAMES];
+        let n = capture(&mut a, 0);
+        let m = capture_libgcc(&mut b, 0);
+        SEEN[0].store(n, core::sync::atomic::Ordering::Relaxed);
+        SEEN[1].store(m, core::sync::atomic::Ordering::Relaxed);
+    }
+
+    #[test]
+    fn walks_through_a_signal_frame() {
+        // SAFETY: installs a handler for SIGUSR1 that only walks the stack and stores counts,
+        // then raises it on this thread.
+        unsafe {
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            assert_eq!(
+                libc::sigaction(libc::SIGUSR1, &sa, core::ptr::null_mut()),
+                0
+            );
+            libc::raise(libc::SIGUSR1);
+        }
+        let n = SEEN[0].load(core::sync::atomic::Ordering::Relaxed);
+        let m = SEEN[1].load(core::sync::atomic::Ordering::Relaxed);
+        // Through the signal trampoline into this test (libgcc's walk has no `capture` frame).
+        assert!(m > 3 && n == m + 1, "fast {n}, libgcc {m}");
+    }
+
+    /// Frames counted by `from_jit` (called from code without unwind information).
+    static JIT_FRAMES: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+    extern "C" fn from_jit() {
+        let mut a = [0; MAX_FRAMES];
+        let n = capture(&mut a, 0);
+        JIT_FRAMES.store(n, core::sync::atomic::Ordering::Relaxed);
+    }
+
+    #[test]
+    fn code_without_unwind_info_ends_the_walk() {
+        // sub rsp, 8; call rdi; add rsp, 8; ret
+        let code = [
+            0x48u8, 0x83, 0xec, 0x08, 0xff, 0xd7, 0x48, 0x83, 0xc4, 0x08, 0xc3,
+        ];
+        let page = crate::os::page_size();
+        let p = crate::os::map(page);
+        assert!(!p.is_null());
+        // SAFETY: `p` is our own fresh mapping of a page; the code is copied in and the page
+        // made executable before it is called as a C function taking one function pointer.
+        unsafe {
+            core::ptr::copy_nonoverlapping(code.as_ptr(), p, code.len());
+            assert_eq!(
+                libc::mprotect(p.cast(), page, libc::PROT_READ | libc::PROT_EXEC),
+                0
+            );
+            let f: extern "C" fn(extern "C" fn()) = core::mem::transmute(p);
+            f(from_jit);
+            crate::os::unmap(p, page);
+        }
+        // The handler's frame and the one in the generated code, at least; never a crash.
+        assert!(JIT_FRAMES.load(core::sync::atomic::Ordering::Relaxed) >= 2);
+    }
+}

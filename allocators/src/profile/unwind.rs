@@ -11,7 +11,7 @@
 //! walk instead of faulting.
 
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use gimli::{
     BaseAddresses, CfaRule, EhFrame, EhFrameHdr, NativeEndian, Register, RegisterRule,
@@ -157,6 +157,21 @@ type Context = UnwindContext<usize, FixedStorage>;
 /// serialises misses.
 static CONTEXT: Lock<usize> = Lock::new(0);
 
+/// Whether [`atfork_prepare`] and [`atfork_release`] are registered.
+static ATFORK: AtomicBool = AtomicBool::new(false);
+
+/// Before `fork()`: takes [`CONTEXT`], so that the child never inherits it held by a thread
+/// that does not exist there (its misses would all fall back to libgcc).
+unsafe extern "C" fn atfork_prepare() {
+    CONTEXT.force_lock();
+}
+
+/// After `fork()`, in parent and child: releases [`CONTEXT`].
+unsafe extern "C" fn atfork_release() {
+    // SAFETY: taken by `atfork_prepare` in this same fork, with its guard forgotten.
+    unsafe { CONTEXT.force_unlock() };
+}
+
 /// `dlpi_adds` and `dlpi_subs` when the cache was last known to be current: a change means an
 /// object was loaded or unloaded, and the cache is cleared.
 static LOADS: AtomicU64 = AtomicU64::new(0);
@@ -175,6 +190,7 @@ struct Find<'a> {
 #[cold]
 #[inline(never)]
 fn describe(pc: usize) -> Option<Rule> {
+    crate::sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
     let mut guard = CONTEXT.try_lock()?;
     if *guard == 0 {
         let p = os::map(core::mem::size_of::<Context>()).cast::<Context>();

@@ -32,9 +32,9 @@ const MAX_RULES: usize = 16;
 /// Rows of `DW_CFA_remember_state` nesting plus the current one: 4 (gimli's own default).
 const MAX_STATE_DEPTH: usize = 4;
 
-/// Pages of stack [`StackRange`] verifies above what it knows before giving up on a read: 16
-/// (64 KiB at 4 KiB pages; a frame larger than that ends the walk).
-const MAX_VERIFY_PAGES: usize = 16;
+/// Pages of stack [`StackRange`] verifies beyond what it knows at once before giving up: 64
+/// (256 KiB at 4 KiB pages; a frame larger than that ends the walk).
+const MAX_VERIFY_PAGES: usize = 64;
 
 /// Rule kind: unwind with the offsets in the rule.
 const KIND_STEP: u64 = 1;
@@ -85,7 +85,9 @@ fn slot(pc: usize) -> usize {
     ((pc as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 51) as usize % CACHE_SLOTS
 }
 
-/// One cache slot: the lookup address and its [`Rule`] (both 0 when empty).
+/// One cache slot: the lookup address and its [`Rule`] (both 0 when empty). Aligned so that a
+/// pair of slots shares a cache line.
+#[repr(C, align(16))]
 struct Slot {
     pc: AtomicU64,
     rule: AtomicU64,
@@ -121,24 +123,33 @@ fn cache() -> Option<&'static [Slot]> {
     Some(unsafe { core::slice::from_raw_parts(p, CACHE_SLOTS) })
 }
 
-/// The cached rule for `pc`, if any.
+/// The cached rule for `pc`, if any: in either slot of its pair (two-way, one cache line).
 #[inline]
 fn cached(cache: &[Slot], pc: usize) -> Option<Rule> {
-    let s = cache.get(slot(pc))?;
-    if s.pc.load(Ordering::Acquire) != pc as u64 {
-        return None;
-    }
-    let r = Rule(s.rule.load(Ordering::Acquire));
-    (r.kind() != 0 && r.tag() == tag(pc)).then_some(r)
+    let i = slot(pc) & !1;
+    cache.get(i..i + 2)?.iter().find_map(|s| {
+        if s.pc.load(Ordering::Acquire) != pc as u64 {
+            return None;
+        }
+        let r = Rule(s.rule.load(Ordering::Acquire));
+        (r.kind() != 0 && r.tag() == tag(pc)).then_some(r)
+    })
 }
 
-/// Stores `rule` for `pc` (overwriting whatever the slot held).
+/// Stores `rule` for `pc`: in a free slot of its pair, else over one of the two (picked by a
+/// bit of the address's tag).
 fn store(cache: &[Slot], pc: usize, rule: Rule) {
-    if let Some(s) = cache.get(slot(pc)) {
-        s.pc.store(0, Ordering::Relaxed);
-        s.rule.store(rule.0, Ordering::Release);
-        s.pc.store(pc as u64, Ordering::Release);
-    }
+    let i = slot(pc) & !1;
+    let Some(pair) = cache.get(i..i + 2) else {
+        return;
+    };
+    let s = pair
+        .iter()
+        .find(|s| s.pc.load(Ordering::Relaxed) == 0)
+        .unwrap_or(&pair[(tag(pc) & 1) as usize]);
+    s.pc.store(0, Ordering::Relaxed);
+    s.rule.store(rule.0, Ordering::Release);
+    s.pc.store(pc as u64, Ordering::Release);
 }
 
 /// Fixed-size storage for gimli's evaluation context (no heap).
@@ -347,13 +358,26 @@ thread_block!(
 );
 
 impl StackRange {
-    /// Starts a walk at stack pointer `sp`: keeps what is known if `sp` is inside it, else
-    /// starts again from `sp`'s page (readable: the thread is using it).
+    /// Starts a walk at stack pointer `sp`: keeps what is known if `sp` is inside it or a few
+    /// readable pages below (a deeper call on the same stack), else starts again from `sp`'s
+    /// page (readable: the thread is using it).
     fn start(&mut self, sp: usize, page: usize) {
-        if !(self.lo <= sp && sp < self.hi) {
-            self.lo = sp & !(page - 1);
-            self.hi = self.lo + page;
+        if self.lo <= sp && sp < self.hi {
+            return;
         }
+        let sp_page = sp & !(page - 1);
+        if sp < self.lo && self.lo - sp_page <= MAX_VERIFY_PAGES * page {
+            let mut lo = self.lo;
+            while lo > sp_page + page && os::readable(lo - page, 8) {
+                lo -= page;
+            }
+            if lo == sp_page + page {
+                self.lo = sp_page;
+                return;
+            }
+        }
+        self.lo = sp_page;
+        self.hi = sp_page + page;
     }
 
     /// The word at `addr` (8-aligned, at or above the walk's starting stack pointer), if it can
@@ -468,7 +492,17 @@ mod tests {
     fn both() -> (usize, [usize; MAX_FRAMES], usize, [usize; MAX_FRAMES]) {
         let mut a = [0; MAX_FRAMES];
         let mut b = [0; MAX_FRAMES];
-        let n = walk(&mut a, 0).expect("fast walk fell back");
+        // A miss while another test thread describes an address falls back (by design); the
+        // rules found meanwhile are kept, so a retry gets further.
+        let n = (0..1000)
+            .find_map(|_| {
+                let r = walk(&mut a, 0);
+                if r.is_none() {
+                    std::thread::yield_now();
+                }
+                r
+            })
+            .expect("fast walk fell back");
         let m = capture_libgcc(&mut b, 0);
         (n, a, m, b)
     }
@@ -524,6 +558,35 @@ mod tests {
         };
         assert_eq!(r.read(p, page), None);
         assert_eq!(r.read(p + page + 3, page), None);
+    }
+
+    #[test]
+    fn a_deeper_walk_keeps_the_known_pages() {
+        let page = crate::os::page_size();
+        let buf = [0u8; 1];
+        let here = (&raw const buf) as usize & !(page - 1);
+        let mut r = super::StackRange {
+            lo: here,
+            hi: here + page,
+        };
+        // Below the known page, on this thread's stack (mapped: grown by the kernel as needed
+        // for the main thread, whole for others; the test runs in a spawned thread).
+        std::thread::spawn(move || {
+            let b = [0u8; 1];
+            let sp = (&raw const b) as usize;
+            let mut r2 = super::StackRange {
+                lo: sp & !(page - 1),
+                hi: (sp & !(page - 1)) + page,
+            };
+            r2.start(sp - 2 * page, page);
+            assert_eq!(r2.lo, (sp & !(page - 1)) - 2 * page);
+            assert_eq!(r2.hi, (sp & !(page - 1)) + page);
+        })
+        .join()
+        .unwrap();
+        // Far away: starts again.
+        r.start(here - 1000 * page, page);
+        assert_eq!((r.lo, r.hi), (here - 1000 * page, here - 999 * page));
     }
 
     /// Frames seen by the signal handler below: fast (via `capture`) and libgcc.

@@ -8,7 +8,9 @@
 //! Anything else (signal frames, DWARF expressions, code without unwind information) makes
 //! [`walk`] answer `None` and the caller fall back to libgcc's unwinder. Every stack read is
 //! checked against pages of the calling thread known to be readable, so a wrong rule ends the
-//! walk instead of faulting.
+//! walk instead of faulting. Measured (`examples/sample_cost.rs`, 2-core VM): about 5 ns a frame
+//! once the rules are cached, against 100-160 ns with libgcc; about 300 ns to describe a new
+//! address (warm pages).
 
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};

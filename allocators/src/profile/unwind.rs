@@ -426,7 +426,9 @@ pub fn walk(frames: &mut [usize], skip: usize) -> Option<usize> {
     }
     let cache = cache()?;
     let page = os::page_size();
-    // SAFETY: the calling thread's own block, not otherwise borrowed during the walk.
+    // SAFETY: the calling thread's own block, not otherwise borrowed during the walk: the walk
+    // calls nothing that walks, and the profiler's busy mark keeps a signal handler's
+    // allocations from being sampled (and walking) meanwhile.
     let range = unsafe { &mut *stack_range::get() };
     range.start(sp, page);
     let mut len = 0;

@@ -36,7 +36,43 @@ fn per_call(n: usize, mut f: impl FnMut()) -> f64 {
     t.elapsed().as_nanos() as f64 / n as f64
 }
 
+/// Frames walked, then ns per walk with `capture` and with `capture_libgcc`, from `depth`
+/// calls below the caller.
+#[inline(never)]
+fn nested(depth: usize) -> (usize, f64, f64) {
+    if depth > 0 {
+        return black_box(nested(black_box(depth - 1)));
+    }
+    let mut frames = [0usize; profile::stack::MAX_FRAMES];
+    let n = profile::stack::capture(&mut frames, 0);
+    let fast = (0..5)
+        .map(|_| {
+            per_call(20_000, || {
+                black_box(profile::stack::capture(&mut frames, 0));
+            })
+        })
+        .fold(f64::MAX, f64::min);
+    let libgcc = (0..5)
+        .map(|_| {
+            per_call(2_000, || {
+                black_box(profile::stack::capture_libgcc(&mut frames, 0));
+            })
+        })
+        .fold(f64::MAX, f64::min);
+    (n, fast, libgcc)
+}
+
 fn main() {
+    // The first walk of the process: every return address is new (a `dl_iterate_phdr` and an
+    // FDE evaluation each, on x86-64 Linux), and the thread's stack pages are checked once.
+    let mut frames = [0usize; profile::stack::MAX_FRAMES];
+    let t = Instant::now();
+    let n = profile::stack::capture(&mut frames, 0);
+    println!(
+        "first stack walk ({n} frames, rules new): {} ns",
+        t.elapsed().as_nanos()
+    );
+
     // End to end: the extra time per sample at a high rate (many samples), against rate 0.
     let rate = 16 * 1024;
     let best = |r: usize| {
@@ -52,15 +88,21 @@ fn main() {
     );
     profile::set_rate(0);
 
-    // The parts.
+    // The parts: the stack walk as `capture` does it (the fast walker on x86-64 Linux) and with
+    // libgcc's `_Unwind_Backtrace` alone, from here and from 24 calls deeper.
     let mut frames = [0usize; profile::stack::MAX_FRAMES];
     let walk =
         |frames: &mut [usize; profile::stack::MAX_FRAMES]| profile::stack::capture(frames, 1);
     let depth = walk(&mut frames);
-    let ns = per_call(20_000, || {
-        black_box(walk(&mut frames));
-    });
-    println!("stack walk ({depth} frames): {ns:.0} ns");
+    for deeper in [0, 24] {
+        let (n, fast, libgcc) = nested(deeper);
+        println!(
+            "stack walk ({n} frames): {fast:.0} ns ({:.1} ns a frame); libgcc: {libgcc:.0} ns \
+             ({:.1} ns a frame)",
+            fast / n as f64,
+            libgcc / n as f64
+        );
+    }
 
     static C: allocators::stats::GlobalCounters = allocators::stats::GlobalCounters::new();
     let ns = per_call(20_000, || {

@@ -13,9 +13,10 @@
 //! ([`large::alloc_slot`]: no system call, no page fault once a slot has been used), larger ones
 //! from a mapping of their own. The sample's call stack ([`stack`]), scaled-up weight and
 //! address go to tables mapped from the kernel ([`table`]). Measured per sample (2-core EPYC VM,
-//! `examples/sample_cost.rs` and `perf` on the harness): the stack walk 0.9-3.5 us (about
-//! 120 ns a frame), the slot 60-80 ns (a mapping of its own: 11 us when the large cache missed),
-//! the table 25 ns.
+//! `examples/sample_cost.rs` and `perf` on the harness): the stack walk 50-190 ns for 10-34
+//! frames (about 5 ns a frame with [`unwind`]'s cached rules; 100-120 ns a frame with libgcc's
+//! unwinder, its fallback), the slot 60-80 ns (a mapping of its own: 11 us when the large cache
+//! missed), the table 25 ns.
 //!
 //! Reading: [`snapshot`] hands out each distinct call stack with what it allocated since start
 //! and what it holds now, scaled up from the samples (the `heap-profile` crate writes them as a
@@ -24,6 +25,8 @@
 
 pub mod stack;
 pub mod table;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod unwind;
 
 pub(crate) mod sample;
 
@@ -65,10 +68,11 @@ pub fn rate() -> usize {
         return r;
     }
     // Off unless asked for: by a rate, or by a file to write the profile to (then at
-    // DEFAULT_RATE). Always on, the stack walk alone (~1 us a sample with libgcc's DWARF
-    // unwinder) costs far more than the 1% aimed for: the harness's workloads take 600 to
-    // 160,000 samples a second at 512 KiB (rptest 90,000, realloc-growth 160,000), which leaves
-    // 60-110 ns a sample for 1%. Measured with `bench-harness run --sampling-cost`; see README.
+    // DEFAULT_RATE). Always on, a sample (stack walk ~5 ns a frame with `unwind`, so 50-190 ns,
+    // plus slot and table, ~100 ns) still costs more than the 1% aimed for in the busiest
+    // workloads: the harness's take 600 to 160,000 samples a second at 512 KiB (rptest 90,000,
+    // realloc-growth 160,000), which leaves 60-110 ns a sample for 1%. Measured with
+    // `bench-harness run --sampling-cost` before `unwind` (~1 us a sample); see README.
     let asked = !cfg!(test) && env_is_set(c"ALLOCATORS_PROFILE");
     let r = rate_from_env().unwrap_or(if asked { DEFAULT_RATE } else { 0 });
     // A racing `set_rate` wins.

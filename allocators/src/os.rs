@@ -57,8 +57,19 @@ pub fn coarse_millis() -> u64 {
 /// kernel (`process_vm_readv` on this process, which fails with `EFAULT` where a load would
 /// fault: an unmapped or `PROT_NONE` page). For checks on addresses that may be wild, off the
 /// fast paths (a system call each). If the kernel cannot answer (the call is refused or missing),
-/// says `true`, as a plain load would assume.
+/// says `true`, as a plain load would assume; see [`surely_readable`] for the opposite default.
 pub fn readable(addr: usize, len: usize) -> bool {
+    probe(addr, len).unwrap_or(true)
+}
+
+/// Like [`readable`], but `false` when the kernel cannot answer (a sandbox refusing
+/// `process_vm_readv`): for readers that can stop instead of guessing, such as the stack walker.
+pub fn surely_readable(addr: usize, len: usize) -> bool {
+    probe(addr, len) == Some(true)
+}
+
+/// The kernel's answer to [`readable`]'s question, `None` if it gave none.
+fn probe(addr: usize, len: usize) -> Option<bool> {
     let mut buf = [0u8; 64];
     let len = len.min(buf.len());
     let local = libc::iovec {
@@ -73,10 +84,11 @@ pub fn readable(addr: usize, len: usize) -> bool {
     // reporting a fault as EFAULT instead of raising it; neither call allocates.
     let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
     if n >= 0 {
-        return n as usize == len;
+        return Some(n as usize == len);
     }
     // SAFETY: __errno_location returns this thread's errno slot.
-    unsafe { *libc::__errno_location() != libc::EFAULT }
+    let errno = unsafe { *libc::__errno_location() };
+    (errno == libc::EFAULT).then_some(false)
 }
 
 /// Rounds `n` up to a multiple of `align` (a power of two); `None` on overflow.

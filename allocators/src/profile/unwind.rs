@@ -370,7 +370,7 @@ impl StackRange {
         let sp_page = sp & !(page - 1);
         if sp < self.lo && self.lo - sp_page <= MAX_VERIFY_PAGES * page {
             let mut lo = self.lo;
-            while lo > sp_page + page && os::readable(lo - page, 8) {
+            while lo > sp_page + page && os::surely_readable(lo - page, 8) {
                 lo -= page;
             }
             if lo == sp_page + page {
@@ -390,7 +390,7 @@ impl StackRange {
         }
         let mut checked = 0;
         while addr >= self.hi {
-            if checked == MAX_VERIFY_PAGES || !os::readable(self.hi, 8) {
+            if checked == MAX_VERIFY_PAGES || !os::surely_readable(self.hi, 8) {
                 return None;
             }
             self.hi += page;

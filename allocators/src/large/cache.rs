@@ -20,6 +20,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use super::resize::relocate;
+use crate::fork::{self, Slot};
 use crate::hardened;
 use crate::os;
 use crate::region_map::{self, Owner, REGION_SIZE};
@@ -351,7 +352,7 @@ static ATFORK: AtomicBool = AtomicBool::new(false);
 /// Registers the cache's fork hooks (once; one load when done). Call holding no lock.
 #[inline]
 pub(super) fn register_fork_hooks() {
-    crate::sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+    fork::register(&ATFORK, Slot::Large, atfork_prepare, atfork_release);
 }
 
 /// Fork prepare hook: takes the cache's lock so no other thread holds it across

@@ -18,9 +18,10 @@ use super::page::{self, Page};
 use super::remote::{self, Pending};
 use super::scavenge;
 use super::segment::{self, Segment};
+use crate::fork::{self, Slot};
 use crate::os;
 use crate::stats::GlobalCounters;
-use crate::sync::{self, Lock};
+use crate::sync::Lock;
 
 /// The allocator's shared counters.
 pub static COUNTERS: GlobalCounters = GlobalCounters::new();
@@ -461,7 +462,7 @@ fn pool_push(pool: &mut Pool, h: *mut Heap) {
 /// `thread-pool` workload, where consumer threads only free, consumers adopting their
 /// producers' heaps kept RSS at 1.57 times the live bytes (1.11 without).
 pub fn acquire(adopt: bool) -> *mut Heap {
-    sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+    fork::register(&ATFORK, Slot::SizeClass, atfork_prepare, atfork_release);
     let mut pool = POOL.lock();
     let h = if adopt {
         pool_pop(&mut pool)
@@ -661,7 +662,7 @@ pub fn reclaim_one_abandoned() {
 /// Runs `f` with the orphan heap (locked), for allocations made after the thread's heap is gone.
 pub fn with_orphan<R>(f: impl FnOnce(*mut Heap) -> R, fail: R) -> R {
     // Before the lock: registering may allocate, and that call may come back here.
-    sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+    fork::register(&ATFORK, Slot::SizeClass, atfork_prepare, atfork_release);
     let mut orphan = ORPHAN.lock();
     if *orphan == 0 {
         let h = acquire(true);

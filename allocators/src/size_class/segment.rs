@@ -258,7 +258,7 @@ pub unsafe fn alloc_page(heap: *mut Heap, class: usize) -> *mut Page {
         (*page).parked = [0, 0];
         (*page).scavenge_mark = 0;
         if crate::hardened::ENABLED {
-            super::checks::init_page(page, class);
+            super::hardening::init_page(page, class);
         }
         page
     }
@@ -291,7 +291,7 @@ unsafe fn take_segment(heap: *mut Heap, kind: Kind) -> *mut Segment {
         }
         // Each segment a heap takes pays for tidying one parked heap, so memory freed into
         // heaps nobody adopts still goes back.
-        super::heap::reclaim_one_abandoned();
+        super::thread::reclaim_one_abandoned();
         for slot in &SPARE {
             let spare = slot.swap(ptr::null_mut(), Ordering::Acquire);
             if spare.is_null() {
@@ -454,8 +454,8 @@ pub unsafe fn free_page(heap: *mut Heap, page: *mut Page) {
             .min((*page).area_len);
         (*page).dirty_len = (*page).dirty_len.max(touched);
         if crate::hardened::ENABLED {
-            // No block of a free page passes `checks::check_small`.
-            super::checks::free_page(page);
+            // No block of a free page passes `hardening::check_small`.
+            super::hardening::free_page(page);
         }
         let now = os::coarse_millis();
         (*page).freed_at = now;

@@ -14,7 +14,7 @@
 //! "not a live block"; in hardened builds its guard page is lifted while cached and set again
 //! at the reused block's end. A reused mapping is dirty: [`alloc`](super::alloc) zeroes it when
 //! asked to. The cache's lock is taken by its fork hooks across `fork()` (slot
-//! [`Slot::Large`](crate::fork::Slot::Large)), and never held across a system call.
+//! `Slot::Large`), and never held across a system call.
 
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -400,6 +400,9 @@ fn dealloc_large(ptr: *mut u8, size: usize) {
     unsafe { large::dealloc(ptr, size, &COUNTERS) };
 }
 
+// No padding: C blocks need none to have their canaries checked (see `UnsizedPad`).
+impl hardened::UnsizedPad for SizeClass {}
+
 impl Introspect for SizeClass {
     const NAME: &'static str = "sizeclass";
 

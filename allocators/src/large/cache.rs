@@ -209,20 +209,18 @@ fn grow(e: Cached, need: usize) -> Option<Cached> {
         // SAFETY: shrinking back to the original length, which is still ours.
         unsafe { os::remap_in_place(e.block as *mut u8, need, e.map_len) };
     } else {
-        let place = os::map_aligned(need, REGION_SIZE) as usize;
+        let place = region_map::map_claimed(need, Owner::Large) as usize;
         if place != 0 {
-            if region_map::claim(place, need, Owner::Large) {
-                // SAFETY: both ranges are whole mappings of ours that nobody uses.
-                let moved = unsafe {
-                    relocate(e.block, e.map_len, place, || {
-                        os::remap_to(e.block as *mut u8, e.map_len, place as *mut u8, need)
-                    })
-                };
-                if moved {
-                    return Some(grown(place));
-                }
-                region_map::release(place, need);
+            // SAFETY: both ranges are whole mappings of ours that nobody uses.
+            let moved = unsafe {
+                relocate(e.block, e.map_len, place, || {
+                    os::remap_to(e.block as *mut u8, e.map_len, place as *mut u8, need)
+                })
+            };
+            if moved {
+                return Some(grown(place));
             }
+            region_map::release(place, need);
             // SAFETY: the placeholder was never published.
             unsafe { os::unmap(place as *mut u8, need) };
         }

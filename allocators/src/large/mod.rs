@@ -107,38 +107,8 @@ pub fn alloc(
         counters.record_alloc(size);
         return block as *mut u8;
     }
-    // The block must be aligned to `align`; the mapping to REGION_SIZE. For align >= REGION_SIZE
-    // the block is at base + REGION_SIZE, so the mapping must be aligned to `align` shifted back.
-    let base = if align >= REGION_SIZE {
-        let Some(over) = map_len.checked_add(align) else {
-            return ptr::null_mut();
-        };
-        let raw = os::map(over);
-        if raw.is_null() {
-            return raw;
-        }
-        let raw_addr = raw as usize;
-        let block = (raw_addr + head + align - 1) & !(align - 1);
-        let base = block - head;
-        // SAFETY: the trimmed head and tail lie inside the mapping just made.
-        unsafe {
-            os::unmap(raw, base - raw_addr);
-            os::unmap(
-                (base + map_len) as *mut u8,
-                raw_addr + over - base - map_len,
-            );
-        }
-        base
-    } else {
-        let raw = os::map_aligned(map_len, REGION_SIZE);
-        if raw.is_null() {
-            return raw;
-        }
-        raw as usize
-    };
-    if !region_map::claim(base, map_len, Owner::Large) {
-        // SAFETY: just mapped, never published.
-        unsafe { os::unmap(base as *mut u8, map_len) };
+    let base = map_window(map_len, head, align);
+    if base == 0 {
         return ptr::null_mut();
     }
     let block = base + head;
@@ -151,6 +121,37 @@ pub fn alloc(
     counters.add_mapped(usable + page);
     counters.record_alloc(size);
     block as *mut u8
+}
+
+/// A fresh mapping of `len` bytes (a multiple of [`REGION_SIZE`]) claimed as Large, whose
+/// address plus `head` is aligned to `align`; 0 if the kernel refuses or the sizes overflow. The
+/// mapping is REGION_SIZE-aligned; for `align >= REGION_SIZE` (then `head` is REGION_SIZE) it is
+/// aligned to `align` shifted back by `head`, carved out of a larger mapping.
+fn map_window(len: usize, head: usize, align: usize) -> usize {
+    if align < REGION_SIZE {
+        return region_map::map_claimed(len, Owner::Large) as usize;
+    }
+    let Some(over) = len.checked_add(align) else {
+        return 0;
+    };
+    let raw = os::map(over);
+    if raw.is_null() {
+        return 0;
+    }
+    let raw_addr = raw as usize;
+    let block = (raw_addr + head + align - 1) & !(align - 1);
+    let base = block - head;
+    // SAFETY: the trimmed head and tail lie inside the mapping just made.
+    unsafe {
+        os::unmap(raw, base - raw_addr);
+        os::unmap((base + len) as *mut u8, raw_addr + over - base - len);
+    }
+    if !region_map::claim(base, len, Owner::Large) {
+        // SAFETY: just mapped, never published.
+        unsafe { os::unmap(base as *mut u8, len) };
+        return 0;
+    }
+    base
 }
 
 /// Frees the large block at `ptr` if it starts a live block handed out by `owner`, counting the

@@ -128,34 +128,10 @@ unsafe fn resize(
     }
     // Move: reserve an aligned placeholder, then move the pages over it.
     let block_align = (ptr as usize) & (!(ptr as usize)).wrapping_add(1); // lowest set bit
-    let place = if head >= REGION_SIZE {
-        // Keep the block's alignment (it may exceed REGION_SIZE).
-        let Some(over) = new_len.checked_add(block_align) else {
-            return ptr::null_mut();
-        };
-        let raw = os::map(over);
-        if raw.is_null() {
-            return raw;
-        }
-        let raw_addr = raw as usize;
-        let block = (raw_addr + head + block_align - 1) & !(block_align - 1);
-        let nb = block - head;
-        // SAFETY: trimming parts of the placeholder just mapped.
-        unsafe {
-            os::unmap(raw, nb - raw_addr);
-            os::unmap((nb + new_len) as *mut u8, raw_addr + over - nb - new_len);
-        }
-        nb
-    } else {
-        let raw = os::map_aligned(new_len, REGION_SIZE);
-        if raw.is_null() {
-            return raw;
-        }
-        raw as usize
-    };
-    if !region_map::claim(place, new_len, Owner::Large) {
-        // SAFETY: the placeholder was never published.
-        unsafe { os::unmap(place as *mut u8, new_len) };
+                                                                          // Keeps the block's alignment (above REGION_SIZE only for a block REGION_SIZE into its
+                                                                          // mapping: below, the lowest set bit of `base + head` is that of `head`).
+    let place = super::map_window(new_len, head, block_align);
+    if place == 0 {
         return ptr::null_mut();
     }
     // SAFETY: both ranges are ours; on success the old range is gone and its pages live at `place`.

@@ -164,16 +164,11 @@ fn grow_slots() -> bool {
     let w = SLOT_WINDOWS_USED.load(Ordering::Relaxed);
     let mut ok = false;
     if w < SLOT_WINDOWS {
-        let base = os::map_aligned(REGION_SIZE, REGION_SIZE) as usize;
+        let base = region_map::map_claimed(REGION_SIZE, Owner::Large) as usize;
         if base != 0 {
-            if region_map::claim(base, REGION_SIZE, Owner::Large) {
-                SLOT_WINDOW_BASES[w].store(base, Ordering::Release);
-                SLOT_WINDOWS_USED.store(w + 1, Ordering::Release);
-                ok = true;
-            } else {
-                // SAFETY: just mapped, never published.
-                unsafe { os::unmap(base as *mut u8, REGION_SIZE) };
-            }
+            SLOT_WINDOW_BASES[w].store(base, Ordering::Release);
+            SLOT_WINDOWS_USED.store(w + 1, Ordering::Release);
+            ok = true;
         }
     }
     SLOT_GROWING.store(false, Ordering::Release);

@@ -94,20 +94,12 @@ pub unsafe fn page_of(addr: usize) -> *mut Page {
 
 /// Maps and initialises a fresh segment of `kind` for `heap`. Null if the kernel refuses.
 fn map_segment(heap: *mut Heap, kind: Kind) -> *mut Segment {
-    let base = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE);
-    if base.is_null() {
-        return ptr::null_mut();
-    }
     // A page's `thread_free` word keeps a count above bit 48 (`page::COUNT_SHIFT`): its blocks
-    // must lie below. (Linux maps above 2^47 only when asked to.)
-    if (base as usize + SEGMENT_SIZE) >> super::page::COUNT_SHIFT != 0 {
-        // SAFETY: just mapped, never published.
-        unsafe { os::unmap(base, SEGMENT_SIZE) };
-        return ptr::null_mut();
-    }
-    if !region_map::claim(base as usize, SEGMENT_SIZE, Owner::SizeClass) {
-        // SAFETY: just mapped, never published.
-        unsafe { os::unmap(base, SEGMENT_SIZE) };
+    // must lie below. The region map covers only the addresses below 2^ADDRESS_BITS, and refuses
+    // a claim above, so a claimed segment does.
+    const { assert!(region_map::ADDRESS_BITS <= super::page::COUNT_SHIFT) };
+    let base = region_map::map_claimed(SEGMENT_SIZE, Owner::SizeClass);
+    if base.is_null() {
         return ptr::null_mut();
     }
     COUNTERS.add_mapped(SEGMENT_SIZE);

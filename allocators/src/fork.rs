@@ -10,9 +10,8 @@
 //!
 //! Registration goes through [`sync`](crate::sync)'s once-per-flag mechanism, so it is safe from
 //! inside an allocator (a nested call while libc allocates returns at once) and whoever returns
-//! from [`register`] knows its hooks run at any later `fork()`. The shared large-block cache,
-//! the profiler and SizeClass still register their own handlers with
-//! [`sync::register_atfork`](crate::sync::register_atfork); their slots are reserved here.
+//! from [`register`] knows its hooks run at any later `fork()`. Every piece that takes locks
+//! registers here: the four allocators, the shared large-block cache and the heap profiler.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
@@ -28,22 +27,19 @@ pub enum Slot {
     Slab,
     /// `Buddy`'s arenas.
     Buddy,
-    /// `SizeClass`'s heap pool (reserved: it registers through `sync::register_atfork` today).
-    // Reserved: its owner moves onto the registry with a one-line change in its own file.
-    #[allow(dead_code)]
+    /// `SizeClass`'s orphan heap and heap pool.
     SizeClass,
-    /// The shared large-block cache (reserved, as above).
-    // Reserved: its owner moves onto the registry with a one-line change in its own file.
-    #[allow(dead_code)]
+    /// The shared large-block cache ([`crate::large`]).
     Large,
-    /// The heap profiler's tables (reserved, as above).
-    // Reserved: its owner moves onto the registry with a one-line change in its own file.
-    #[allow(dead_code)]
+    /// The heap profiler's tables ([`crate::profile`]).
     Profile,
+    /// This module's own test, so that it replaces no real slot's hooks.
+    #[cfg(test)]
+    Test,
 }
 
 /// The number of [`Slot`]s.
-const SLOTS: usize = 6;
+const SLOTS: usize = if cfg!(test) { 7 } else { 6 };
 
 /// A hook: a function that takes or gives back some locks across `fork()`.
 pub type Hook = unsafe extern "C" fn();
@@ -152,7 +148,7 @@ mod tests {
     #[test]
     fn hooks_run_around_fork() {
         static FLAG: AtomicBool = AtomicBool::new(false);
-        register(&FLAG, Slot::Profile, prep, rel);
+        register(&FLAG, Slot::Test, prep, rel);
         assert!(FLAG.load(Ordering::SeqCst));
         let before = LOG.load(Ordering::SeqCst);
         // SAFETY: the child only reads an atomic and exits with `_exit`.

@@ -256,6 +256,28 @@ pub const CANARY_BYTES: usize = if ENABLED {
     0
 };
 
+/// How C's `malloc` pads a request so that C's `free`, which has no size, can still check a
+/// hardened block's canary. Every [`Introspect`](crate::Introspect) allocator implements it; the
+/// defaults (no padding) fit all but Buddy, whose hardened canary needs slack in the block.
+pub trait UnsizedPad {
+    /// The canary's bytes, which a block requested through [`UnsizedPad::unsized_request`]
+    /// keeps from its user: 0 except in `hardened` builds of an allocator that keeps a canary
+    /// only where the request leaves room for one. Its sized `dealloc` learns from the `Layout`
+    /// whether a block has room; an unsized free cannot, so it relies on every such block having
+    /// been requested with room, and checks the canary. `Introspect::usable_size` leaves the
+    /// canary out, so it may answer this much less than a request made some other way.
+    const UNSIZED_PAD: usize = 0;
+
+    /// The size to request for `size` bytes whose block will be freed with
+    /// `Introspect::free_unsized` (C's `malloc` and `realloc` do): at least `size`, with room for
+    /// the canary; by default `size` plus [`UnsizedPad::UNSIZED_PAD`]. `None` if it would
+    /// overflow.
+    #[inline]
+    fn unsized_request(size: usize) -> Option<usize> {
+        size.checked_add(Self::UNSIZED_PAD)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,21 +3,22 @@
 //! a layout ([`alloc_unsized_by_layout`]), and realloc by moving, which every allocator falls
 //! back to when a block cannot be resized in place.
 
+use crate::hardened::UnsizedPad;
 use crate::region_map::{self, Owner};
 use crate::stats::Stats;
 use core::alloc::{GlobalAlloc, Layout};
 
 /// What every allocator of this crate answers besides `GlobalAlloc`: its counters, and a block's
 /// size from its address alone.
-pub trait Introspect: GlobalAlloc + Sync {
+pub trait Introspect: GlobalAlloc + Sync + UnsizedPad {
     /// A short lower-case name (`"bump"`, `"slab"`, `"buddy"`, `"sizeclass"`).
     const NAME: &'static str;
 
     /// A snapshot of the allocator's counters (see [`stats`](crate::stats) for how fresh they are).
     fn stats(&self) -> Stats;
 
-    /// The number of bytes usable at `ptr` (at least the size it was allocated with, less
-    /// [`Introspect::UNSIZED_PAD`]: a padded request's padding is not the caller's), or `None`
+    /// The number of bytes usable at `ptr` (at least the size it was allocated with, less a
+    /// hardened build's padding, see [`UnsizedPad`]), or `None`
     /// if `ptr` is not the start of a block this allocator handed out, as far as its metadata can
     /// tell (memory it never mapped is always recognised as foreign).
     ///
@@ -33,26 +34,9 @@ pub trait Introspect: GlobalAlloc + Sync {
     /// every call and sends a nested one to a bootstrap area.
     const SERVES_REENTRY: bool = false;
 
-    /// The canary's bytes, which a block requested through [`Introspect::unsized_request`] keeps
-    /// from its user: 0 except in `hardened` builds of an allocator that keeps a canary only where
-    /// the request leaves room for one. Its sized `dealloc` learns from the `Layout` whether a
-    /// block has room; an unsized free cannot, so it relies on every such block having been
-    /// requested with room, and checks the canary. [`Introspect::usable_size`] leaves the
-    /// canary out, so it may answer this much less than a request made some other way.
-    const UNSIZED_PAD: usize = 0;
-
-    /// The size to request for `size` bytes whose block will be freed with
-    /// [`Introspect::free_unsized`] (C's `malloc` and `realloc` do): at least `size`, with room
-    /// for the canary; by default `size` plus [`Introspect::UNSIZED_PAD`]. `None` if it would
-    /// overflow.
-    #[inline]
-    fn unsized_request(size: usize) -> Option<usize> {
-        size.checked_add(Self::UNSIZED_PAD)
-    }
-
     /// C's `malloc`: a block of at least `size` bytes (0 included) aligned to [`HINT_ALIGN`], to
     /// be freed with [`Introspect::free_unsized`]; null if memory runs out or `size` is too
-    /// large. The default requests [`Introspect::unsized_request`]`(size.max(1))` bytes through
+    /// large. The default requests [`UnsizedPad::unsized_request`]`(size.max(1))` bytes through
     /// `alloc`; an allocator may override it with a shorter path for small sizes.
     #[inline]
     fn alloc_unsized(&self, size: usize) -> *mut u8
@@ -73,7 +57,7 @@ pub trait Introspect: GlobalAlloc + Sync {
     ///
     /// # Safety
     /// `ptr` must be non-null and either a live block of this allocator, requested with the size
-    /// [`Introspect::unsized_request`] gives (or resized to it) and not used afterwards, or
+    /// [`UnsizedPad::unsized_request`] gives (or resized to it) and not used afterwards, or
     /// memory this allocator never mapped. Anything else (a block already freed, a pointer into
     /// the middle of a block) is undefined behaviour, as for `dealloc`; `hardened` builds abort
     /// with a report on the cases their checks catch, as `dealloc` does.
@@ -89,7 +73,7 @@ pub trait Introspect: GlobalAlloc + Sync {
 }
 
 /// [`Introspect::alloc_unsized`]'s default: `alloc` with a layout of
-/// [`Introspect::unsized_request`]`(size.max(1))` bytes at [`HINT_ALIGN`]; null if that
+/// [`UnsizedPad::unsized_request`]`(size.max(1))` bytes at [`HINT_ALIGN`]; null if that
 /// overflows.
 #[inline]
 pub fn alloc_unsized_by_layout<A: Introspect>(a: &A, size: usize) -> *mut u8 {

@@ -22,7 +22,7 @@ pub const REGION_SHIFT: u32 = 22;
 /// The granule of ownership: 4 MiB. Allocators map memory in aligned multiples of this.
 pub const REGION_SIZE: usize = 1 << REGION_SHIFT;
 /// The highest address bit the table covers (exclusive).
-const ADDRESS_BITS: u32 = 47;
+pub(crate) const ADDRESS_BITS: u32 = 47;
 const ENTRIES: usize = 1 << (ADDRESS_BITS - REGION_SHIFT);
 
 /// The owner of a window of address space.
@@ -94,6 +94,23 @@ pub fn claim(addr: usize, len: usize, owner: Owner) -> bool {
         unsafe { entry(i) }.store(owner as u8, Ordering::Release);
     }
     true
+}
+
+/// Maps `len` bytes (a multiple of [`REGION_SIZE`]) aligned to [`REGION_SIZE`] and claims their
+/// windows for `owner`: how every allocator takes memory from the kernel. Null if the kernel
+/// refuses, or if the mapping lies outside the table (it is unmapped again). The memory is zeroed
+/// and the caller's alone until it publishes it.
+pub fn map_claimed(len: usize, owner: Owner) -> *mut u8 {
+    let base = crate::os::map_aligned(len, REGION_SIZE);
+    if base.is_null() {
+        return base;
+    }
+    if !claim(base as usize, len, owner) {
+        // SAFETY: just mapped, never published.
+        unsafe { crate::os::unmap(base, len) };
+        return core::ptr::null_mut();
+    }
+    base
 }
 
 /// Marks the windows of `addr..addr + len` as foreign again, before they are unmapped.

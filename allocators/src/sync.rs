@@ -185,52 +185,25 @@ fn futex_wake_one(word: &AtomicU32) {
 }
 
 /// The kernel thread id of the thread registering fork handlers now, or 0 (see
-/// [`register_atfork`]).
+/// [`register_once`]).
 static REGISTERING: AtomicI32 = AtomicI32::new(0);
 
-/// Registers `prepare` and `release` as `pthread_atfork` handlers of their own, once per
-/// `registered` flag: the path of the pieces not yet moved onto [`crate::fork`]'s registry (the
-/// large-block cache, the profiler and SizeClass).
+/// Runs `register` once per `registered` flag (the mechanism of `crate::fork::register`).
 ///
-/// `prepare` runs in the forking thread before `fork()` and should take the allocator's locks;
-/// `release` runs in both parent and child afterwards and should release them, so the child never
-/// inherits a lock held by a thread that does not exist there.
-///
-/// `registered` becomes true only once `pthread_atfork` has returned, and a thread that finds a
+/// `registered` becomes true only once `register` has returned, and a thread that finds a
 /// registration under way waits for it: so whoever returns from here (and goes on to take the
 /// allocator's locks) knows the handlers are in place for any later `fork()` (issue 23 item 5:
 /// the flag used to be set first, letting a second thread through before the handlers existed).
 /// Registrations are serialised by one process-wide owner word holding the registering thread's
 /// id. Safe to call from inside an allocator: if libc allocates while registering and that
 /// allocation comes back here, the inner call (same thread) returns at once. A registration left
-/// unfinished by a thread that is gone (in a child forked meanwhile) is taken over. Call it
-/// holding none of the allocator's locks.
-#[inline]
-pub fn register_atfork(
-    registered: &AtomicBool,
-    prepare: unsafe extern "C" fn(),
-    release: unsafe extern "C" fn(),
-) {
-    if registered.load(Ordering::Acquire) {
-        return;
-    }
-    register_once(registered, || {
-        // SAFETY: the handlers are plain functions that only take and release the locks.
-        unsafe {
-            libc::pthread_atfork(Some(prepare), Some(release), Some(release));
-        }
-    });
-}
-
-/// Runs `register` once per `registered` flag, as [`register_atfork`] describes: serialised with
-/// every other registration of the crate (those of [`crate::fork`] included), a nested call from
-/// the registering thread returning at once.
+/// unfinished by a thread that is gone (in a child forked meanwhile) is taken over.
 #[cold]
 pub(crate) fn register_once(registered: &AtomicBool, register: impl FnOnce()) {
     register_with(&REGISTERING, registered, register);
 }
 
-/// The mechanism of [`register_atfork`]: runs `register` once per `registered` flag, serialised
+/// The mechanism of [`register_once`]: runs `register` once per `registered` flag, serialised
 /// by the owner word `registering`.
 #[cold]
 fn register_with(registering: &AtomicI32, registered: &AtomicBool, register: impl FnOnce()) {

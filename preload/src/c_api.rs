@@ -9,7 +9,7 @@
 //!   returns a unique pointer, as glibc does).
 //! - `free` is given no size: it calls [`Introspect::free_unsized`], which finds the block from
 //!   its address (one lookup in the allocators of the suite). Every request is padded as
-//!   [`Introspect::unsized_request`] says (not at all unless the allocator's hardened canaries
+//!   [`UnsizedPad::unsized_request`](allocators::hardened::UnsizedPad::unsized_request) says (not at all unless the allocator's hardened canaries
 //!   need room).
 //! - `realloc` is given no size either: [`block_layout`] rebuilds a layout from the allocator's
 //!   [`Introspect::usable_size`] and an alignment *hint* ([`allocators::layout_hint`]):
@@ -181,7 +181,7 @@ pub unsafe fn realloc<A: Introspect>(a: &A, ptr: *mut c_void, size: usize) -> *m
         // SAFETY: forwarded contract; `old.size()` bytes are usable at `ptr`.
         return unsafe { move_block(a, ptr, old.size(), size) };
     }
-    // Padded as `malloc` pads: `free` will not know the size (see `Introspect::unsized_request`).
+    // Padded as `malloc` pads: `free` will not know the size (see `hardened::UnsizedPad::unsized_request`).
     let padded = match A::unsized_request(size) {
         Some(padded) if Layout::from_size_align(padded, old.align()).is_ok() => padded,
         _ => {

@@ -35,7 +35,7 @@ pub struct Probe {
     /// `recognises_foreign` is set.
     pub usable_size: unsafe fn(*const u8) -> Option<usize>,
     /// How far `usable_size` may fall short of a request made without padding (ours:
-    /// `Introspect::UNSIZED_PAD`, non-zero only in some hardened builds; System: 0).
+    /// `hardened::UnsizedPad::UNSIZED_PAD`, non-zero only in some hardened builds; System: 0).
     pub unsized_pad: usize,
     /// `usable_size` answers `None` for memory the allocator never handed out.
     pub recognises_foreign: bool,
@@ -126,7 +126,7 @@ macro_rules! global_allocator_tests {
                 name: <$ty as Introspect>::NAME,
                 held_bytes: held,
                 usable_size: usable,
-                unsized_pad: <$ty as Introspect>::UNSIZED_PAD,
+                unsized_pad: <$ty as $crate::allocators::hardened::UnsizedPad>::UNSIZED_PAD,
                 recognises_foreign: true,
                 never_reuses: $never_reuses,
             }

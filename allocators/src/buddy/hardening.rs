@@ -15,7 +15,7 @@
 //!   allocation never reads it. (A tag bit for the canary changed with the request's slack, so
 //!   every allocation read the tag's metadata line and branched on it, a branch mispredicted on
 //!   mixed sizes.) A free without a size (C's `free`) cannot tell, so such blocks are requested
-//!   through [`crate::Introspect::unsized_request`] (C's `malloc` is), which asks for the block
+//!   through [`crate::hardened::UnsizedPad::unsized_request`] (C's `malloc` is), which asks for the block
 //!   that `size + 8` bytes take less its last 8 bytes, and so always have one; their usable size
 //!   is `2^order - 8`. Blocks are never grown to make room for a sized request
 //!   (a 64-byte request stays a 64-byte block, without canary): growing it would double the

@@ -218,12 +218,7 @@ unsafe fn arena_of(addr: usize) -> usize {
     unsafe { (*region::header_of(addr)).arena }
 }
 
-impl Introspect for Buddy {
-    const NAME: &'static str = "buddy";
-
-    /// A nested call finds the thread attaching and goes to the arenas (see `attach`).
-    const SERVES_REENTRY: bool = true;
-
+impl hardened::UnsizedPad for Buddy {
     /// Hardened builds keep a canary only where a request leaves 8 bytes of slack in its block,
     /// and only the `Layout` tells: a block `free_unsized` releases must have been requested
     /// with that slack (see `unsized_request`).
@@ -246,6 +241,13 @@ impl Introspect for Buddy {
             unsized_block_size(order)
         })
     }
+}
+
+impl Introspect for Buddy {
+    const NAME: &'static str = "buddy";
+
+    /// A nested call finds the thread attaching and goes to the arenas (see `attach`).
+    const SERVES_REENTRY: bool = true;
 
     fn stats(&self) -> Stats {
         COUNTERS.snapshot()

@@ -126,13 +126,8 @@ pub fn top_order(offset: usize) -> u32 {
 /// Only the metadata is counted as mapped here: the arena counts block bytes when they stop
 /// being clean (see [`TAG_CLEAN`]), so `mapped_bytes` follows the memory actually in use.
 pub fn map(arena: usize, counters: &GlobalCounters) -> *mut RegionHeader {
-    let base = os::map_aligned(REGION_SIZE, REGION_SIZE);
+    let base = region_map::map_claimed(REGION_SIZE, Owner::Buddy);
     if base.is_null() {
-        return ptr::null_mut();
-    }
-    if !region_map::claim(base as usize, REGION_SIZE, Owner::Buddy) {
-        // SAFETY: just mapped, never published.
-        unsafe { os::unmap(base, REGION_SIZE) };
         return ptr::null_mut();
     }
     counters.add_mapped(META_SIZE);

@@ -4,6 +4,7 @@
 use super::arena::{Arena, Census};
 use super::region::{CAPACITY, GRANULE, MAX_ORDER, META_SIZE, MIN_ORDER};
 use super::*;
+use crate::hardened::UnsizedPad;
 use crate::region_map::REGION_SIZE;
 
 /// Tests that read the shared arenas' census take this exclusively; the others share it.
@@ -204,7 +205,7 @@ fn split_and_grow_and_shrink_in_place() {
 }
 
 /// What `usable_size` promises for a live block of `size` bytes: at least `size`, less the
-/// canary's bytes (`Introspect::UNSIZED_PAD`, 8 in hardened builds), which it leaves out even
+/// canary's bytes (`UnsizedPad::UNSIZED_PAD`, 8 in hardened builds), which it leaves out even
 /// of a block whose request filled it (see `Introspect::usable_size`).
 fn promised_usable(size: usize) -> usize {
     size.saturating_sub(Buddy::UNSIZED_PAD)

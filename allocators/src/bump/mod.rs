@@ -296,6 +296,9 @@ impl Arena {
     }
 }
 
+// No padding: C blocks need none to have their canaries checked (see `UnsizedPad`).
+impl hardened::UnsizedPad for Bump {}
+
 impl Introspect for Bump {
     const NAME: &'static str = "bump";
 

@@ -6,8 +6,7 @@ use core::ptr;
 
 use super::{atfork_prepare, atfork_release, Arena, ATFORK, CHUNK_SIZE, COUNTERS};
 use crate::fork::{self, Slot};
-use crate::os;
-use crate::region_map::{self, Owner, REGION_SIZE};
+use crate::region_map::{self, Owner};
 use crate::sync::Lock;
 
 /// The start of a chunk tail on the spare list: written into the tail itself.
@@ -65,13 +64,8 @@ pub(super) fn take_chunk(arena: &mut Arena, need: usize) -> bool {
             link = unsafe { &raw mut (*tail).next };
         }
     }
-    let chunk = os::map_aligned(CHUNK_SIZE, REGION_SIZE);
+    let chunk = region_map::map_claimed(CHUNK_SIZE, Owner::Bump);
     if chunk.is_null() {
-        return false;
-    }
-    if !region_map::claim(chunk as usize, CHUNK_SIZE, Owner::Bump) {
-        // SAFETY: just mapped, never published.
-        unsafe { os::unmap(chunk, CHUNK_SIZE) };
         return false;
     }
     COUNTERS.add_mapped(CHUNK_SIZE);

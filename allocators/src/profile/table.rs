@@ -100,7 +100,12 @@ unsafe extern "C" fn atfork_release() {
 
 /// Registers the fork handlers (once); call holding no lock.
 pub fn register_atfork() {
-    crate::sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+    crate::fork::register(
+        &ATFORK,
+        crate::fork::Slot::Profile,
+        atfork_prepare,
+        atfork_release,
+    );
 }
 
 fn hash_frames(frames: &[usize]) -> u64 {

@@ -30,7 +30,7 @@ pub const DIRECT_SLOTS: usize = DIRECT_MAX / 8 + 1;
 /// The last class reachable through the direct table (its size is `DIRECT_MAX`).
 pub const LAST_DIRECT_CLASS: usize = 23;
 /// The smallest class requests map to: 0 (8 bytes), or 1 (16 bytes) in hardened builds, whose
-/// free blocks need two words (link and state word; see `checks`). Mapping small sizes to it
+/// free blocks need two words (link and state word; see `hardening`). Mapping small sizes to it
 /// here, in the tables, keeps a `max(size, 16)` off the allocation fast path.
 pub const MIN_CLASS: usize = if crate::hardened::ENABLED { 1 } else { 0 };
 

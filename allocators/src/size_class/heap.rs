@@ -3,14 +3,33 @@
 //!
 //! A heap is used by one thread at a time and needs no lock. Heaps live in memory mapped by this
 //! module and are never unmapped: when a thread exits its heap is tidied (empty pages go back to
-//! their segments; see `park_tidy` for what it keeps) and parked on the abandoned list, and the next new thread adopts it whole, with its
-//! pages (as snmalloc recycles its allocators). A parked heap's pages still receive remote frees;
-//! whenever a heap takes a segment (fresh or spare) it first tidies one parked heap, so memory freed into
-//! them is given back even if no thread ever adopts them.
+//! their segments; see `thread::park_tidy` for what it keeps) and parked on the abandoned list, and
+//! the next new thread adopts it whole, with its pages (as snmalloc recycles its allocators). A
+//! parked heap's pages still receive remote frees; whenever a heap takes a segment (fresh or spare)
+//! it first tidies one parked heap, so memory freed into them is given back even if no thread ever
+//! adopts them.
+//!
+//! ## Memory coming back
+//!
+//! A page whose last block is freed returns to its segment (unless it is the page allocation is
+//! using); once the heap holds more than `segment::DIRTY_LIMIT` (1 MiB) of dirty free pages
+//! (counted by the bytes they touched), those free for `segment::DECAY_MS` (20 ms) of a coarse
+//! clock are discarded (`MADV_DONTNEED`), and segments empty for as long are given back (one per
+//! heap is kept for reuse, up to four more process-wide as spares for any heap, with at most 1 MiB
+//! of dirty pages each; the rest are unmapped); above `segment::DIRTY_HARD_LIMIT` (32 MiB) of dirty
+//! pages everything free goes back at once (the decay runs on the thread's own page frees, so this
+//! bounds what an idle thread keeps). Pages that stay partly used (a cache deleting random keys
+//! while its size mix shifts) give back their OS pages that hold no live block, without waiting to
+//! empty: see [`scavenge`]. At thread exit the heap is tidied and parked for the next new thread:
+//! up to `thread::EXITED_DIRTY_LIMIT` (8 MiB) of dirty free pages it keeps them, and its empty
+//! segments of small pages, for that thread (above, all are discarded and its empty segments given
+//! back as above); tidied again while parked, it keeps up to `thread::PARKED_DIRTY_LIMIT` (4 MiB).
+//! A new page is taken dirty rather than fresh when its segment has one. In the unit tests, 1 GiB
+//! allocated in four threads and freed leaves `mapped_bytes` within a few MiB of where it started.
 
 use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use super::classes::{class_size, first_slot, DIRECT_SLOTS, LAST_DIRECT_CLASS, NUM_CLASSES};
 use super::counters::HeapCounters;
@@ -18,9 +37,7 @@ use super::page::{self, Page};
 use super::remote::{self, Pending};
 use super::scavenge;
 use super::segment::{self, Segment};
-use crate::os;
 use crate::stats::GlobalCounters;
-use crate::sync::{self, Lock};
 
 /// The allocator's shared counters.
 pub static COUNTERS: GlobalCounters = GlobalCounters::new();
@@ -69,12 +86,12 @@ pub struct Heap {
     /// Link on the abandoned list.
     pub next_abandoned: *mut Heap,
     /// Set while the heap is parked (no thread owns it): remote frees into its pages then count
-    /// towards [`note_parked_free`]'s reclaim.
+    /// towards [`note_parked_free`](super::thread::note_parked_free)'s reclaim.
     pub parked: AtomicBool,
     /// This thread's chain of frees into another heap's page, not yet pushed (see `remote`).
     pub pending: Pending,
     /// Handed to a thread whose first call was a free: it adopts a parked heap in its stead at
-    /// its first allocation (see [`acquire`]).
+    /// its first allocation (see `thread::acquire`).
     pub adopt_later: bool,
     /// The footprint (all heaps' mapped bytes) at which this heap's next scavenging pass runs
     /// (see [`note_growth`]).
@@ -128,7 +145,7 @@ pub fn empty_heap() -> *mut Heap {
 
 /// The heap a thread sees while it has no heap of its own and must not be given one now: while
 /// its heap is being set up, and after its exit hook handed its heap back (see `init_heap` and
-/// `on_thread_exit` in the parent module). Empty like [`EMPTY_HEAP`], and never written, but
+/// `on_thread_exit` in `thread.rs`). Empty like [`EMPTY_HEAP`], and never written, but
 /// told apart from it: allocations go to the orphan heap, frees to the shared counters.
 pub static DETACHED_HEAP: EmptyHeap = EmptyHeap(UnsafeCell::new(Heap::empty()));
 
@@ -387,300 +404,5 @@ pub unsafe fn tidy(heap: *mut Heap, purge: bool) {
             segment::drop_cached(heap);
         }
         (*heap).counters.flush(&COUNTERS);
-    }
-}
-
-// ---- the heap pool -------------------------------------------------------------------------
-
-/// Heaps parked by exited threads, and the chunk new heaps are carved from.
-struct Pool {
-    abandoned_head: *mut Heap,
-    abandoned_tail: *mut Heap,
-    /// Heaps on the abandoned list.
-    parked: usize,
-    /// Parked heaps that own nothing (see [`is_blank`]), linked through `next_abandoned`.
-    blank: *mut Heap,
-    chunk_cursor: usize,
-    chunk_end: usize,
-}
-
-// SAFETY: the raw pointers refer to heap memory owned by the pool, only touched under its lock.
-unsafe impl Send for Pool {}
-
-static POOL: Lock<Pool> = Lock::new(Pool {
-    abandoned_head: ptr::null_mut(),
-    abandoned_tail: ptr::null_mut(),
-    parked: 0,
-    blank: ptr::null_mut(),
-    chunk_cursor: 0,
-    chunk_end: 0,
-});
-/// The heap used (under this lock) by code that allocates after its thread's heap was handed
-/// back at thread exit.
-static ORPHAN: Lock<usize> = Lock::new(0);
-static ATFORK: AtomicBool = AtomicBool::new(false);
-const HEAP_CHUNK: usize = 64 * 1024;
-
-fn pool_pop(pool: &mut Pool) -> *mut Heap {
-    let h = pool.abandoned_head;
-    if !h.is_null() {
-        // SAFETY: parked heaps are valid and only linked under the pool lock.
-        unsafe {
-            pool.abandoned_head = (*h).next_abandoned;
-            (*h).next_abandoned = ptr::null_mut();
-        }
-        if pool.abandoned_head.is_null() {
-            pool.abandoned_tail = ptr::null_mut();
-        }
-        pool.parked -= 1;
-    }
-    h
-}
-
-fn pool_push(pool: &mut Pool, h: *mut Heap) {
-    // SAFETY: `h` is a valid heap no thread uses, linked under the pool lock.
-    unsafe { (*h).next_abandoned = ptr::null_mut() };
-    if pool.abandoned_tail.is_null() {
-        pool.abandoned_head = h;
-    } else {
-        // SAFETY: as above.
-        unsafe { (*pool.abandoned_tail).next_abandoned = h };
-    }
-    pool.abandoned_tail = h;
-    pool.parked += 1;
-}
-
-/// A heap for a new thread: a parked one if any and `adopt`, else a blank one (a parked heap
-/// that owns nothing), else a fresh one. Null if out of memory.
-///
-/// A thread whose first call is a free does not adopt (`adopt` false) until it allocates
-/// ([`adopt_instead`]): a thread that only frees would own the parked heap's pages without
-/// ever allocating from them, so the frees other threads make into those pages would never be
-/// collected (a heap collects its remote frees on its allocation slow path). In the
-/// `thread-pool` workload, where consumer threads only free, consumers adopting their
-/// producers' heaps kept RSS at 1.57 times the live bytes (1.11 without).
-pub fn acquire(adopt: bool) -> *mut Heap {
-    sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
-    let mut pool = POOL.lock();
-    let h = if adopt {
-        pool_pop(&mut pool)
-    } else {
-        ptr::null_mut()
-    };
-    if !h.is_null() {
-        // SAFETY: a parked heap, valid for ever (heaps are never unmapped); ours now.
-        unsafe { (*h).parked.store(false, Ordering::Relaxed) };
-        return h;
-    }
-    let h = acquire_blank(&mut pool);
-    if !h.is_null() {
-        // SAFETY: a heap no thread uses (blank or fresh), ours now.
-        unsafe { (*h).adopt_later = !adopt };
-    }
-    h
-}
-
-/// For a heap handed out by `acquire(false)` (its thread's first call was a free), at its
-/// thread's first allocation: a parked heap to use instead, if there is one, else `heap` itself.
-/// The caller switches its thread over (exit hook, thread word) and parks `heap` with
-/// [`abandon`] (blank: it never allocated).
-///
-/// # Safety
-/// The calling thread owns `heap`.
-#[cold]
-pub unsafe fn adopt_instead(heap: *mut Heap) -> *mut Heap {
-    // SAFETY: the caller owns the heap.
-    unsafe {
-        (*heap).adopt_later = false;
-        if !is_blank(heap) {
-            return heap;
-        }
-        let parked = {
-            let mut pool = POOL.lock();
-            pool_pop(&mut pool)
-        };
-        if parked.is_null() {
-            return heap;
-        }
-        (*parked).parked.store(false, Ordering::Relaxed);
-        parked
-    }
-}
-
-/// A blank heap from the pool, else a fresh one carved from the heap chunk; null if out of
-/// memory.
-fn acquire_blank(pool: &mut Pool) -> *mut Heap {
-    let h = pool.blank;
-    if !h.is_null() {
-        // SAFETY: a blank parked heap, valid for ever, linked under the pool lock; ours now.
-        unsafe {
-            pool.blank = (*h).next_abandoned;
-            (*h).next_abandoned = ptr::null_mut();
-            (*h).parked.store(false, Ordering::Relaxed);
-        }
-        return h;
-    }
-    let size = core::mem::size_of::<Heap>().next_multiple_of(64);
-    if pool.chunk_cursor + size > pool.chunk_end {
-        let chunk = os::map(HEAP_CHUNK);
-        if chunk.is_null() {
-            return ptr::null_mut();
-        }
-        COUNTERS.add_mapped(HEAP_CHUNK);
-        pool.chunk_cursor = chunk as usize;
-        pool.chunk_end = chunk as usize + HEAP_CHUNK;
-    }
-    let h = pool.chunk_cursor as *mut Heap;
-    pool.chunk_cursor += size;
-    // SAFETY: fresh, suitably aligned (64) memory inside the chunk, ours alone.
-    unsafe { h.write(Heap::empty()) };
-    h
-}
-
-/// Parks the heap of an exiting thread after tidying it.
-///
-/// # Safety
-/// The calling thread owns `heap` and never uses it again.
-pub unsafe fn abandon(heap: *mut Heap) {
-    // SAFETY: forwarded ownership.
-    let blank = unsafe {
-        park_tidy(heap, true);
-        (*heap).parked.store(true, Ordering::Relaxed);
-        is_blank(heap)
-    };
-    let mut pool = POOL.lock();
-    if blank {
-        // Kept apart: it needs no reclaim, and a thread that only frees may take it (else
-        // threads that only free, in a key destructor say, would each carve a fresh heap:
-        // 5,000 of them grew RSS by 9.6 MB in the preload suite).
-        // SAFETY: a heap no thread uses, linked under the pool lock.
-        unsafe { (*heap).next_abandoned = pool.blank };
-        pool.blank = heap;
-    } else {
-        pool_push(&mut pool, heap);
-    }
-}
-
-/// Whether a tidied heap owns nothing: no page, no segment, nothing handed back to it.
-///
-/// # Safety
-/// The calling thread owns `heap` exclusively.
-unsafe fn is_blank(heap: *mut Heap) -> bool {
-    // SAFETY: exclusive ownership (caller).
-    unsafe {
-        (*heap).queues.iter().all(|q| q.head.is_null())
-            && (*heap).full.head.is_null()
-            && (*heap).avail.iter().all(|s| s.is_null())
-            && (*heap).cached_segment.is_null()
-            && (*heap).rescued.load(Ordering::Relaxed).is_null()
-    }
-}
-
-/// Bytes remote-freed into parked heaps since their last reclaim.
-static PARKED_FREED: AtomicUsize = AtomicUsize::new(0);
-/// Bytes remote-freed into parked heaps that trigger a reclaim of every parked heap (8 MiB):
-/// memory freed after its threads are gone comes back while it is being freed, by the freeing
-/// thread, even if that thread then never allocates again; at most this much waits for the next
-/// reclaim (or for a new thread to adopt the heap).
-const PARKED_RECLAIM_BYTES: usize = 8 << 20;
-/// Parked heaps tidied by one reclaim at most (the pool's round robin takes the next ones
-/// at the next reclaim), so that no single free stalls for thousands of heaps.
-const RECLAIM_AT_ONCE: usize = 16;
-
-/// Counts `bytes` remote-freed into a page of a parked heap (`free_remote`'s cold path), and
-/// tidies every parked heap once [`PARKED_RECLAIM_BYTES`] have been freed into them: their
-/// emptied pages go back to their segments, dirty pages beyond what a parked heap keeps are
-/// discarded, and empty segments given back (see `park_tidy`).
-pub fn note_parked_free(bytes: usize) {
-    let before = PARKED_FREED.fetch_add(bytes, Ordering::Relaxed);
-    if before < PARKED_RECLAIM_BYTES && before + bytes >= PARKED_RECLAIM_BYTES {
-        reclaim_parked();
-    }
-}
-
-/// Tidies each parked heap once (see [`note_parked_free`]).
-#[cold]
-#[inline(never)]
-fn reclaim_parked() {
-    PARKED_FREED.store(0, Ordering::Relaxed);
-    let n = POOL.lock().parked.min(RECLAIM_AT_ONCE);
-    for _ in 0..n {
-        reclaim_one_abandoned();
-    }
-}
-
-/// Dirty free bytes a parked heap keeps for the next thread that adopts it.
-const PARKED_DIRTY_LIMIT: usize = 4 << 20;
-/// Dirty free bytes the heap of a thread that is just exiting keeps (it is likely adopted soon).
-const EXITED_DIRTY_LIMIT: usize = 8 << 20;
-
-/// Tidies a heap no thread uses. Up to [`EXITED_DIRTY_LIMIT`] (`just_exited`: its thread is
-/// exiting) or [`PARKED_DIRTY_LIMIT`] (tidied again while parked) of dirty free pages, it keeps
-/// them and its empty segments of small pages for the next thread that adopts it (see
-/// `segment::keep_for_next_thread`); above that all of them are discarded and its empty segments
-/// given back. Threads re-created in a loop (mstress) otherwise gave back and discarded, at
-/// every exit and every tidy of a parked heap, the very pages the next thread then faulted in
-/// again (page faults and discards were about 40% of that workload's time).
-///
-/// # Safety
-/// The calling thread owns `heap` exclusively.
-unsafe fn park_tidy(heap: *mut Heap, just_exited: bool) {
-    // SAFETY: forwarded ownership.
-    unsafe {
-        tidy(heap, false);
-        let limit = if just_exited {
-            EXITED_DIRTY_LIMIT
-        } else {
-            PARKED_DIRTY_LIMIT
-        };
-        if (*heap).dirty_bytes > limit {
-            segment::decay(heap, 0, 0);
-        } else {
-            segment::keep_for_next_thread(heap);
-        }
-        segment::release_cached(heap);
-    }
-}
-
-/// Tidies one parked heap (round robin), so memory remote-freed into it goes back to the kernel.
-/// Skipped if the pool is busy.
-pub fn reclaim_one_abandoned() {
-    let h = match POOL.try_lock() {
-        Some(mut pool) => pool_pop(&mut pool),
-        None => return,
-    };
-    if h.is_null() {
-        return;
-    }
-    // SAFETY: popped from the pool, so no thread owns it but us until we push it back.
-    unsafe { park_tidy(h, false) };
-    pool_push(&mut POOL.lock(), h);
-}
-
-/// Runs `f` with the orphan heap (locked), for allocations made after the thread's heap is gone.
-pub fn with_orphan<R>(f: impl FnOnce(*mut Heap) -> R, fail: R) -> R {
-    // Before the lock: registering may allocate, and that call may come back here.
-    sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
-    let mut orphan = ORPHAN.lock();
-    if *orphan == 0 {
-        let h = acquire(true);
-        if h.is_null() {
-            return fail;
-        }
-        *orphan = h as usize;
-    }
-    f(*orphan as *mut Heap)
-}
-
-unsafe extern "C" fn atfork_prepare() {
-    ORPHAN.force_lock();
-    POOL.force_lock();
-}
-
-unsafe extern "C" fn atfork_release() {
-    // SAFETY: atfork_prepare took both locks in this thread.
-    unsafe {
-        POOL.force_unlock();
-        ORPHAN.force_unlock();
     }
 }

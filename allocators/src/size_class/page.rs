@@ -22,14 +22,14 @@
 //!
 //! Blocks are carved lazily ([`extend`]) a few KiB at a time, so an untouched page costs no RSS.
 //! Every list link is written by [`set_link`] and read by [`link_of`]: plain pointers normally,
-//! encoded and checked (same page, block boundary) with the `hardened` feature (see `checks`).
+//! encoded and checked (same page, block boundary) with the `hardened` feature (see `hardening`).
 //! All functions take raw `*mut Page` so that a remote thread's access to `thread_free` never
 //! overlaps a `&mut Page` held by the owner.
 
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use super::checks;
+use super::hardening;
 use crate::hardened;
 
 /// A free block: its first word links to the next free block.
@@ -40,7 +40,7 @@ pub struct Block {
 }
 
 /// Links free block `block` to `next` (encoded with the block's address and `key`, from
-/// `checks::page_key`, in hardened builds).
+/// `hardening::page_key`, in hardened builds).
 ///
 /// # Safety
 /// `block` is a dead block owned by the caller (its first word is the allocator's).
@@ -66,7 +66,7 @@ pub(super) unsafe fn link_of(page: *const Page, block: *mut Block, key: usize) -
     unsafe {
         let stored = (*block).next;
         if hardened::ENABLED {
-            checks::decode_next(page, block, stored, key)
+            hardening::decode_next(page, block, stored, key)
         } else {
             stored
         }
@@ -151,9 +151,9 @@ pub struct Page {
     /// bytes have grown well past this.
     pub scavenge_mark: u32,
     /// Hardened builds only: what the free checks read, in a cache line of their own (see
-    /// `checks::PageChecks`).
+    /// `hardening::PageChecks`).
     #[cfg(feature = "hardened")]
-    pub checks: super::checks::PageChecks,
+    pub checks: super::hardening::PageChecks,
 }
 
 const _: () = assert!(core::mem::offset_of!(Page, thread_free) == 64);
@@ -186,7 +186,7 @@ impl Page {
             parked: [0; 2],
             scavenge_mark: 0,
             #[cfg(feature = "hardened")]
-            checks: super::checks::PageChecks::new(),
+            checks: super::hardening::PageChecks::new(),
         }
     }
 }
@@ -241,7 +241,7 @@ unsafe fn collect_inner(page: *mut Page, unless_empty: bool) {
             return;
         }
         if !(*page).free.is_null() {
-            let key = checks::page_key(page);
+            let key = hardening::page_key(page);
             let mut tail = head;
             loop {
                 let next = link_of(page, tail, key);
@@ -267,7 +267,7 @@ unsafe fn check_list(page: *mut Page, head: *mut Block) {
     let mut count = 1u32;
     // SAFETY: caller's contract; `link_of` aborts on a link that leaves the page.
     unsafe {
-        let key = checks::page_key(page);
+        let key = hardening::page_key(page);
         loop {
             b = link_of(page, b, key);
             if b.is_null() {
@@ -275,7 +275,7 @@ unsafe fn check_list(page: *mut Page, head: *mut Block) {
             }
             count += 1;
             if count > (*page).capacity {
-                checks::list_too_long(page);
+                hardening::list_too_long(page);
             }
         }
     }
@@ -297,7 +297,7 @@ pub unsafe fn extend(page: *mut Page) -> bool {
         let bsize = (*page).block_size;
         let n = (EXTEND_BYTES / bsize).clamp(1, remaining);
         let first = (*page).start + (*page).capacity as usize * bsize;
-        let key = checks::page_key(page);
+        let key = hardening::page_key(page);
         let mut b = first;
         for _ in 1..n {
             set_link(b as *mut Block, (b + bsize) as *mut Block, key);
@@ -307,7 +307,7 @@ pub unsafe fn extend(page: *mut Page) -> bool {
         (*page).free = first as *mut Block;
         (*page).capacity += n as u32;
         if hardened::ENABLED {
-            checks::carved(page);
+            hardening::carved(page);
         }
     }
     true
@@ -338,21 +338,21 @@ fn prefetch_for_write(block: *mut Block) {
 pub unsafe fn pop(page: *mut Page) -> *mut u8 {
     // SAFETY: caller's contract: the head is a free block of this page.
     unsafe {
-        let key = checks::page_key(page);
+        let key = hardening::page_key(page);
         let b = (*page).free;
         let next = link_of(page, b, key);
         (*page).free = next;
         prefetch_for_write(next);
         (*page).used += 1;
         if hardened::ENABLED {
-            checks::arm(page, b);
+            hardening::arm(page, b);
         }
         b.cast()
     }
 }
 
 /// Pushes `block` on the page's `free` list (a free by the page's owner) and counts it out of
-/// `used`. `key` is the page's link key, `checks::page_key` (already read by the caller's checks).
+/// `used`. `key` is the page's link key, `hardening::page_key` (already read by the caller's checks).
 ///
 /// # Safety
 /// The caller owns `page`; `block` is a live block of it, not used afterwards.
@@ -406,7 +406,7 @@ pub unsafe fn try_unmark_full(page: *mut Page) -> bool {
 #[inline(always)]
 pub unsafe fn link_chain(page: *mut Page, block: *mut Block, next: *mut Block) {
     // SAFETY: caller's contract; the key is read from the live page's descriptor.
-    unsafe { set_link(block, next, checks::page_key(page)) }
+    unsafe { set_link(block, next, hardening::page_key(page)) }
 }
 
 /// Pushes the chain `head..=tail` of `count` blocks (linked by [`link_chain`]) on the page's
@@ -428,7 +428,7 @@ pub unsafe fn push_thread_free(
     // succeeds); the blocks are ours to link.
     unsafe {
         let tf = &(*page).thread_free;
-        let key = checks::page_key(page);
+        let key = hardening::page_key(page);
         let add = COUNT_ONE * count as usize;
         let mut old = tf.load(Ordering::Relaxed);
         loop {

@@ -14,9 +14,10 @@
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use super::heap::{self, Heap};
+use super::heap::Heap;
 use super::page::{self, Block, Page};
 use super::segment::segment_of;
+use super::thread;
 
 /// Blocks a chain holds at most before it is pushed (32: one CAS per 32 frees, and an owner
 /// waits for at most 31 blocks of a page per freeing thread).
@@ -147,7 +148,7 @@ unsafe fn push(page: *mut Page, head: *mut Block, tail: *mut Block, count: u32) 
         // A parked owner collects nothing until a thread adopts it: memory freed after its
         // thread is gone comes back through `note_parked_free`.
         if (*owner).parked.load(Ordering::Relaxed) {
-            heap::note_parked_free(bytes);
+            thread::note_parked_free(bytes);
         }
     }
 }

@@ -32,8 +32,8 @@
 
 use core::ptr;
 
-use super::checks;
 use super::classes::NUM_CLASSES;
+use super::hardening as checks;
 use super::heap::{queue_remove, Heap, COUNTERS};
 use super::page::{self, link_of, set_link, Block, Page};
 use super::segment::{self, segment_of};

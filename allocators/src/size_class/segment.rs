@@ -94,20 +94,12 @@ pub unsafe fn page_of(addr: usize) -> *mut Page {
 
 /// Maps and initialises a fresh segment of `kind` for `heap`. Null if the kernel refuses.
 fn map_segment(heap: *mut Heap, kind: Kind) -> *mut Segment {
-    let base = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE);
-    if base.is_null() {
-        return ptr::null_mut();
-    }
     // A page's `thread_free` word keeps a count above bit 48 (`page::COUNT_SHIFT`): its blocks
-    // must lie below. (Linux maps above 2^47 only when asked to.)
-    if (base as usize + SEGMENT_SIZE) >> super::page::COUNT_SHIFT != 0 {
-        // SAFETY: just mapped, never published.
-        unsafe { os::unmap(base, SEGMENT_SIZE) };
-        return ptr::null_mut();
-    }
-    if !region_map::claim(base as usize, SEGMENT_SIZE, Owner::SizeClass) {
-        // SAFETY: just mapped, never published.
-        unsafe { os::unmap(base, SEGMENT_SIZE) };
+    // must lie below. The region map covers only the addresses below 2^ADDRESS_BITS, and refuses
+    // a claim above, so a claimed segment does.
+    const { assert!(region_map::ADDRESS_BITS <= super::page::COUNT_SHIFT) };
+    let base = region_map::map_claimed(SEGMENT_SIZE, Owner::SizeClass);
+    if base.is_null() {
         return ptr::null_mut();
     }
     COUNTERS.add_mapped(SEGMENT_SIZE);
@@ -258,7 +250,7 @@ pub unsafe fn alloc_page(heap: *mut Heap, class: usize) -> *mut Page {
         (*page).parked = [0, 0];
         (*page).scavenge_mark = 0;
         if crate::hardened::ENABLED {
-            super::checks::init_page(page, class);
+            super::hardening::init_page(page, class);
         }
         page
     }
@@ -291,7 +283,7 @@ unsafe fn take_segment(heap: *mut Heap, kind: Kind) -> *mut Segment {
         }
         // Each segment a heap takes pays for tidying one parked heap, so memory freed into
         // heaps nobody adopts still goes back.
-        super::heap::reclaim_one_abandoned();
+        super::thread::reclaim_one_abandoned();
         for slot in &SPARE {
             let spare = slot.swap(ptr::null_mut(), Ordering::Acquire);
             if spare.is_null() {
@@ -454,8 +446,8 @@ pub unsafe fn free_page(heap: *mut Heap, page: *mut Page) {
             .min((*page).area_len);
         (*page).dirty_len = (*page).dirty_len.max(touched);
         if crate::hardened::ENABLED {
-            // No block of a free page passes `checks::check_small`.
-            super::checks::free_page(page);
+            // No block of a free page passes `hardening::check_small`.
+            super::hardening::free_page(page);
         }
         let now = os::coarse_millis();
         (*page).freed_at = now;

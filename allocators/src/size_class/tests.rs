@@ -3,6 +3,7 @@
 //! one at a time.
 
 use super::*;
+use crate::hardened::UnsizedPad;
 use std::sync::Mutex;
 
 static SERIAL: Mutex<()> = Mutex::new(());

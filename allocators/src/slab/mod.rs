@@ -228,6 +228,9 @@ unsafe fn free_small_checked(class: usize, ptr: *mut u8, size: usize) {
     }
 }
 
+// No padding: C blocks need none to have their canaries checked (see `UnsizedPad`).
+impl hardened::UnsizedPad for Slab {}
+
 impl Introspect for Slab {
     const NAME: &'static str = "slab";
 

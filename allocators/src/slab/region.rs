@@ -273,13 +273,8 @@ pub unsafe fn return_slab(desc: *mut SlabDesc) {
 }
 
 fn new_region() -> *mut RegionHeader {
-    let p = os::map_aligned(REGION_SIZE, REGION_SIZE);
+    let p = region_map::map_claimed(REGION_SIZE, Owner::Slab);
     if p.is_null() {
-        return ptr::null_mut();
-    }
-    if !region_map::claim(p as usize, REGION_SIZE, Owner::Slab) {
-        // SAFETY: just mapped, never published.
-        unsafe { os::unmap(p, REGION_SIZE) };
         return ptr::null_mut();
     }
     COUNTERS.add_mapped(header_bytes());

@@ -21,7 +21,7 @@ fn usable_of(probe: &Probe, b: &Block) -> usize {
     let n = unsafe { (probe.usable_size)(b.ptr) };
     match n {
         // An allocator's padding (hardened canaries) is not usable; a request made without it
-        // may get that much less (see `Introspect::UNSIZED_PAD`).
+        // may get that much less (see `hardened::UnsizedPad::UNSIZED_PAD`).
         // The requested bytes are the caller's whatever the answer: the test writes them all.
         Some(n) if n + probe.unsized_pad >= b.size => n.max(b.size),
         other => panic!(

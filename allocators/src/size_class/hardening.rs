@@ -44,6 +44,31 @@
 //! Two threads freeing the same block at the very same instant may both see it live (a race
 //! a bitmap would need an atomic read-modify-write on every free to close); any later free of it
 //! is caught.
+//!
+//! ## What is checked
+//!
+//! Every request is padded by 8 bytes for its class (blocks are at least 16 bytes), so every block
+//! carries a canary in its last word after its request, checked on free (this module still handles
+//! a request that fills its block, which only a caller passing a smaller layout than it allocated
+//! with could make; `usable_size` is the class size minus 8, so a C block, freed by `free_unsized`
+//! as that many bytes, has its canary checked too), and keeps a state word in its second word while
+//! free (the layout above), and:
+//! - every free-list link (the owner's `free` list, extended runs, and the atomic `thread_free`
+//!   list, encoded before the CAS push) is stored encoded with the per-process key and the slot's
+//!   address, and decoded on use; a link that is not null or inside the same page aborts with
+//!   "corrupted free list" (a write after free);
+//! - `dealloc` and `realloc` check the pointer: a Foreign window, a free page, a header slot or an
+//!   address off a block boundary is an invalid free; a state word holding the freed tag (the
+//!   canary's complement) a double free, and, when the layout leaves slack, a last word that is
+//!   not the block's canary a heap overflow (bytes written past the request); a large block must
+//!   start a live large mapping of ours (which has a guard page after it);
+//! - a freed block gets the freed tag, and in debug builds its usable bytes are filled with
+//!   [`crate::hardened::FREED_BYTE`];
+//! - a list of remote frees taken over by the owner is walked once: more blocks than the page
+//!   has carved (a cycle) aborts too.
+//!
+//! Not caught: a stale pointer freed again after its block was handed out anew (it is live then),
+//! and two threads freeing one block at the very same instant (both may see the canary).
 
 use super::classes::{class_size_const, NUM_CLASSES};
 use super::page::{Block, Page};

@@ -11,7 +11,8 @@
 //! Registration goes through [`sync`](crate::sync)'s once-per-flag mechanism, so it is safe from
 //! inside an allocator (a nested call while libc allocates returns at once) and whoever returns
 //! from [`register`] knows its hooks run at any later `fork()`. Every piece that takes locks
-//! registers here: the four allocators, the shared large-block cache and the heap profiler.
+//! registers here: the four allocators, the shared large-block cache, the heap profiler and its
+//! stack walker.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
@@ -33,13 +34,16 @@ pub enum Slot {
     Large,
     /// The heap profiler's tables ([`crate::profile`]).
     Profile,
+    /// The stack walker's lock for describing a new return address (a leaf: held only while
+    /// reading unwind information, never while taking another allocator lock).
+    Unwind,
     /// This module's own test, so that it replaces no real slot's hooks.
     #[cfg(test)]
     Test,
 }
 
 /// The number of [`Slot`]s.
-const SLOTS: usize = if cfg!(test) { 7 } else { 6 };
+const SLOTS: usize = if cfg!(test) { 8 } else { 7 };
 
 /// A hook: a function that takes or gives back some locks across `fork()`.
 pub type Hook = unsafe extern "C" fn();

@@ -203,7 +203,12 @@ struct Find<'a> {
 #[cold]
 #[inline(never)]
 fn describe(pc: usize) -> Option<Rule> {
-    crate::sync::register_atfork(&ATFORK, atfork_prepare, atfork_release);
+    crate::fork::register(
+        &ATFORK,
+        crate::fork::Slot::Unwind,
+        atfork_prepare,
+        atfork_release,
+    );
     let mut guard = CONTEXT.try_lock()?;
     if *guard == 0 {
         let p = os::map(core::mem::size_of::<Context>()).cast::<Context>();

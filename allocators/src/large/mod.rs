@@ -65,6 +65,18 @@ pub fn alloc_layout(
     alloc(layout.size(), layout.align(), zeroed, owner, counters)
 }
 
+/// For a block of `size` bytes starting `head` bytes into its mapping: its usable bytes (whole
+/// pages) and the length of the mapping (head, block and guard pages, whole regions). `None` if
+/// either overflows or exceeds `isize::MAX`.
+pub(crate) fn block_sizes(head: usize, size: usize) -> Option<(usize, usize)> {
+    let page = page_size();
+    let usable = os::align_up(size.max(1), page)?;
+    let map_len = usable
+        .checked_add(head + GUARD_PAGES * page)
+        .and_then(|n| os::align_up(n, REGION_SIZE))?;
+    (map_len <= isize::MAX as usize).then_some((usable, map_len))
+}
+
 /// A block of `size` bytes aligned to `align` for `owner`, counting the pages and the allocation
 /// of `size` requested bytes in `counters`: a cached mapping if one fits, else a fresh one.
 /// With `zeroed` the block reads as zeros (a fresh mapping is zero already; a reused one is
@@ -79,18 +91,9 @@ pub fn alloc(
 ) -> *mut u8 {
     let page = page_size();
     let head = head_for(align);
-    let Some(usable) = os::align_up(size.max(1), page) else {
+    let Some((usable, map_len)) = block_sizes(head, size) else {
         return ptr::null_mut();
     };
-    let Some(map_len) = usable
-        .checked_add(head + GUARD_PAGES * page)
-        .and_then(|n| os::align_up(n, REGION_SIZE))
-    else {
-        return ptr::null_mut();
-    };
-    if map_len > isize::MAX as usize {
-        return ptr::null_mut();
-    }
     cache::register_fork_hooks();
     if let Some(e) = take_cached(map_len, align) {
         let block = e.block + head;

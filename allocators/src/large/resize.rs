@@ -3,10 +3,10 @@
 
 use core::ptr;
 
-use super::header::{header_of, set_guard, Header, GUARD_PAGES};
+use super::header::{header_of, set_guard, Header};
 use super::slots::realloc_slot;
 use crate::os::{self, page_size};
-use crate::region_map::{self, Owner, REGION_SIZE};
+use crate::region_map::{self, Owner};
 use crate::stats::GlobalCounters;
 
 /// Resizes the large block at `ptr` to `new_size` bytes, keeping its contents and alignment.
@@ -17,7 +17,6 @@ use crate::stats::GlobalCounters;
 /// # Safety
 /// `ptr` must be the start of a live large block.
 pub unsafe fn realloc(ptr: *mut u8, new_size: usize, counters: &'static GlobalCounters) -> *mut u8 {
-    let page = page_size();
     // SAFETY: forwarded contract.
     let Some(header) = (unsafe { header_of(ptr) }) else {
         return ptr::null_mut();
@@ -37,18 +36,9 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize, counters: &'static GlobalCo
         return unsafe { realloc_slot(ptr, header, new_size, counters) };
     }
     let head = ptr as usize - base;
-    let Some(new_usable) = os::align_up(new_size.max(1), page) else {
+    let Some((new_usable, new_len)) = super::block_sizes(head, new_size) else {
         return ptr::null_mut();
     };
-    let Some(new_len) = new_usable
-        .checked_add(head + GUARD_PAGES * page)
-        .and_then(|n| os::align_up(n, REGION_SIZE))
-    else {
-        return ptr::null_mut();
-    };
-    if new_len > isize::MAX as usize {
-        return ptr::null_mut();
-    }
     // SAFETY: the old guard page (hardened) is inside the mapping; it is re-protected below at the
     // block's final end, whichever way the resize goes.
     unsafe { set_guard(ptr as usize, usable, false) };

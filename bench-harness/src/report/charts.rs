@@ -7,7 +7,8 @@
 use std::path::Path;
 
 use super::plot::{grouped_bars, line_panels, Panel, Series};
-use super::tables::{hardened_ratios, threads_label, View};
+use super::tables::{threads_label, View};
+use super::twins::hardened_ratios;
 use crate::cell::Status;
 use crate::results_io::{ResultsFile, Row};
 use crate::summary::geomean;

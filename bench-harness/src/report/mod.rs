@@ -8,6 +8,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`tables`] | the headline and detail tables, over a [`tables::View`] of the results |
+//! | [`twins`] | hardened / plain and sampled / unsampled ratio tables |
 //! | [`reading`] | the generated reading |
 //! | [`charts`] | which charts exist |
 //! | [`plot`] | how a chart is drawn (bars, line panels, legends, one colour per allocator) |
@@ -25,6 +26,7 @@ pub mod plot;
 pub mod program;
 pub mod reading;
 pub mod tables;
+pub mod twins;
 
 use tables::{threads_label, View};
 
@@ -125,10 +127,10 @@ pub fn render(
     embed(&mut o, charts, "throughput");
     embed(&mut o, charts, "scaling");
 
-    tables::hardened_cost(&v, &mut o);
+    twins::hardened_cost(&v, &mut o);
     embed(&mut o, charts, "hardened");
 
-    tables::sampling_cost(&v, &mut o);
+    twins::sampling_cost(&v, &mut o);
 
     let _ = writeln!(o, "## Latency of single operations\n");
     tables::latency(&v, &mut o);

@@ -223,7 +223,7 @@ fn hardened(v: &View<'_>, o: &mut String) {
                 .threads()
                 .iter()
                 .map(|&t| {
-                    let xs: Vec<f64> = super::tables::hardened_ratios(v, h, b, t)
+                    let xs: Vec<f64> = super::twins::hardened_ratios(v, h, b, t)
                         .iter()
                         .filter_map(|r| r.1)
                         .collect();

@@ -375,8 +375,9 @@ pub unsafe fn free_local_slow(heap: *mut Heap, page: *mut Page) {
     }
 }
 
-/// Collects every queued page, gives back empty pages, and (if `purge`) discards all dirty free
-/// pages and the cached segment. Used when a heap is parked or tidied.
+/// Gives back the queued pages that are empty or that their remote frees empty (other pages'
+/// remote frees stay for the next owner: see [`page::collect_if_emptied`]), and (if `purge`)
+/// discards all dirty free pages and the cached segment. Used when a heap is parked or tidied.
 ///
 /// # Safety
 /// The calling thread owns `heap` exclusively.
@@ -390,7 +391,7 @@ pub unsafe fn tidy(heap: *mut Heap, purge: bool) {
             let mut p = (*q).head;
             while !p.is_null() {
                 let next = (*p).next;
-                page::collect_unless_empty(p);
+                page::collect_if_emptied(p);
                 if (*p).used == 0 {
                     queue_remove(q, p);
                     segment::free_page(heap, p);
